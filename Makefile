@@ -1,0 +1,63 @@
+# gpuconfig — `make run` serves the site, `make test` runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The newest Python 3.11+ on PATH (3.12+ gets Django 6, 3.11 Django 5.2 LTS).
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+PYTEST_ARGS ?=
+
+.PHONY: help run test test-sqlite test-postgres test-fast bench migrate lint clean dockerd-start dockerd-stop
+
+help:
+	@echo "make run    serve gpuconfig on http://127.0.0.1:8000 (worker and beat beside it)"
+	@echo "make test   run the whole test suite (SQLite, then PostgreSQL)"
+	@echo "make bench  print planner, detection, API and apply figures"
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed (python3.11 or newer on PATH)."; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --noinput
+
+run: $(STAMP)
+	@bash scripts/run.sh
+
+dockerd-start:
+	@bash scripts/test-dockerd.sh start
+
+dockerd-stop:
+	@bash scripts/test-dockerd.sh stop
+
+# The whole suite on the embedded default (SQLite), then again on PostgreSQL.
+test: $(STAMP) dockerd-start
+	$(MAKE) test-sqlite
+	$(MAKE) test-postgres
+
+test-sqlite: $(STAMP)
+	eval "$$(bash scripts/test-dockerd.sh env)"; \
+	REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL= $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	eval "$$(bash scripts/test-dockerd.sh env)"; \
+	REDIS_URL=$(TEST_REDIS_URL) DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+# Quick loop while developing: no engine, no browser.
+test-fast: $(STAMP)
+	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
+bench: $(STAMP) dockerd-start
+	eval "$$(bash scripts/test-dockerd.sh env)"; \
+	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from assignments.api import views
+
+urlpatterns = [
+    path("gpu-config", views.GpuConfigView.as_view(), name="api-gpu-config"),
+    path("gpu-config/preview", views.PreviewView.as_view(), name="api-gpu-config-preview"),
+    path("gpu-config/apply", views.ApplyView.as_view(), name="api-gpu-config-apply"),
+    path("gpu-config/status", views.StatusView.as_view(), name="api-gpu-config-status"),
+    path("gpu-config/services", views.ServicesView.as_view(), name="api-gpu-config-services"),
+    path("ai-services", views.AiServicesView.as_view(), name="api-ai-services"),
+]

@@ -1,0 +1,155 @@
+"""The assignments API: thin views over the services and selectors."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from assignments import planner
+from assignments.api import serializers as s
+from assignments.runtime.base import RuntimeUnavailable
+from assignments.selectors import config_current, config_preview, service_list
+from assignments.services import (
+    ApplyBusy,
+    ConfigInvalid,
+    apply_status,
+    config_save,
+)
+from gpuconfig_site.api import bad_request
+
+
+def _actor(request) -> str:
+    return getattr(request.user, "username", "") or str(request.user)
+
+
+class GpuConfigView(APIView):
+    """The saved strategy and assignments; PUT validates everything, then saves and writes the
+    generated files. A refused PUT changes nothing."""
+
+    @extend_schema(responses=s.GpuConfigSerializer, operation_id="gpu_config_retrieve")
+    def get(self, request):
+        return Response(s.GpuConfigSerializer(config_current()).data)
+
+    @extend_schema(
+        request=s.GpuConfigUpdateSerializer,
+        responses={200: s.SaveResultSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_update",
+    )
+    def put(self, request):
+        body = request.data
+        if not isinstance(body, dict):
+            return bad_request("The body must be a JSON object like {\"strategy\": ..., \"assignments\": [...]}.")
+        unknown = set(body) - {"strategy", "assignments"}
+        if unknown:
+            return bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+        if not body:
+            return bad_request("Nothing to save: give a strategy, assignments, or both.")
+        try:
+            result = config_save(
+                strategy=body.get("strategy"),
+                assignments=body.get("assignments"),
+                user=request.user,
+                actor=_actor(request),
+            )
+        except ConfigInvalid as exc:
+            return bad_request(exc.detail)
+        return Response({"success": True, "warnings": result.warnings, "version": result.version.pk})
+
+
+class PreviewView(APIView):
+    """What a strategy would assign with the current GPUs, without saving anything."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names())],
+        responses={200: s.PreviewSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_preview",
+    )
+    def get(self, request):
+        strategy = request.query_params.get("strategy")
+        if not strategy:
+            return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
+        try:
+            plan, _ = config_preview(strategy=strategy)
+        except planner.UnknownStrategy:
+            return bad_request(
+                f"Unknown strategy {strategy!r}; expected one of: {', '.join(planner.strategy_names())}."
+            )
+        return Response(
+            {
+                "strategy": plan.strategy,
+                "proposed_assignments": [
+                    {"service": p.service, "gpu_index": p.gpu_index, "vram_budget_override": p.budget_gb}
+                    for p in plan.placements
+                ],
+                "warnings": plan.warnings,
+            }
+        )
+
+
+class ApplyView(APIView):
+    """Apply the saved configuration: recreate the containers whose GPU or budget changed."""
+
+    @extend_schema(
+        request=None,
+        responses={202: s.ApplySerializer, 409: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_apply",
+    )
+    def post(self, request):
+        from assignments.services import apply_start
+
+        try:
+            run, pending = apply_start(user=request.user, actor=_actor(request))
+        except ApplyBusy as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except RuntimeUnavailable as exc:
+            return Response(
+                {"detail": f"Cannot reach the container engine: {exc}"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response(
+            {
+                "success": True,
+                "operation_id": run.operation_id,
+                "restarted_services": pending,
+                "restarted": [],
+                "failed": [],
+                "warnings": [] if pending else ["Every service already runs with its assignment."],
+                "service_statuses": [
+                    {"service": name, "status": "pending", "message": "Waiting to restart"} for name in pending
+                ],
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class StatusView(APIView):
+    """The latest apply's per-service progress with each service's live container state."""
+
+    @extend_schema(responses=s.StatusSerializer, operation_id="gpu_config_status")
+    def get(self, request):
+        data = apply_status()
+        run = data.pop("run")
+        data["operation_id"] = run.operation_id if run else None
+        data["run_status"] = run.status if run else None
+        data["error"] = run.error if run else ""
+        return Response(s.StatusSerializer(data).data)
+
+
+class ServicesView(APIView):
+    """Live per-service view: container status, health, GPU and last restart status."""
+
+    @extend_schema(responses=s.ServicesSerializer, operation_id="gpu_config_services")
+    def get(self, request):
+        data = apply_status()
+        return Response({"services": data["services"]})
+
+
+class AiServicesView(APIView):
+    """The service catalog with VRAM estimates."""
+
+    @extend_schema(responses=s.AiServiceListSerializer, operation_id="ai_services_list")
+    def get(self, request):
+        return Response({"services": s.AiServiceSerializer(service_list(), many=True).data})

@@ -1,0 +1,233 @@
+"""Applying a GPU plan to running containers: what to recreate, and in which order.
+
+Pure orchestration over a ``ContainerRuntime``: no Django models, no settings. The caller (the
+apply service) turns saved assignments into ``Target`` objects, calls ``diff`` and then
+``execute``, and records the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .runtime.base import ContainerRuntime, ContainerState, Outcome, RecreateResult, Step
+
+logger = logging.getLogger(__name__)
+
+ALL_DEVICES = "all"
+
+# progress(service, step, message); called from several worker threads at once.
+ServiceProgress = Callable[[str, Step, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a service should run: its GPU device ids (empty: no GPU) and VRAM budget in GB."""
+
+    service: str
+    device_ids: tuple[str, ...]
+    budget_gb: float | None
+    latency_critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A service's running state next to its target.
+
+    ``current`` is None when the service has no container: it is reported, never created (it
+    picks up the saved override when compose next brings it up). ``needs_recreate`` is true only
+    when its device ids or its ``VRAM_BUDGET_GB`` differ from the target.
+    """
+
+    service: str
+    current: ContainerState | None
+    target: Target
+    needs_recreate: bool
+
+    @property
+    def missing(self) -> bool:
+        return self.current is None
+
+
+def _same_budget(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return round(a, 3) == round(b, 3)
+
+
+def differs(current: ContainerState, target: Target) -> bool:
+    """Whether a container must be recreated to match a target (device order does not matter)."""
+    return frozenset(current.device_ids) != frozenset(target.device_ids) or not _same_budget(
+        current.budget_gb, target.budget_gb
+    )
+
+
+def diff(runtime: ContainerRuntime, targets: Iterable[Target]) -> list[Change]:
+    """Compare each target with its service's container, in the order given."""
+    changes = []
+    for target in targets:
+        current = runtime.inspect(target.service)
+        changes.append(
+            Change(
+                service=target.service,
+                current=current,
+                target=target,
+                needs_recreate=current is not None and differs(current, target),
+            )
+        )
+    return changes
+
+
+def _holds(device_ids: Sequence[str], gpu: str) -> bool:
+    return ALL_DEVICES in device_ids or gpu in device_ids
+
+
+def freed_gpus_needed(arriving: Change, leaving: Change) -> list[str]:
+    """The GPUs ``arriving`` moves onto that ``leaving`` moves off (empty: no dependency).
+
+    ``all`` is every GPU; a GPU named by neither side is stood for by ``*``.
+    """
+    if arriving.current is None or leaving.current is None:
+        return []
+    a_cur, a_tgt = arriving.current.device_ids, arriving.target.device_ids
+    l_cur, l_tgt = leaving.current.device_ids, leaving.target.device_ids
+    named = {g for ids in (a_cur, a_tgt, l_cur, l_tgt) for g in ids if g != ALL_DEVICES}
+    other = "*"
+    while other in named:
+        other += "*"
+    return sorted(
+        gpu
+        for gpu in (*named, other)
+        if _holds(a_tgt, gpu)
+        and not _holds(a_cur, gpu)
+        and _holds(l_cur, gpu)
+        and not _holds(l_tgt, gpu)
+    )
+
+
+def dependencies(changes: Sequence[Change]) -> dict[str, dict[str, list[str]]]:
+    """For each service to recreate: the services it must wait for, with the GPUs concerned.
+
+    A service moving onto a GPU waits until every service leaving that GPU has stopped, so the
+    VRAM is free before it is claimed. A swap makes each wait for the other; that is safe because
+    every service stops its old container before it waits.
+    """
+    work = [c for c in changes if c.needs_recreate]
+    result: dict[str, dict[str, list[str]]] = {}
+    for arriving in work:
+        result[arriving.service] = {}
+        for leaving in work:
+            if leaving.service == arriving.service:
+                continue
+            gpus = freed_gpus_needed(arriving, leaving)
+            if gpus:
+                result[arriving.service][leaving.service] = gpus
+    return result
+
+
+def _describe(ids: Sequence[str]) -> str:
+    return "GPU " + ",".join(ids) if ids else "no GPU"
+
+
+class DependencyNotFreed(Exception):
+    """A service this one waits for did not stop, so the VRAM it needs was not freed."""
+
+
+def execute(
+    runtime: ContainerRuntime,
+    changes: Sequence[Change],
+    *,
+    progress: ServiceProgress,
+    health_timeout: float,
+) -> dict[str, RecreateResult]:
+    """Recreate the services whose change needs it; return their results by service.
+
+    Every recreate runs in its own thread, latency-critical services submitted first. A service
+    moving onto a GPU starts its new container only after the services leaving that GPU have
+    stopped their old ones (signalled through ``before_start``), so a swap never holds both
+    copies in VRAM. A service whose dependency failed to stop, or did not stop within
+    ``health_timeout`` seconds, is rolled back instead of starting on a GPU that is still in
+    use. Services that need nothing, or have no container, are only reported through
+    ``progress`` (``unchanged``) and get no result.
+    """
+    for change in changes:
+        if change.needs_recreate:
+            continue
+        if change.current is None:
+            message = f"no container for {change.service}: nothing to recreate"
+        else:
+            message = f"already on {_describe(change.current.device_ids)}"
+        _report(progress, change.service, Step.UNCHANGED, message)
+
+    work = sorted(
+        (c for c in changes if c.needs_recreate), key=lambda c: not c.target.latency_critical
+    )
+    if not work:
+        return {}
+    waits = dependencies(work)
+    stopped = {c.service: threading.Event() for c in work}
+    stopped_ok: dict[str, bool] = {c.service: False for c in work}
+
+    for change in work:
+        waiting_for = waits[change.service]
+        message = f"queued: {_describe(change.current.device_ids)} → {_describe(change.target.device_ids)}"
+        if waiting_for:
+            message += f" (after {', '.join(sorted(waiting_for))} stop)"
+        _report(progress, change.service, Step.PENDING, message)
+
+    def before_start(service: str) -> None:
+        stopped_ok[service] = True
+        stopped[service].set()
+        deadline = time.monotonic() + health_timeout
+        for other, gpus in sorted(waits[service].items()):
+            if not stopped[other].is_set():
+                _report(
+                    progress,
+                    service,
+                    Step.STOPPING,
+                    f"stopped; waiting for {other} to leave {_describe(gpus)}",
+                )
+            if not stopped[other].wait(max(deadline - time.monotonic(), 0)):
+                raise DependencyNotFreed(
+                    f"{other} did not leave {_describe(gpus)} within {health_timeout:g}s"
+                )
+            if not stopped_ok[other]:
+                raise DependencyNotFreed(
+                    f"{other} could not be stopped, so {_describe(gpus)} was not freed"
+                )
+
+    def recreate(change: Change) -> RecreateResult:
+        service = change.service
+        try:
+            return runtime.recreate(
+                service,
+                device_ids=change.target.device_ids,
+                budget_gb=change.target.budget_gb,
+                progress=lambda step, message: _report(progress, service, step, message),
+                before_start=lambda: before_start(service),
+                health_timeout=health_timeout,
+            )
+        except Exception as exc:  # noqa: BLE001 - one service's error must not sink the others
+            logger.exception("recreate of %s raised", service)
+            message = f"{type(exc).__name__}: {exc}"
+            _report(progress, service, Step.FAILED, message)
+            return RecreateResult(Outcome.FAILED, message)
+        finally:
+            # Whatever happened, those waiting on this service must not wait forever.
+            stopped[service].set()
+
+    with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="gpuconfig-apply") as pool:
+        futures = {change.service: pool.submit(recreate, change) for change in work}
+        finished = {service: future.result() for service, future in futures.items()}
+    return {c.service: finished[c.service] for c in changes if c.service in finished}
+
+
+def _report(progress: ServiceProgress, service: str, step: Step, message: str) -> None:
+    try:
+        progress(service, step, message)
+    except Exception:
+        logger.exception("progress callback failed for %s at %s", service, step)

@@ -1,0 +1,205 @@
+"""What runs where: the service catalog, the chosen strategy, the saved assignments, their
+history and the apply runs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from assignments import planner
+
+MB_PER_GB = 1024
+
+
+class AiService(models.Model):
+    """One containerised AI service gpuconfig places (the catalog, editable in the admin).
+
+    The strategy flags live here so a strategy never hard-codes service names.
+    """
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Compose service name.")
+    display_name = models.CharField(max_length=200)
+    model_name = models.CharField(max_length=200, blank=True, help_text="The model it serves.")
+    description = models.TextField(blank=True)
+    vram_required_mb = models.PositiveIntegerField(help_text="VRAM estimate in MB (1 GB = 1024 MB).")
+    latency_critical = models.BooleanField(default=False)
+    isolated = models.BooleanField(
+        default=False, help_text="Prefers a GPU of its own (isolation-first strategy)."
+    )
+    budget_adjustable = models.BooleanField(
+        default=False, help_text="Reads a VRAM budget from VRAM_BUDGET_GB."
+    )
+    default_budget_gb = models.FloatField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(vram_required_mb__gt=0), name="aiservice_vram_required_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(default_budget_gb__isnull=True) | Q(default_budget_gb__gt=0),
+                name="aiservice_default_budget_positive",
+            ),
+        ]
+        verbose_name = "AI service"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.budget_adjustable and self.default_budget_gb is None:
+            raise ValidationError({"default_budget_gb": "A budget-adjustable service needs a default budget."})
+
+    @property
+    def vram_required_gb(self) -> float:
+        return round(self.vram_required_mb / MB_PER_GB, 2)
+
+
+def validate_strategy(value: str) -> None:
+    if value not in planner.strategy_names():
+        raise ValidationError(f"Unknown strategy {value!r}.")
+
+
+class GpuConfig(models.Model):
+    """The current strategy. There is exactly one row (pk 1)."""
+
+    strategy = models.CharField(max_length=40, default="vram_based", validators=[validate_strategy])
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="gpuconfig_singleton")]
+        verbose_name = "GPU configuration"
+
+    def __str__(self) -> str:
+        return f"Strategy: {self.strategy}"
+
+    @classmethod
+    def load(cls) -> GpuConfig:
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class Assignment(models.Model):
+    """A service's saved GPU, remembered by UUID as well as index, with an optional budget.
+
+    ``fallback_*`` is set while the saved GPU is lost: the service runs on the fallback GPU
+    until the saved one returns, when the fallback is cleared and the saved choice applies again.
+    """
+
+    service = models.OneToOneField(AiService, on_delete=models.CASCADE, related_name="assignment")
+    gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    gpu_uuid = models.CharField(max_length=96, blank=True)
+    vram_budget_override = models.FloatField(
+        null=True, blank=True, help_text="VRAM budget in GB (budget-adjustable services only)."
+    )
+    fallback_gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    fallback_gpu_uuid = models.CharField(max_length=96, blank=True)
+    fallback_reason = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["service__sort_order", "service__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(vram_budget_override__isnull=True) | Q(vram_budget_override__gt=0),
+                name="assignment_budget_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service.name} → GPU {self.effective_gpu_index}"
+
+    @property
+    def effective_gpu_index(self) -> int | None:
+        """The GPU the service runs on now: the fallback while one is active."""
+        if self.fallback_reason:
+            return self.fallback_gpu_index
+        return self.gpu_index
+
+    @property
+    def effective_gpu_uuid(self) -> str:
+        return self.fallback_gpu_uuid if self.fallback_reason else self.gpu_uuid
+
+
+class ConfigVersion(models.Model):
+    """A snapshot kept at every save (and every automatic fallback): who, when, what."""
+
+    class Source(models.TextChoices):
+        INITIAL = "initial", "First detection: initial plan"
+        SAVE = "save", "Saved"
+        FALLBACK = "fallback", "GPU lost: fallback"
+        RESTORE = "restore", "GPU back: restored"
+        REINDEX = "reindex", "GPU indices changed"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=150, blank=True, help_text="Who made it, as text.")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.SAVE)
+    strategy = models.CharField(max_length=40)
+    assignments = models.JSONField(default=list)
+    warnings = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"v{self.pk} {self.strategy} ({self.get_source_display()})"
+
+
+class ApplyRun(models.Model):
+    """One apply/restart: its status, per-service results and log, kept for history."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Some services rolled back"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED)
+
+    operation_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    config_version = models.ForeignKey(
+        ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="apply_runs"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    services = models.JSONField(default=list, help_text="Services planned to restart.")
+    results = models.JSONField(default=dict, help_text="Per-service outcome and message.")
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Apply {self.operation_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

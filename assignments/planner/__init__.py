@@ -1,0 +1,26 @@
+"""The planner: which GPU each service should use. Plain Python over dataclasses; no Django,
+no settings, no I/O."""
+
+from . import strategies  # noqa: F401  (registers the strategies, in order)
+from .checks import check, fallback_gpu, free_mb, suggest_budget_gb
+from .planning import plan
+from .registry import STRATEGIES, Strategy, UnknownStrategy, register, strategy_names
+from .types import GpuView, Issue, Placement, Plan, ServiceDemand
+
+__all__ = [
+    "STRATEGIES",
+    "GpuView",
+    "Issue",
+    "Placement",
+    "Plan",
+    "ServiceDemand",
+    "Strategy",
+    "UnknownStrategy",
+    "check",
+    "fallback_gpu",
+    "free_mb",
+    "plan",
+    "register",
+    "strategy_names",
+    "suggest_budget_gb",
+]

@@ -1,0 +1,94 @@
+"""Plain data the planner works on. No Django, no settings, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MB_PER_GB = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GpuView:
+    """One GPU as the planner sees it.
+
+    ``foreign_used_mb`` is VRAM held by processes gpuconfig does not manage (it is not free for
+    the services being planned). ``available`` is False for a GPU that was lost: nothing new is
+    placed on it, and a placement that names it is reported.
+    """
+
+    index: int
+    uuid: str
+    name: str
+    total_mb: int
+    foreign_used_mb: int = 0
+    compute_capability: tuple[int, int] = (0, 0)
+    available: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDemand:
+    """One service to place.
+
+    ``need_mb`` is the VRAM the service needs with its default settings. A service with
+    ``budget_adjustable`` reads a VRAM budget (``VRAM_BUDGET_GB``); its effective need is
+    ``budget_gb`` when set, else ``default_budget_gb`` (both in GB, 1 GB = 1024 MB).
+    ``current_gpu`` is the user's (saved) choice, used by the manual strategy.
+    """
+
+    name: str
+    need_mb: int
+    latency_critical: bool = False
+    isolated: bool = False
+    budget_adjustable: bool = False
+    default_budget_gb: float | None = None
+    current_gpu: int | None = None
+    budget_gb: float | None = None
+
+    @property
+    def effective_mb(self) -> int:
+        """VRAM this service will take, honouring a budget override."""
+        if self.budget_adjustable:
+            budget = self.budget_gb if self.budget_gb is not None else self.default_budget_gb
+            if budget is not None:
+                return round(budget * MB_PER_GB)
+        return self.need_mb
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one service goes. ``gpu_index`` is None when it could not be placed."""
+
+    service: str
+    gpu_index: int | None
+    budget_gb: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A structured warning. ``code`` lets a client act on it (e.g. offer a suggested budget)."""
+
+    code: str
+    message: str
+    service: str | None = None
+    gpu_index: int | None = None
+    suggested_budget_gb: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The outcome of planning: one placement per service (input order) and the warnings."""
+
+    strategy: str
+    placements: tuple[Placement, ...]
+    issues: tuple[Issue, ...] = field(default_factory=tuple)
+
+    def gpu_of(self, service: str) -> int | None:
+        for placement in self.placements:
+            if placement.service == service:
+                return placement.gpu_index
+        raise KeyError(service)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings as plain messages, the form API clients expect."""
+        return [issue.message for issue in self.issues]

@@ -1,0 +1,66 @@
+"""Live apply progress, per run and per service, kept in the cache (Redis in production).
+
+One key per service so the parallel restarts of one run never overwrite each other's state;
+one key per run lists its services. Going through Django's cache API means the embedded
+default (a file cache) and Redis share this one code path.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.core.cache import cache
+
+TTL = 24 * 3600
+TERMINAL = {"healthy", "rolled_back", "failed", "unchanged", "skipped"}
+
+
+def _run_key(operation_id: str) -> str:
+    return f"apply:{operation_id}:services"
+
+
+def _service_key(operation_id: str, service: str) -> str:
+    return f"apply:{operation_id}:svc:{service}"
+
+
+def progress_init(operation_id: str, services: list[str]) -> None:
+    now = time.time()
+    cache.set(_run_key(operation_id), list(services), TTL)
+    cache.set_many(
+        {
+            _service_key(operation_id, s): {
+                "service": s,
+                "status": "pending",
+                "message": "Waiting to restart",
+                "started_at": now,
+                "updated_at": now,
+                "history": [{"status": "pending", "at": now}],
+            }
+            for s in services
+        },
+        TTL,
+    )
+
+
+def progress_update(operation_id: str, service: str, status: str, message: str = "") -> None:
+    key = _service_key(operation_id, service)
+    now = time.time()
+    entry = cache.get(key) or {"service": service, "started_at": now, "history": []}
+    entry["status"] = str(status)
+    entry["message"] = message
+    entry["updated_at"] = now
+    entry["history"] = [*entry.get("history", []), {"status": str(status), "at": now}]
+    cache.set(key, entry, TTL)
+
+
+def progress_get(operation_id: str) -> list[dict]:
+    services = cache.get(_run_key(operation_id)) or []
+    values = cache.get_many([_service_key(operation_id, s) for s in services])
+    out = []
+    now = time.time()
+    for s in services:
+        entry = values.get(_service_key(operation_id, s)) or {"service": s, "status": "pending", "message": ""}
+        started = entry.get("started_at") or now
+        end = entry.get("updated_at", now) if entry.get("status") in TERMINAL else now
+        out.append({**entry, "elapsed_s": round(max(end - started, 0.0), 1)})
+    return out

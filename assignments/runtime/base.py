@@ -1,0 +1,126 @@
+"""The contract between gpuconfig and a container engine."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class RuntimeUnavailable(Exception):
+    """The container engine cannot be reached; the message says where it was looked for."""
+
+
+class RuntimeError_(Exception):
+    """An engine call failed in a way the caller should report."""
+
+
+class Outcome(enum.StrEnum):
+    HEALTHY = "healthy"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+class Step(enum.StrEnum):
+    """Per-service progress states, in the order an apply moves through them."""
+
+    PENDING = "pending"
+    STOPPING = "stopping"
+    RECREATING = "recreating"
+    STARTING = "starting"
+    WAITING_HEALTH = "waiting_health"
+    HEALTHY = "healthy"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """What a service's container runs now.
+
+    ``device_ids`` are the ids of its NVIDIA device request (indices or UUIDs as written), empty
+    when it requests no GPU; ``budget_gb`` is its ``VRAM_BUDGET_GB`` (None when unset).
+    ``health`` is the engine's health status (``healthy``, ``unhealthy``, ``starting``) or None
+    when the image defines no healthcheck.
+    """
+
+    id: str
+    name: str
+    status: str
+    health: str | None
+    device_ids: tuple[str, ...]
+    budget_gb: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecreateResult:
+    outcome: Outcome
+    message: str = ""
+    container_id: str | None = None
+
+
+# progress(step, message) is called as the recreate moves through its steps.
+Progress = Callable[[Step, str], None]
+
+
+class ContainerRuntime:
+    """Finds and recreates the container of a service.
+
+    A service's container is the one labelled ``com.docker.compose.service=<service>`` (within
+    the configured compose project when one is set), else the one named after the service.
+
+    - ``inspect(service)`` returns its ``ContainerState`` or None when there is none.
+    - ``recreate(service, device_ids=..., budget_gb=..., progress=...)`` replaces it with a copy
+      that differs only in its NVIDIA device request and ``VRAM_BUDGET_GB``, waits for health,
+      and on any failure restores the old container under its name (never leaving the service
+      without a container). ``before_start`` is called once the old container has stopped and
+      before the new one is created; the apply orchestrator uses it to wait until the services
+      leaving the target GPU have stopped (VRAM freed before it is claimed); if it raises, the
+      recreate is rolled back with its message as the reason. Returns the outcome; it does not
+      raise for a failed recreate.
+    - ``stop(service)`` stops the container (used to free VRAM before another service claims it).
+    - ``recover()`` restores containers left renamed aside by an interrupted recreate and
+      returns the names of the services it restored.
+    Engine unreachable: ``RuntimeUnavailable`` from any call.
+
+    Every runtime takes the same keyword arguments, so ``get_runtime()`` can build any of them:
+    ``project`` (only containers of this compose project are managed; None: any),
+    ``health_timeout`` (seconds a recreated container has to become healthy; ``recreate``'s own
+    ``health_timeout`` overrides it per call) and ``health_grace`` (seconds a container without
+    a healthcheck must keep running to count as healthy).
+    """
+
+    name: str = "base"
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        health_timeout: float = 180.0,
+        health_grace: float = 3.0,
+    ) -> None:
+        self.project = project or None
+        self.health_timeout = health_timeout
+        self.health_grace = health_grace
+
+    def inspect(self, service: str) -> ContainerState | None:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def recreate(
+        self,
+        service: str,
+        *,
+        device_ids: tuple[str, ...],
+        budget_gb: float | None,
+        progress: Progress,
+        before_start: Callable[[], None] | None = None,
+        health_timeout: float | None = None,
+    ) -> RecreateResult:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def stop(self, service: str) -> None:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def recover(self) -> list[str]:  # pragma: no cover - contract
+        raise NotImplementedError

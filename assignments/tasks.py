@@ -1,0 +1,21 @@
+"""Background work of the assignments: the apply/restart."""
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from assignments.services import apply_recover_stale, config_apply
+
+
+# Not acks_late: a worker killed mid-apply must not replay the run; recovery handles it.
+@shared_task(ignore_result=True, acks_late=False)
+def apply_config_task(run_id: int) -> str:
+    return config_apply(run_id=run_id).status
+
+
+@worker_ready.connect
+def _recover_on_worker_start(**_kwargs) -> None:
+    """A worker that starts after a crash restores containers an interrupted apply left aside."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+    apply_recover_stale()

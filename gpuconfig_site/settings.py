@@ -1,0 +1,243 @@
+"""Settings for gpuconfig: one file, driven by the environment.
+
+Every knob gpuconfig adds is named ``GPUCONFIG_*`` and documented in the README. Nothing here
+talks to the network; ``make run`` decides whether Redis answers and sets ``REDIS_URL`` or the
+embedded fallbacks before Django starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+import django
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("GPUCONFIG_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    # A per-installation key kept under var/, so sessions survive restarts without a default
+    # key ever being shared between installations.
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        from django.core.management.utils import get_random_secret_key
+
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key = get_random_secret_key()
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "drf_spectacular",
+    "django_htmx",
+    "gpus",
+    "assignments",
+]
+if django.VERSION < (6, 0):
+    # Template partials ({% partialdef %}) are built into Django 6; on 5.2 the package adds them.
+    INSTALLED_APPS.append("template_partials")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "gpuconfig_site.urls"
+WSGI_APPLICATION = "gpuconfig_site.wsgi.application"
+ASGI_APPLICATION = "gpuconfig_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "gpus.context_processors.detection_mode",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'gpuconfig.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # WAL and a busy timeout let the web process and the Celery worker share the file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    # The test database is a file too, so a real Celery worker started by a test can open it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("GPUCONFIG_TEST_SQLITE", str(VAR_DIR / "test-gpuconfig.sqlite3"))
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "settings-gpu"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TZ", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Redis: the Celery broker and the live progress store (through Django's cache API) -------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+GPUCONFIG_EMBEDDED = env_bool("GPUCONFIG_EMBEDDED", False)
+
+if GPUCONFIG_EMBEDDED:
+    # No Redis answered: `make run` falls back to a file cache and Celery's filesystem transport.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    for _d in ("out", "processed"):
+        (_broker_dir / _d).mkdir(parents=True, exist_ok=True)
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("GPUCONFIG_CACHE_PREFIX", "gpuconfig"),
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("GPUCONFIG_TASK_TIME_LIMIT", 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("GPUCONFIG_TASK_SOFT_TIME_LIMIT", 3300)
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- gpuconfig -------------------------------------------------------------------------------
+GPUCONFIG_GPU_BACKEND = os.environ.get("GPUCONFIG_GPU_BACKEND", "auto")
+GPUCONFIG_SIMULATED_GPUS = os.environ.get("GPUCONFIG_SIMULATED_GPUS") or None
+GPUCONFIG_CONFIG_DIR = Path(os.environ.get("GPUCONFIG_CONFIG_DIR", BASE_DIR / "config"))
+GPUCONFIG_API_KEY = os.environ.get("GPUCONFIG_API_KEY") or None
+GPUCONFIG_COMPOSE_PROJECT = os.environ.get("GPUCONFIG_COMPOSE_PROJECT") or None
+GPUCONFIG_SCAN_INTERVAL = env_int("GPUCONFIG_SCAN_INTERVAL", 30)
+GPUCONFIG_HEALTH_TIMEOUT = env_int("GPUCONFIG_HEALTH_TIMEOUT", 180)
+GPUCONFIG_DEVICE_ID_FORMAT = os.environ.get("GPUCONFIG_DEVICE_ID_FORMAT", "index")
+GPUCONFIG_CONTAINER_RUNTIME = os.environ.get("GPUCONFIG_CONTAINER_RUNTIME", "docker")
+GPUCONFIG_SAMPLE_RETENTION = env_int("GPUCONFIG_SAMPLE_RETENTION", 3600)  # seconds of samples kept
+GPUCONFIG_APPLY_LOCK_TIMEOUT = env_int("GPUCONFIG_APPLY_LOCK_TIMEOUT", 1800)
+GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
+
+CELERY_BEAT_SCHEDULE = {
+    "detect-gpus": {
+        "task": "gpus.tasks.detect_gpus_task",
+        "schedule": float(GPUCONFIG_SCAN_INTERVAL),
+        "options": {"expires": max(GPUCONFIG_SCAN_INTERVAL - 1, 1)},
+    },
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "gpuconfig_site.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["gpuconfig_site.auth.ReadAuthenticatedWriteStaff"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "gpuconfig_site.api.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "gpuconfig API",
+    "DESCRIPTION": "Detect GPUs, plan which GPU each AI service runs on, save and apply it.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("GPUCONFIG_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from gpus.api import views
+
+urlpatterns = [
+    path("gpus", views.GpuListView.as_view(), name="api-gpus"),
+    path("gpus/history", views.GpuHistoryView.as_view(), name="api-gpus-history"),
+    path("gpu-config/detect", views.DetectView.as_view(), name="api-gpu-detect"),
+]

@@ -1,0 +1,164 @@
+"""GPUs described in YAML, for development, demos and tests on machines without NVIDIA GPUs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+
+from .base import BackendError, BackendUnavailable, GpuBackend, GpuReading
+
+REQUIRED_KEYS = ("index", "name", "uuid", "vram_total_mb", "vram_used_mb", "compute_capability")
+OPTIONAL_KEYS = ("utilization_percent", "temperature_c", "power_w", "pci_bus_id", "available")
+SETTING = "GPUCONFIG_SIMULATED_GPUS"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _compute_capability(value: object) -> tuple[int, int] | None:
+    """``"8.6"``, ``8.6`` (YAML reads an unquoted 8.6 as a float) or ``[8, 6]``."""
+    if isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_int, value)):
+        major, minor = value
+    elif isinstance(value, str | float) and not isinstance(value, bool):
+        major_text, dot, minor_text = str(value).strip().partition(".")
+        if not (dot and major_text.isdigit() and minor_text.isdigit()):
+            return None
+        major, minor = int(major_text), int(minor_text)
+    else:
+        return None
+    if major < 0 or minor < 0:
+        return None
+    return major, minor
+
+
+class SimulatedBackend(GpuBackend):
+    """Reports the GPUs listed in ``settings.GPUCONFIG_SIMULATED_GPUS``.
+
+    The setting is a path to a YAML file, or the YAML text itself when it is not the path of an
+    existing file. The YAML is a list (empty means no GPUs) of entries with ``index, name, uuid,
+    vram_total_mb, vram_used_mb, compute_capability`` and optionally ``utilization_percent,
+    temperature_c, power_w, pci_bus_id, available``; ``available: false`` reports the GPU as
+    lost. The file is read on every scan, so editing it changes the next scan. Anything
+    malformed raises ``BackendError`` naming the entry and the problem.
+    """
+
+    name = "simulated"
+
+    def scan(self) -> list[GpuReading]:
+        source = getattr(settings, SETTING, None)
+        if source is None or (isinstance(source, str) and not source.strip()):
+            raise BackendUnavailable(f"{SETTING} is not set")
+        text, origin = self._load(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise BackendError(f"{origin} is not valid YAML: {error}") from error
+        if data is None:
+            data = []
+        if isinstance(data, str) and origin == SETTING:
+            raise BackendError(
+                f"{SETTING} is neither an existing file nor a YAML list of GPUs: {data[:100]!r}"
+            )
+        if not isinstance(data, list):
+            raise BackendError(
+                f"{origin} must be a YAML list of GPUs, not {type(data).__name__}: "
+                f"{str(data)[:100]!r}"
+            )
+        readings = [self._reading(entry, position, origin) for position, entry in enumerate(data)]
+        self._check_unique(readings, origin)
+        return sorted(readings, key=lambda reading: reading.index)
+
+    @staticmethod
+    def _load(source: str | os.PathLike) -> tuple[str, str]:
+        if isinstance(source, os.PathLike):
+            path = Path(source)
+        else:
+            candidate = source.strip()
+            looks_like_path = "\n" not in candidate and candidate.endswith((".yml", ".yaml"))
+            path = Path(candidate) if looks_like_path or os.path.isfile(candidate) else None
+        if path is None:
+            return str(source), SETTING
+        try:
+            return path.read_text(encoding="utf-8"), f"{SETTING} file {path}"
+        except OSError as error:
+            raise BackendError(f"{SETTING} file {path} cannot be read: {error}") from error
+
+    @staticmethod
+    def _reading(entry: object, position: int, origin: str) -> GpuReading:
+        where = f"{origin}, entry {position}"
+        if not isinstance(entry, dict):
+            raise BackendError(f"{where}: expected a mapping of GPU fields, got {entry!r}")
+        if "index" in entry:
+            where += f" (index {entry['index']!r})"
+        missing = [key for key in REQUIRED_KEYS if key not in entry]
+        if missing:
+            raise BackendError(f"{where}: missing {', '.join(missing)}")
+        unknown = sorted(str(key) for key in entry if key not in REQUIRED_KEYS + OPTIONAL_KEYS)
+        if unknown:
+            raise BackendError(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+        def problem(key: str, expected: str) -> BackendError:
+            return BackendError(f"{where}: {key} must be {expected}, got {entry[key]!r}")
+
+        if not _is_int(entry["index"]) or entry["index"] < 0:
+            raise problem("index", "a non-negative integer")
+        for key in ("name", "uuid"):
+            if not isinstance(entry[key], str) or not entry[key].strip():
+                raise problem(key, "a non-empty string")
+        if not _is_int(entry["vram_total_mb"]) or entry["vram_total_mb"] <= 0:
+            raise problem("vram_total_mb", "a positive integer")
+        if not _is_int(entry["vram_used_mb"]) or entry["vram_used_mb"] < 0:
+            raise problem("vram_used_mb", "a non-negative integer")
+        if entry["vram_used_mb"] > entry["vram_total_mb"]:
+            raise problem("vram_used_mb", f"at most vram_total_mb ({entry['vram_total_mb']})")
+        capability = _compute_capability(entry["compute_capability"])
+        if capability is None:
+            raise problem("compute_capability", 'like "8.6" or [8, 6]')
+
+        utilization = entry.get("utilization_percent")
+        if utilization is not None and (not _is_int(utilization) or not 0 <= utilization <= 100):
+            raise problem("utilization_percent", "an integer from 0 to 100")
+        temperature = entry.get("temperature_c")
+        if temperature is not None and not _is_int(temperature):
+            raise problem("temperature_c", "an integer")
+        power = entry.get("power_w")
+        if power is not None and (not _is_number(power) or power < 0):
+            raise problem("power_w", "a non-negative number")
+        bus_id = entry.get("pci_bus_id")
+        if bus_id is not None and not isinstance(bus_id, str):
+            raise problem("pci_bus_id", "a string")
+        available = entry.get("available", True)
+        if not isinstance(available, bool):
+            raise problem("available", "true or false")
+
+        return GpuReading(
+            index=entry["index"],
+            uuid=entry["uuid"].strip(),
+            name=entry["name"].strip(),
+            vram_total_mb=entry["vram_total_mb"],
+            vram_used_mb=entry["vram_used_mb"],
+            compute_capability=capability,
+            utilization_percent=utilization,
+            temperature_c=temperature,
+            power_w=float(power) if power is not None else None,
+            pci_bus_id=bus_id,
+            lost=not available,
+        )
+
+    @staticmethod
+    def _check_unique(readings: list[GpuReading], origin: str) -> None:
+        for attribute in ("index", "uuid"):
+            seen: set[object] = set()
+            for reading in readings:
+                value = getattr(reading, attribute)
+                if value in seen:
+                    raise BackendError(f"{origin}: two GPUs have {attribute} {value!r}")
+                seen.add(value)

@@ -1,0 +1,84 @@
+"""The GPU inventory: what the machine has, as the last scans saw it."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+MB_PER_GB = 1024
+
+
+class Gpu(models.Model):
+    """One NVIDIA GPU, identified by its UUID. Kept when it disappears (``available`` False)."""
+
+    uuid = models.CharField(max_length=96, unique=True)
+    index = models.PositiveSmallIntegerField(help_text="Index at the last scan that saw it.")
+    name = models.CharField(max_length=200)
+    pci_bus_id = models.CharField(max_length=32, blank=True)
+    vram_total_mb = models.PositiveIntegerField(null=True, blank=True)
+    vram_used_mb = models.PositiveIntegerField(null=True, blank=True)
+    processes_used_mb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="VRAM held by running compute processes."
+    )
+    compute_capability_major = models.PositiveSmallIntegerField(null=True, blank=True)
+    compute_capability_minor = models.PositiveSmallIntegerField(null=True, blank=True)
+    utilization_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    temperature_c = models.SmallIntegerField(null=True, blank=True)
+    power_w = models.FloatField(null=True, blank=True)
+    available = models.BooleanField(default=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    backend = models.CharField(max_length=32, blank=True, help_text="Backend of the last scan.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-available", "index", "uuid"]
+        constraints = [
+            # Two present GPUs never share an index; a lost one may keep its old index.
+            models.UniqueConstraint(
+                fields=["index"], condition=Q(available=True), name="gpu_unique_available_index"
+            ),
+            models.CheckConstraint(
+                condition=Q(utilization_percent__isnull=True) | Q(utilization_percent__lte=100),
+                name="gpu_utilization_percent_range",
+            ),
+        ]
+        verbose_name = "GPU"
+
+    def __str__(self) -> str:
+        return f"GPU {self.index}: {self.name}"
+
+    @property
+    def compute_capability(self) -> str | None:
+        if self.compute_capability_major is None:
+            return None
+        return f"{self.compute_capability_major}.{self.compute_capability_minor or 0}"
+
+    @property
+    def vram_total_gb(self) -> float | None:
+        return None if self.vram_total_mb is None else self.vram_total_mb / MB_PER_GB
+
+    @property
+    def vram_used_gb(self) -> float | None:
+        return None if self.vram_used_mb is None else self.vram_used_mb / MB_PER_GB
+
+    @property
+    def vram_used_fraction(self) -> float:
+        if not self.vram_total_mb or self.vram_used_mb is None:
+            return 0.0
+        return min(self.vram_used_mb / self.vram_total_mb, 1.0)
+
+
+class GpuSample(models.Model):
+    """A utilisation/VRAM reading of one GPU at one scan, kept for a bounded time for charts."""
+
+    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField(db_index=True)
+    utilization_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    vram_used_mb = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["gpu", "taken_at"]
+        indexes = [models.Index(fields=["gpu", "taken_at"], name="gpusample_gpu_time")]
+
+    def __str__(self) -> str:
+        return f"{self.gpu} @ {self.taken_at:%H:%M:%S}"

@@ -1,0 +1,52 @@
+"""Reads of the GPU inventory. Request handlers use these; none of them touches NVML."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from gpus.models import Gpu, GpuSample
+
+NO_GPUS_DETAIL = "No GPUs detected"
+TROUBLESHOOTING = (
+    "Verify NVIDIA drivers are installed: run `nvidia-smi` on the host.",
+    "Check the NVIDIA Container Toolkit: `docker run --rm --gpus all nvidia/cuda:12.0-base nvidia-smi`.",
+    "Ensure the containers have GPU access in your compose file "
+    "(deploy.resources.reservations.devices with driver: nvidia).",
+    'Click "Re-scan GPUs" to run detection again.',
+)
+LAST_SCAN_KEY = "gpus:last-scan"
+
+
+def gpu_list(*, include_unavailable: bool = True) -> QuerySet[Gpu]:
+    """GPUs, present ones first by index, then lost ones."""
+    qs = Gpu.objects.all()
+    if not include_unavailable:
+        qs = qs.filter(available=True)
+    return qs.order_by("-available", "index", "uuid")
+
+
+def gpu_available_list() -> list[Gpu]:
+    return list(gpu_list(include_unavailable=False))
+
+
+def gpu_samples(*, gpu_ids: list[int] | None = None, seconds: int | None = None) -> dict[int, list[GpuSample]]:
+    """Recorded samples per GPU id, oldest first, within the retention window."""
+    window = seconds or settings.GPUCONFIG_SAMPLE_RETENTION
+    since = timezone.now() - timedelta(seconds=window)
+    qs = GpuSample.objects.filter(taken_at__gte=since).order_by("gpu_id", "taken_at")
+    if gpu_ids is not None:
+        qs = qs.filter(gpu_id__in=gpu_ids)
+    out: dict[int, list[GpuSample]] = {}
+    for sample in qs:
+        out.setdefault(sample.gpu_id, []).append(sample)
+    return out
+
+
+def last_scan() -> dict | None:
+    """What the last scan reported (backend, notes, error, sequence number), if any ran."""
+    return cache.get(LAST_SCAN_KEY)

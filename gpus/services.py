@@ -1,0 +1,168 @@
+"""Writes to the GPU inventory: syncing a scan into the database and running scans."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from gpus.backends.base import BackendError, BackendUnavailable, GpuReading
+from gpus.models import Gpu, GpuSample
+from gpus.selectors import LAST_SCAN_KEY, last_scan
+
+logger = logging.getLogger(__name__)
+
+SCAN_LOCK_KEY = "gpus:scan-lock"
+SCAN_SEQ_KEY = "gpus:scan-seq"
+
+
+@dataclass
+class SyncResult:
+    """What changed in the inventory with one scan."""
+
+    added: list[str] = field(default_factory=list)  # UUIDs
+    lost: list[str] = field(default_factory=list)
+    returned: list[str] = field(default_factory=list)
+    reindexed: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.lost or self.returned or self.reindexed)
+
+
+@transaction.atomic
+def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> SyncResult:
+    """Upsert GPUs by UUID from one scan; GPUs missing from it (or lost) become unavailable.
+
+    Indices follow the scan: a card that moved keeps its row (and so its assignments, which are
+    remembered by UUID). One utilisation/VRAM sample per present GPU is recorded and samples
+    older than the retention window are pruned.
+    """
+    now = timezone.now()
+    result = SyncResult()
+    existing = {gpu.uuid: gpu for gpu in Gpu.objects.select_for_update()}
+    present = [r for r in readings if not r.lost]
+    present_uuids = {r.uuid for r in present}
+
+    # Free the indices first so the "one present GPU per index" constraint holds mid-update.
+    for gpu in existing.values():
+        if gpu.available and gpu.uuid not in present_uuids:
+            gpu.available = False
+            gpu.utilization_percent = None
+            gpu.save(update_fields=["available", "utilization_percent", "updated_at"])
+            result.lost.append(gpu.uuid)
+            logger.warning("GPU %s (%s, index %s) is no longer available", gpu.uuid, gpu.name, gpu.index)
+    moving = [
+        existing[r.uuid]
+        for r in present
+        if r.uuid in existing and existing[r.uuid].available and existing[r.uuid].index != r.index
+    ]
+    if moving:
+        Gpu.objects.filter(pk__in=[g.pk for g in moving]).update(available=False)
+
+    for reading in present:
+        gpu = existing.get(reading.uuid)
+        if gpu is None:
+            gpu = Gpu(uuid=reading.uuid)
+            result.added.append(reading.uuid)
+        else:
+            if not gpu.available and gpu not in moving:
+                result.returned.append(reading.uuid)
+            elif gpu.index != reading.index:
+                result.reindexed.append(reading.uuid)
+        cc = reading.compute_capability
+        gpu.index = reading.index
+        gpu.name = reading.name
+        gpu.pci_bus_id = reading.pci_bus_id or ""
+        gpu.vram_total_mb = reading.vram_total_mb
+        gpu.vram_used_mb = reading.vram_used_mb
+        gpu.processes_used_mb = reading.processes_used_mb
+        gpu.compute_capability_major = cc[0] if cc else None
+        gpu.compute_capability_minor = cc[1] if cc else None
+        gpu.utilization_percent = reading.utilization_percent
+        gpu.temperature_c = reading.temperature_c
+        gpu.power_w = reading.power_w
+        gpu.available = True
+        gpu.last_seen = now
+        gpu.backend = backend
+        gpu.save()
+        GpuSample.objects.create(
+            gpu=gpu,
+            taken_at=now,
+            utilization_percent=reading.utilization_percent,
+            vram_used_mb=reading.vram_used_mb,
+        )
+
+    for reading in readings:
+        if reading.lost and reading.uuid in existing and reading.uuid not in result.lost:
+            gpu = existing[reading.uuid]
+            if gpu.available:
+                gpu.available = False
+                gpu.save(update_fields=["available", "updated_at"])
+                result.lost.append(gpu.uuid)
+                logger.warning("GPU %s (%s) reported lost by the driver", gpu.uuid, gpu.name)
+
+    GpuSample.objects.filter(
+        taken_at__lt=now - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION)
+    ).delete()
+    return result
+
+
+def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
+    """Run one scan now, sync it, and let the assignments follow the inventory.
+
+    Concurrent calls do not race: one scans, the others wait for it and reuse its result.
+    Returns the scan summary (sequence number, backend, notes, error, what changed).
+    """
+    from assignments.services import assignments_follow_inventory
+    from gpus.backends import scan
+
+    token = uuidlib.uuid4().hex
+    if not cache.add(SCAN_LOCK_KEY, token, timeout=max(int(wait), 60)):
+        before = (last_scan() or {}).get("seq", 0)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            summary = last_scan()
+            if cache.get(SCAN_LOCK_KEY) is None or (summary and summary.get("seq", 0) > before):
+                return summary or {}
+            time.sleep(0.05)
+        return last_scan() or {}
+
+    try:
+        summary: dict = {"backend": None, "notes": [], "error": None, "changes": {}}
+        try:
+            result = scan(backend)
+        except (BackendUnavailable, BackendError) as exc:
+            # An explicit backend that cannot run: keep the inventory as it is, report why.
+            summary["error"] = str(exc)
+            logger.error("GPU scan failed: %s", exc)
+        else:
+            summary["backend"] = result.backend
+            summary["notes"] = list(result.notes)
+            sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
+            summary["changes"] = {
+                "added": sync.added,
+                "lost": sync.lost,
+                "returned": sync.returned,
+                "reindexed": sync.reindexed,
+            }
+            summary["follow"] = assignments_follow_inventory()
+        try:
+            seq = cache.incr(SCAN_SEQ_KEY)
+        except ValueError:
+            cache.set(SCAN_SEQ_KEY, 1, timeout=None)
+            seq = 1
+        summary["seq"] = seq
+        summary["finished_at"] = timezone.now().isoformat()
+        cache.set(LAST_SCAN_KEY, summary, timeout=None)
+        return summary
+    finally:
+        if cache.get(SCAN_LOCK_KEY) == token:
+            cache.delete(SCAN_LOCK_KEY)

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# A private Docker engine for the integration tests and the apply bench.
+#
+#   scripts/test-dockerd.sh start   start it (or reuse the one already running), import the test image
+#   scripts/test-dockerd.sh stop    stop it (its data stays, so the next start is quick)
+#   scripts/test-dockerd.sh env     print `export DOCKER_HOST=...` for a shell: eval "$(... env)"
+#
+# It never touches the system engine: its own socket, data root, exec root and pid file live
+# under $GPUCONFIG_DOCKERD_DIR (default /tmp/gpuconfig-dockerd; unix socket paths are limited
+# to 108 bytes, so it is kept short and away from the checkout). No bridge, no iptables, vfs
+# storage: it runs inside a container or VM without extra privileges beyond root.
+#
+# GPU requests: dockerd registers its "nvidia" device driver only when it finds an executable
+# named nvidia-container-runtime-hook on its PATH at start-up. A stand-in that reads the OCI
+# state from stdin and exits 0 is put first on that PATH, so a container created with
+# DeviceRequests=[{Driver: nvidia, DeviceIDs: ["1"], Capabilities: [[gpu]]}] starts, and the
+# engine itself writes NVIDIA_VISIBLE_DEVICES=1 into its process environment, as on a real
+# GPU host (where the real hook would then mount the devices).
+#
+# Needs (Debian): docker.io, busybox-static; runs as root.
+set -euo pipefail
+
+BASE=${GPUCONFIG_DOCKERD_DIR:-/tmp/gpuconfig-dockerd}
+SOCK="$BASE/docker.sock"
+PIDFILE="$BASE/dockerd.pid"
+DATA_ROOT="$BASE/data"
+EXEC_ROOT="$BASE/exec"
+HOOK_DIR="$BASE/hook-bin"
+LOG="$BASE/dockerd.log"
+IMAGE=gpuconfig-test/busybox:latest
+BUSYBOX=${GPUCONFIG_BUSYBOX:-/bin/busybox}
+START_TIMEOUT=${GPUCONFIG_DOCKERD_START_TIMEOUT:-60}
+
+export DOCKER_HOST="unix://$SOCK"
+
+die() { echo "test-dockerd: $*" >&2; exit 1; }
+
+engine_answers() {
+    docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+engine_pid() {
+    local pid
+    [ -f "$PIDFILE" ] || return 1
+    pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+write_hook() {
+    mkdir -p "$HOOK_DIR"
+    cat >"$HOOK_DIR/nvidia-container-runtime-hook.tmp" <<'EOF'
+#!/bin/sh
+# Stand-in for the NVIDIA container runtime hook: consumes the OCI state and succeeds.
+cat >/dev/null
+exit 0
+EOF
+    chmod 755 "$HOOK_DIR/nvidia-container-runtime-hook.tmp"
+    mv -f "$HOOK_DIR/nvidia-container-runtime-hook.tmp" "$HOOK_DIR/nvidia-container-runtime-hook"
+}
+
+start_engine() {
+    command -v dockerd >/dev/null || die "dockerd not found (install the Debian package docker.io)"
+    command -v docker >/dev/null || die "docker CLI not found (install the Debian package docker.io)"
+    mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
+    write_hook
+    # A stale socket or pid file from a killed engine would make dockerd refuse to start.
+    rm -f "$SOCK" "$PIDFILE"
+    PATH="$HOOK_DIR:$PATH" nohup dockerd \
+        --iptables=false --ip6tables=false --bridge=none \
+        --storage-driver=vfs \
+        --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT" \
+        -H "unix://$SOCK" --pidfile "$PIDFILE" \
+        >"$LOG" 2>&1 </dev/null &
+    local launcher=$! waited=0
+    until engine_answers; do
+        if ! kill -0 "$launcher" 2>/dev/null; then
+            tail -n 30 "$LOG" >&2 || true
+            die "dockerd exited while starting (log: $LOG)"
+        fi
+        if [ "$waited" -ge $((START_TIMEOUT * 5)) ]; then
+            tail -n 30 "$LOG" >&2 || true
+            die "dockerd did not answer on $SOCK within ${START_TIMEOUT}s (log: $LOG)"
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+}
+
+import_image() {
+    if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+        return 0
+    fi
+    [ -x "$BUSYBOX" ] || die "$BUSYBOX not found (install the Debian package busybox-static)"
+    local work
+    work=$(mktemp -d "$BASE/rootfs.XXXXXX")
+    mkdir -p "$work/root/bin" "$work/root/tmp" "$work/root/etc" "$work/root/proc" \
+        "$work/root/sys" "$work/root/dev" "$work/root/data"
+    chmod 1777 "$work/root/tmp"
+    cp "$BUSYBOX" "$work/root/bin/busybox"
+    local applet
+    for applet in $("$BUSYBOX" --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$work/root/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
+        >"$work/root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/root/etc/group"
+    tar -C "$work/root" -cf "$work/rootfs.tar" .
+    docker import \
+        --change 'ENV PATH=/bin' \
+        --change 'CMD ["sh"]' \
+        "$work/rootfs.tar" "$IMAGE" >/dev/null
+    rm -rf "$work"
+}
+
+cmd_start() {
+    mkdir -p "$BASE"
+    # Two test sessions starting at once must not launch two engines on one data root.
+    exec 9>"$BASE/lock"
+    flock 9
+    if ! engine_answers; then
+        local pid
+        if pid=$(engine_pid); then
+            die "dockerd (pid $pid) is running but does not answer on $SOCK (log: $LOG)"
+        fi
+        start_engine
+    fi
+    import_image
+    echo "DOCKER_HOST=$DOCKER_HOST"
+}
+
+cmd_stop() {
+    mkdir -p "$BASE"
+    exec 9>"$BASE/lock"
+    flock 9
+    local pid
+    if ! pid=$(engine_pid); then
+        rm -f "$SOCK" "$PIDFILE"
+        return 0
+    fi
+    kill -TERM "$pid"
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$waited" -ge 150 ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+    rm -f "$SOCK" "$PIDFILE"
+}
+
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
+    *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,99 @@
+"""Shared fixtures: an isolated config folder and cache per test, the simulated reference
+hardware, API clients with each kind of identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from gpuconfig_site.celery import app as celery_app
+
+pytest_plugins = ["tests.plugins.nvml", "tests.plugins.dockerd", "tests.plugins.celery_worker"]
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REFERENCE_GPUS = FIXTURES / "simulated" / "reference.yml"
+API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings, tmp_path, request):
+    """Every test writes its generated files to its own folder and starts with an empty cache;
+    Celery tasks run inline unless a test asks for the real worker."""
+    settings.GPUCONFIG_CONFIG_DIR = tmp_path / "config"
+    settings.GPUCONFIG_SIMULATED_GPUS = None
+    settings.GPUCONFIG_GPU_BACKEND = "simulated"
+    settings.GPUCONFIG_API_KEY = API_KEY
+    settings.GPUCONFIG_DETECT_WAIT = 5
+    cache.clear()
+    eager = "real_worker" not in request.fixturenames
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = eager
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def simulated_gpus(settings, tmp_path):
+    """A writable copy of the reference hardware (RTX A5500 24 GB + RTX A400 4 GB) that the
+    simulated backend reads at every scan; returns its path."""
+    path = tmp_path / "gpus.yml"
+    path.write_text(REFERENCE_GPUS.read_text())
+    settings.GPUCONFIG_SIMULATED_GPUS = str(path)
+    settings.GPUCONFIG_GPU_BACKEND = "simulated"
+    return path
+
+
+@pytest.fixture
+def reference_inventory(db, simulated_gpus):
+    """The reference hardware scanned into the database."""
+    from gpus.services import gpu_scan_run
+
+    summary = gpu_scan_run()
+    assert summary["backend"] == "simulated", summary
+    return simulated_gpus
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+
+
+@pytest.fixture
+def plain_user(django_user_model):
+    return django_user_model.objects.create_user("viewer", password="pw-viewer-123")
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(plain_user):
+    client = APIClient()
+    client.force_authenticate(plain_user)
+    return client
+
+
+@pytest.fixture
+def key_client():
+    return APIClient(headers={"X-API-Key": API_KEY})
+
+
+@pytest.fixture
+def anon_client():
+    return APIClient()
+
+
+def config_files(settings) -> dict[str, str | None]:
+    """The generated files' contents (None when missing)."""
+    out = {}
+    for name in ("docker-compose.gpu-override.yml", "gpu-assignments.yml"):
+        path = Path(settings.GPUCONFIG_CONFIG_DIR) / name
+        out[name] = path.read_text() if path.exists() else None
+    return out

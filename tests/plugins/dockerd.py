@@ -1,0 +1,193 @@
+"""A real Docker engine for the tests, and the five AI services running on it under compose.
+
+``docker_engine`` (session) starts the private engine of ``scripts/test-dockerd.sh`` (or reuses
+the one running) and points ``DOCKER_HOST`` at it. ``compose_stack`` brings the services of
+``tests/fixtures/compose/base.yml`` up with an override that puts all of them on GPU 0, in a
+project of its own, with Debian's docker-compose, and removes everything afterwards.
+
+Moving a service to GPU ``BROKEN_GPU`` gives it a container that never becomes healthy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import docker
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "test-dockerd.sh"
+BASE_COMPOSE = ROOT / "tests" / "fixtures" / "compose" / "base.yml"
+
+SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
+IMAGE = "gpuconfig-test/busybox:latest"
+BROKEN_GPU = "99"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+def engine_host() -> str:
+    """Start the test engine if it is not running; return its DOCKER_HOST value."""
+    started = subprocess.run(
+        [str(SCRIPT), "start"], capture_output=True, text=True, timeout=180, check=False
+    )
+    if started.returncode != 0:
+        raise RuntimeError(
+            f"{SCRIPT.relative_to(ROOT)} start failed ({started.returncode}):\n"
+            f"{started.stdout}{started.stderr}"
+        )
+    for line in started.stdout.splitlines():
+        if line.startswith("DOCKER_HOST="):
+            return line.split("=", 1)[1]
+    raise RuntimeError(f"{SCRIPT.relative_to(ROOT)} start printed no DOCKER_HOST:\n{started.stdout}")
+
+
+def gpu_override(placement: dict[str, tuple[str, ...]], budgets: dict[str, float] | None = None) -> str:
+    """A compose override in the shape gpuconfig writes (the user guide's example)."""
+    services: dict[str, Any] = {}
+    for service, device_ids in placement.items():
+        entry: dict[str, Any] = {
+            "deploy": {
+                "resources": {
+                    "reservations": {
+                        "devices": [
+                            {
+                                "driver": "nvidia",
+                                "device_ids": [str(i) for i in device_ids],
+                                "capabilities": ["gpu"],
+                            }
+                        ]
+                    }
+                }
+            }
+        }
+        if budgets and service in budgets:
+            entry["environment"] = [f"VRAM_BUDGET_GB={budgets[service]}"]
+        services[service] = entry
+    return yaml.safe_dump({"services": services}, sort_keys=False)
+
+
+class ComposeStack(NamedTuple):
+    """A compose project of the five services; unpacks as ``(project, dir)``."""
+
+    project: str
+    dir: Path
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.dir / "base.yml", self.dir / "override.yml"]
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run Debian's docker-compose on this project."""
+        command = ["docker-compose", "-p", self.project]
+        for path in self.files:
+            command += ["-f", str(path)]
+        result = subprocess.run(
+            [*command, *args], cwd=self.dir, capture_output=True, text=True, timeout=180
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command + list(args))} failed:\n{result.stderr}")
+        return result
+
+    def containers(self, *, all_: bool = True) -> list[dict[str, Any]]:
+        """The engine's listing of every container of the project (aside copies included)."""
+        client = docker.from_env()
+        try:
+            return client.api.containers(all=all_, filters={"label": f"{PROJECT_LABEL}={self.project}"})
+        finally:
+            client.close()
+
+    def container(self, service: str) -> dict[str, Any]:
+        """The inspect data of the service's container (the one named by compose)."""
+        client = docker.from_env()
+        try:
+            return client.api.inspect_container(f"{self.project}_{service}_1")
+        finally:
+            client.close()
+
+    def wait_healthy(self, services: tuple[str, ...] = SERVICES, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        pending: set[str] = set(services)
+        while time.monotonic() < deadline:
+            pending = set(services)
+            for listed in self.containers(all_=False):
+                if "(healthy)" in listed["Status"]:
+                    pending.discard(listed["Labels"].get(SERVICE_LABEL))
+            if not pending:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.project}: not healthy within {timeout}s: {sorted(pending)}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The test engine's DOCKER_HOST, set in the environment for the whole session."""
+    if shutil.which("docker-compose") is None:
+        raise RuntimeError("docker-compose not found (install the Debian package docker-compose)")
+    host = engine_host()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DOCKER_HOST", host)
+    yield host
+    patch.undo()
+
+
+@pytest.fixture
+def compose_stack(docker_engine, tmp_path) -> ComposeStack:
+    """The five services up and healthy on GPU 0 in a project of their own; removed afterwards."""
+    stack = ComposeStack(project=f"gpuct{uuid.uuid4().hex[:10]}", dir=tmp_path / "stack")
+    stack.dir.mkdir()
+    (stack.dir / "data").mkdir()
+    shutil.copyfile(BASE_COMPOSE, stack.dir / "base.yml")
+    (stack.dir / "override.yml").write_text(gpu_override({s: ("0",) for s in SERVICES}))
+    try:
+        stack.compose("up", "-d")
+        stack.wait_healthy()
+        yield stack
+    finally:
+        _remove_project(stack)
+
+
+def _remove_project(stack: ComposeStack) -> None:
+    client = docker.from_env()
+    try:
+        api = client.api
+        volumes = {
+            m["Name"]
+            for c in stack.containers()
+            for m in api.inspect_container(c["Id"]).get("Mounts", [])
+            if m.get("Type") == "volume" and m.get("Name")
+        }
+        stack.compose("down", "-v", "--remove-orphans", "--timeout", "1", check=False)
+        # Copies renamed aside, or left by a failed test, carry the project label too.
+        for listed in stack.containers():
+            try:
+                api.remove_container(listed["Id"], force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        project_volumes = api.volumes(filters={"label": f"{PROJECT_LABEL}={stack.project}"})
+        volumes |= {v["Name"] for v in (project_volumes or {}).get("Volumes") or []}
+        for name in volumes:
+            try:
+                api.remove_volume(name, force=True)
+            except docker.errors.APIError:
+                pass
+    finally:
+        client.close()
+
+
+def proc_environ(container_id: str) -> dict[str, str]:
+    """The environment of a container's PID 1, as the process sees it."""
+    client = docker.from_env()
+    try:
+        exec_id = client.api.exec_create(container_id, ["cat", "/proc/1/environ"])
+        raw = client.api.exec_start(exec_id).decode()
+    finally:
+        client.close()
+    return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
+
