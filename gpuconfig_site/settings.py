@@ -121,7 +121,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     )
     # The test database is a file too, so a real Celery worker started by a test can open it.
     DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get("GPUCONFIG_TEST_SQLITE", str(VAR_DIR / "test-gpuconfig.sqlite3"))
+        "NAME": os.environ.get(
+            "GPUCONFIG_TEST_SQLITE", str(VAR_DIR / f"test-gpuconfig-{os.getpid()}.sqlite3")
+        )
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -65,12 +65,14 @@ start_engine() {
     write_hook
     # A stale socket or pid file from a killed engine would make dockerd refuse to start.
     rm -f "$SOCK" "$PIDFILE"
-    PATH="$HOOK_DIR:$PATH" nohup dockerd \
+    # setsid: the engine outlives the shell or test run that started it; 9>&-: it must not
+    # inherit the lock.
+    PATH="$HOOK_DIR:$PATH" setsid dockerd \
         --iptables=false --ip6tables=false --bridge=none \
         --storage-driver=vfs \
         --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT" \
         -H "unix://$SOCK" --pidfile "$PIDFILE" \
-        >"$LOG" 2>&1 </dev/null &
+        >"$LOG" 2>&1 </dev/null 9>&- &
     local launcher=$! waited=0
     until engine_answers; do
         if ! kill -0 "$launcher" 2>/dev/null; then

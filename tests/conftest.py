@@ -97,3 +97,19 @@ def config_files(settings) -> dict[str, str | None]:
         path = Path(settings.GPUCONFIG_CONFIG_DIR) / name
         out[name] = path.read_text() if path.exists() else None
     return out
+
+
+def seed_catalog() -> None:
+    """Put the seeded service catalog back (transactional tests flush every table)."""
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("assignments.migrations.0002_seed_catalog").seed(apps, None)
+
+
+@pytest.fixture
+def live_db(transactional_db):
+    """A committed database other processes (a worker, a browser's server) can see, with the
+    catalog in place."""
+    seed_catalog()

@@ -47,8 +47,10 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _configured_name() -> str:
-    return str(getattr(settings, "GPUCONFIG_GPU_BACKEND", AUTO) or AUTO).strip().lower()
+def _requested(name: str | None) -> str:
+    """``name``, or the setting when it is None, stripped; ``auto`` when empty."""
+    raw = name if name is not None else getattr(settings, "GPUCONFIG_GPU_BACKEND", AUTO)
+    return str(raw or AUTO).strip() or AUTO
 
 
 def _simulated_configured() -> bool:
@@ -63,16 +65,14 @@ def get_backend(name: str | None = None) -> GpuBackend:
     ``auto`` is not one backend but a choice made per scan: use ``scan()`` for it.
     Raises ``ImproperlyConfigured`` for a name that resolves to no backend.
     """
-    key = name.strip().lower() if name is not None else _configured_name()
-    if key == AUTO:
+    requested = _requested(name)
+    if requested.lower() == AUTO:
         raise ValueError("'auto' chooses a backend on each scan: call gpus.backends.scan()")
-    path = BACKENDS.get(key)
-    if path is None and name is not None and "." in name:
-        path = name.strip()
+    path = BACKENDS.get(requested.lower()) or (requested if "." in requested else None)
     if path is None:
         choices = ", ".join([AUTO, *BACKENDS])
         raise ImproperlyConfigured(
-            f"Unknown GPU backend {name if name is not None else key!r}; expected one of {choices}"
+            f"Unknown GPU backend {requested!r}; expected one of {choices} or a dotted path"
         )
     try:
         backend_class = import_string(path)
@@ -93,9 +93,9 @@ def scan(name: str | None = None) -> ScanResult:
     failed and none after it answered, ``BackendError`` is raised rather than reporting no GPUs,
     so a driver hiccup never reads as every GPU gone.
     """
-    key = name.strip().lower() if name is not None else _configured_name()
-    if key != AUTO:
-        backend = get_backend(name if name is not None else key)
+    requested = _requested(name)
+    if requested.lower() != AUTO:
+        backend = get_backend(requested)
         return ScanResult(backend=backend.name, readings=backend.scan())
     if _simulated_configured():
         backend = get_backend("simulated")

@@ -145,7 +145,7 @@ def test_recreate_moves_a_service_and_keeps_everything_else(runtime, compose_sta
     assert not [n for n in names if "-gpuconfig-old-" in n]
     listed = compose_stack.compose("ps", "--services", "--filter", "status=running").stdout.split()
     assert "ai-enrichment" in listed
-    assert old["Name"].lstrip("/") in compose_stack.compose("ps").stdout
+    assert new["Id"] in compose_stack.compose("ps", "-q", "ai-enrichment").stdout.split()
 
 
 def test_budget_is_removed_when_the_target_has_none(runtime, compose_stack):

@@ -114,6 +114,20 @@ def test_no_permission_for_processes_leaves_them_unknown(nvml_scan, tmp_path: Pa
     assert gpu["processes"] == []
 
 
+def test_process_without_memory_figure_counts_as_zero(nvml_scan, tmp_path: Path):
+    """NVML may list a process without its memory (NVML_VALUE_NOT_AVAILABLE): kept, as 0 MiB."""
+    data = tmp_path / "processes.txt"
+    data.write_text(
+        f"[gpu]\nuuid = {A5500_UUID}\nmemory_total = 25757220864\n"
+        "process = 77 N/A\nprocess = 78 100\n"
+    )
+
+    gpu = by_index(nvml_scan(data))[0]
+
+    assert gpu["processes"] == [[77, 0], [78, 100]]
+    assert gpu["processes_used_mb"] == 100
+
+
 def test_driver_not_loaded_is_unavailable(nvml_scan):
     outcome = nvml_scan("driver_not_loaded.txt")
 

@@ -92,7 +92,7 @@ def _worker_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def celery_worker_factory(tmp_path, transactional_db):
+def celery_worker_factory(tmp_path, live_db):
     """Starts real worker processes; all are stopped at the end of the test."""
     started: list[WorkerProcess] = []
 

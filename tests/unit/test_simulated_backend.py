@@ -233,8 +233,12 @@ def test_get_backend_reads_the_setting_when_called(settings):
     assert isinstance(get_backend(), SimulatedBackend)
 
 
-def test_get_backend_accepts_a_dotted_path():
-    assert isinstance(get_backend("gpus.backends.simulated.SimulatedBackend"), SimulatedBackend)
+def test_get_backend_accepts_a_dotted_path(settings):
+    path = "gpus.backends.simulated.SimulatedBackend"
+    assert isinstance(get_backend(path), SimulatedBackend)
+
+    settings.GPUCONFIG_GPU_BACKEND = path
+    assert isinstance(get_backend(), SimulatedBackend)
 
 
 @pytest.mark.parametrize(
