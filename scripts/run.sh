@@ -47,7 +47,8 @@ fi
   --schedule "$GPUCONFIG_VAR_DIR/celerybeat-schedule" >var/celery.log 2>&1 &
 pids+=($!)
 echo "gpuconfig: Celery worker and beat running (log: var/celery.log)."
-echo "gpuconfig: open http://127.0.0.1:8000/settings/gpu/"
-"$PY" manage.py runserver 127.0.0.1:8000 --noreload &
+echo "gpuconfig: open http://${GPUCONFIG_BIND:-127.0.0.1:8000}/settings/gpu/"
+"$PY" -m gunicorn gpuconfig_site.wsgi --bind "${GPUCONFIG_BIND:-127.0.0.1:8000}" --workers 2 --threads 4 \
+  --access-logfile - --log-level warning &
 pids+=($!)
 wait -n "${pids[@]}"

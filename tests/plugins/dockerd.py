@@ -145,24 +145,37 @@ def compose_stack(docker_engine, tmp_path) -> ComposeStack:
     (stack.dir / "data").mkdir()
     shutil.copyfile(BASE_COMPOSE, stack.dir / "base.yml")
     (stack.dir / "override.yml").write_text(gpu_override({s: ("0",) for s in SERVICES}))
+    volumes: set[str] = set()
     try:
         stack.compose("up", "-d")
+        # Anonymous volumes carry no project label: note them while their containers exist.
+        volumes |= _volumes_of(stack)
         stack.wait_healthy()
         yield stack
     finally:
-        _remove_project(stack)
+        _remove_project(stack, volumes)
 
 
-def _remove_project(stack: ComposeStack) -> None:
+def _volumes_of(stack: ComposeStack) -> set[str]:
+    client = docker.from_env()
+    try:
+        names = set()
+        for listed in stack.containers():
+            try:
+                mounts = client.api.inspect_container(listed["Id"]).get("Mounts") or []
+            except docker.errors.NotFound:
+                continue
+            names |= {m["Name"] for m in mounts if m.get("Type") == "volume" and m.get("Name")}
+        return names
+    finally:
+        client.close()
+
+
+def _remove_project(stack: ComposeStack, volumes: set[str]) -> None:
+    volumes = volumes | _volumes_of(stack)
     client = docker.from_env()
     try:
         api = client.api
-        volumes = {
-            m["Name"]
-            for c in stack.containers()
-            for m in api.inspect_container(c["Id"]).get("Mounts", [])
-            if m.get("Type") == "volume" and m.get("Name")
-        }
         stack.compose("down", "-v", "--remove-orphans", "--timeout", "1", check=False)
         # Copies renamed aside, or left by a failed test, carry the project label too.
         for listed in stack.containers():

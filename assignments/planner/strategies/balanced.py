@@ -203,6 +203,8 @@ class _BranchAndBound:
         self._keep(self._exact_key(loads), list(seed))
 
     def solve(self) -> list[int]:
+        if not self.needs:
+            return []
         overflow = sum(max(0, load - total) for load, total in zip(self.loads, self.totals))
         self._descend(0, overflow)
         return self.best_slots
@@ -219,14 +221,12 @@ class _BranchAndBound:
         return overflow, self.n * sum(x * x for x in scaled) - sum(scaled) ** 2
 
     def _descend(self, k: int, overflow: int) -> None:
-        if k == len(self.needs):
-            key = self._exact_key(self.loads)
-            if key < self.best_key or (key == self.best_key and self.slots < self.best_slots):
-                self._keep(key, list(self.slots))
-            return
         need = self.needs[k]
         first = self.slots[k - 1] if k and self.needs[k - 1] == need else 0
         loads, totals, count = self.loads, self.totals, self.count
+        if k == len(self.needs) - 1:
+            self._finish(k, overflow, need, first)
+            return
         for g in range(first, self.n):
             twin = self.twin[g]
             if count[g] == 0 and twin >= 0 and count[twin] == 0:
@@ -241,14 +241,40 @@ class _BranchAndBound:
             loads[g] = before
             count[g] -= 1
 
+    def _finish(self, k: int, overflow: int, need: int, first: int) -> None:
+        """Place the last service on each GPU in turn; only close calls get the exact check."""
+        loads, totals, count, n = self.loads, self.totals, self.count, self.n
+        util = [load / total for load, total in zip(loads, totals)]
+        s1 = sum(util)
+        s2 = sum(u * u for u in util)
+        for g in range(first, n):
+            twin = self.twin[g]
+            if count[g] == 0 and twin >= 0 and count[twin] == 0:
+                continue
+            before = loads[g]
+            grown = (overflow + max(0, before + need - totals[g]) - max(0, before - totals[g]))
+            best_overflow = self.best_key[0]
+            if grown > best_overflow:
+                continue
+            if grown == best_overflow:
+                moved = (before + need) / totals[g]
+                t1 = s1 - util[g] + moved
+                variance = (s2 - util[g] * util[g] + moved * moved) / n - (t1 / n) ** 2
+                if variance > self.best_variance * (1 + 1e-9) + 1e-11:
+                    continue
+            loads[g] = before + need
+            self.slots[k] = g
+            key = self._exact_key(loads)
+            if key < self.best_key or (key == self.best_key and self.slots < self.best_slots):
+                self._keep(key, list(self.slots))
+            loads[g] = before
+
     def _first_visit(self, k: int) -> bool:
         """False when this node's loads (and equal-need constraint) were reached before.
 
         Earlier visits have lexicographically smaller prefixes, and the same loads allow the
         same completions with the same objective, so nothing here could win.
         """
-        if k == len(self.needs):
-            return True
         bound = self.slots[k - 1] if self.needs[k] == self.needs[k - 1] else -1
         state = (k, bound, *self.loads)
         if state in self.seen:
@@ -257,8 +283,6 @@ class _BranchAndBound:
         return True
 
     def _prune(self, k: int, overflow: int) -> bool:
-        if k == len(self.needs):
-            return False
         remaining = self.remaining[k]
         room = sum(max(0, t - load) for t, load in zip(self.totals, self.loads))
         floor = overflow + max(0, remaining - room)
@@ -275,45 +299,49 @@ class _BranchAndBound:
         return False
 
     def _variance_floor(self, remaining: int) -> float:
-        """A lower bound on the final variance, whatever happens to the remaining need.
+        """A lower bound on the final variance, wherever the remaining need goes.
 
-        With current fractions ``a`` and final fractions ``u >= a`` whose weighted sum
-        ``Σ total·u`` is fixed at ``S``, for the final mean ``m``:
-        ``n·Var >= Σ (a_g − m)₊² + (m·Σtotal − S)₊² / Σ_{a_g<m} total²`` (the second term by
-        Cauchy–Schwarz). The right side is convex between consecutive ``a``; it is minimised
-        piece by piece.
+        Let ``a`` be the current fractions, sorted, and ``u >= a`` the final ones, with
+        ``Σ total·u = S`` (all load, the remaining need included) and final mean ``m``. If ``m``
+        lies between ``a_k`` and ``a_k+1``, the GPUs above it contribute at least
+        ``Σ_{j>k} (a_j − m)²``; those below must together take ``m·T_low − S_low`` more than
+        their share (``T_low`` their total VRAM, ``S_low`` what is left for them when the
+        others stay as they are), which by Cauchy–Schwarz costs at least
+        ``(m·T_low − S_low)₊² / Σ_{j≤k} total_j²``. The sum is convex in ``m`` on each piece
+        and is minimised piece by piece; the smallest piece minimum bounds ``n·Var``.
         """
-        pairs = sorted(zip([load / total for load, total in zip(self.loads, self.totals)],
-                           self.squares))
+        rows = sorted(zip([load / total for load, total in zip(self.loads, self.totals)],
+                          self.loads, self.totals, self.squares))
         n = self.n
-        total_all = self.total_all
         target = sum(self.loads) + remaining
-        level = target / total_all
         rest_sum = 0.0
         rest_sq = 0.0
-        for x, _ in pairs:
+        for x, *_ in rows:
             rest_sum += x
             rest_sq += x * x
-        lowest = pairs[0][0]
+        lowest = rows[0][0]
         best = rest_sq - 2 * lowest * rest_sum + n * lowest * lowest
         squares = 0.0
+        low_total = 0
+        high_load = sum(self.loads)
         rest_count = n
         for k in range(n):
-            low, weight = pairs[k]
-            squares += weight
+            low, load, total, square = rows[k]
+            squares += square
+            low_total += total
+            high_load -= load
             rest_sum -= low
             rest_sq -= low * low
             rest_count -= 1
-            high = pairs[k + 1][0] if rest_count else math.inf
-            m = (rest_sum + total_all * target / squares) / (rest_count + total_all * total_all / squares)
-            if m < level:
-                m = level
-            if m < low:
-                m = low
-            elif m > high:
+            high = rows[k + 1][0] if rest_count else math.inf
+            low_target = target - high_load
+            m = ((rest_sum + low_total * low_target / squares)
+                 / (rest_count + low_total * low_total / squares))
+            m = max(m, low_target / low_total, low)
+            if m > high:
                 m = high
             value = rest_sq - 2 * m * rest_sum + rest_count * m * m
-            short = m * total_all - target
+            short = m * low_total - low_target
             if short > 0:
                 value += short * short / squares
             if value < best:

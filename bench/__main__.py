@@ -1,0 +1,36 @@
+"""`make bench`: every benchmark of the project, one after the other, figures printed."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+SECTIONS = [
+    ("Planner", "bench.planner"),
+    ("GPU detection (NVML stand-in)", "bench.detection"),
+    ("API latency", "bench.api"),
+    ("Apply / restart (real Docker engine)", "bench.apply"),
+]
+
+
+def main() -> int:
+    only = set(sys.argv[1:])
+    failed = []
+    for title, module in SECTIONS:
+        if only and module.rsplit(".", 1)[-1] not in only:
+            continue
+        print(f"\n=== {title} ===", flush=True)
+        start = time.perf_counter()
+        try:
+            importlib.import_module(module).main([])
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                print(f"  {module} stopped: {exc.code}")
+                failed.append(module)
+        print(f"  ({time.perf_counter() - start:.1f} s)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

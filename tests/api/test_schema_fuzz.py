@@ -1,0 +1,40 @@
+"""The OpenAPI schema, fuzzed with schemathesis through the WSGI app: no input gets a 5xx."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings as hsettings
+from schemathesis.checks import not_a_server_error
+
+from gpuconfig_site.wsgi import application
+from tests.conftest import API_KEY
+
+schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+
+# Apply and its status talk to the container engine; they are exercised against the real
+# engine in tests/integration. Everything else is fuzzed here.
+fuzzed = schema.exclude(path_regex=r"/apply$")
+
+
+@pytest.fixture
+def _inventory(reference_inventory):
+    """Calls go through the real WSGI handler inside the test's transaction: like Django's test
+    client, keep it from closing the connection at the end of each request."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield reference_inventory
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.mark.django_db
+@fuzzed.parametrize()
+@hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_input_gets_a_server_error(case, _inventory, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/gpuconfig-test.sock")
+    response = case.call(headers={"X-API-Key": API_KEY})
+    case.validate_response(response, checks=[not_a_server_error])
