@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BUDGET_GB = 1024.0
 APPLY_LOCK_KEY = "apply:lock"
-APPLY_LOCK_TTL = 30  # seconds; refreshed while an apply runs, so a dead worker frees it soon
 APPLY_QUEUE_TTL = 300  # seconds a queued apply holds the lock waiting for a worker
 
 
@@ -460,13 +459,14 @@ class _LockKeeper:
         self._thread = threading.Thread(target=self._run, name="apply-lock", daemon=True)
 
     def __enter__(self):
-        cache.set(APPLY_LOCK_KEY, self.token, APPLY_LOCK_TTL)
+        self.ttl = settings.GPUCONFIG_APPLY_LOCK_TTL
+        cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
         self._thread.start()
         return self
 
     def _run(self):
-        while not self._stop.wait(APPLY_LOCK_TTL / 3):
-            cache.set(APPLY_LOCK_KEY, self.token, APPLY_LOCK_TTL)
+        while not self._stop.wait(self.ttl / 3):
+            cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
 
     def __exit__(self, *exc):
         self._stop.set()

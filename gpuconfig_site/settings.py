@@ -145,7 +145,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = os.environ.get("GPUCONFIG_STATIC_ROOT") or None  # only for `collectstatic`
 # Static files are served by the app itself (WhiteNoise) straight from the source folders:
 # a home box runs no separate web server and needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
@@ -206,7 +206,10 @@ GPUCONFIG_HEALTH_TIMEOUT = env_int("GPUCONFIG_HEALTH_TIMEOUT", 180)
 GPUCONFIG_DEVICE_ID_FORMAT = os.environ.get("GPUCONFIG_DEVICE_ID_FORMAT", "index")
 GPUCONFIG_CONTAINER_RUNTIME = os.environ.get("GPUCONFIG_CONTAINER_RUNTIME", "docker")
 GPUCONFIG_SAMPLE_RETENTION = env_int("GPUCONFIG_SAMPLE_RETENTION", 3600)  # seconds of samples kept
-GPUCONFIG_APPLY_LOCK_TIMEOUT = env_int("GPUCONFIG_APPLY_LOCK_TIMEOUT", 1800)
+# An apply holds a lock it refreshes while it runs; a worker that dies frees it this soon.
+GPUCONFIG_APPLY_LOCK_TTL = env_int("GPUCONFIG_APPLY_LOCK_TTL", 30)
+GPUCONFIG_HEALTH_GRACE = float(os.environ.get("GPUCONFIG_HEALTH_GRACE", "3"))
+GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
 GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
 
 CELERY_BEAT_SCHEDULE = {

@@ -28,7 +28,7 @@ def _isolated(settings, tmp_path, request):
     settings.GPUCONFIG_API_KEY = API_KEY
     settings.GPUCONFIG_DETECT_WAIT = 5
     cache.clear()
-    eager = "real_worker" not in request.fixturenames
+    eager = not {"real_worker", "celery_worker_factory"} & set(request.fixturenames)
     previous = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = eager
     yield

@@ -10,10 +10,12 @@ Moving a service to GPU ``BROKEN_GPU`` gives it a container that never becomes h
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -140,9 +142,16 @@ def docker_engine() -> str:
 @pytest.fixture
 def compose_stack(docker_engine, tmp_path) -> ComposeStack:
     """The five services up and healthy on GPU 0 in a project of their own; removed afterwards."""
-    stack = ComposeStack(project=f"gpuct{uuid.uuid4().hex[:10]}", dir=tmp_path / "stack")
-    stack.dir.mkdir()
-    (stack.dir / "data").mkdir()
+    with running_stack(tmp_path / "stack") as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def running_stack(directory: Path, project: str | None = None) -> Iterator[ComposeStack]:
+    """Bring the five services up on GPU 0 from files written to ``directory``, wait until all
+    are healthy, and remove the containers, copies left aside and volumes on exit."""
+    stack = ComposeStack(project=project or f"gpuct{uuid.uuid4().hex[:10]}", dir=directory)
+    (stack.dir / "data").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(BASE_COMPOSE, stack.dir / "base.yml")
     (stack.dir / "override.yml").write_text(gpu_override({s: ("0",) for s in SERVICES}))
     volumes: set[str] = set()
@@ -153,7 +162,7 @@ def compose_stack(docker_engine, tmp_path) -> ComposeStack:
         stack.wait_healthy()
         yield stack
     finally:
-        _remove_project(stack, volumes)
+        _remove_stack(stack, volumes)
 
 
 def _volumes_of(stack: ComposeStack) -> set[str]:
@@ -171,7 +180,7 @@ def _volumes_of(stack: ComposeStack) -> set[str]:
         client.close()
 
 
-def _remove_project(stack: ComposeStack, volumes: set[str]) -> None:
+def _remove_stack(stack: ComposeStack, volumes: set[str]) -> None:
     volumes = volumes | _volumes_of(stack)
     client = docker.from_env()
     try:

@@ -212,3 +212,32 @@ def test_balanced_ignores_unavailable_gpus_in_its_objective(gpus, services):
     lost = GpuView(9, "GPU-9", "NVIDIA Lost", 1024, 0, available=False)
     assert plan("balanced", [*gpus, lost], services).placements == \
         plan("balanced", gpus, services).placements
+
+
+@SEARCH
+@given(gpus=gpu_lists(min_size=4, max_size=4, all_available=True),
+       services=service_lists(min_size=1, max_size=6))
+def test_balanced_finds_the_exhaustive_optimum_on_four_gpus(gpus, services):
+    result = plan("balanced", gpus, services)
+    assert tuple(p.gpu_index for p in result.placements) == _exhaustive_balanced(gpus, services)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=gpu_lists(min_size=2, max_size=8), services=service_lists(min_size=13, max_size=40))
+def test_large_plans_are_deterministic_and_complete(gpus, services):
+    for name in AUTOMATIC:
+        first = plan(name, gpus, services)
+        assert plan(name, gpus, services) == first
+        assert [p.service for p in first.placements] == [s.name for s in services]
+        available = {g.index for g in gpus if g.available}
+        assert all(p.gpu_index in available for p in first.placements) or not available
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gpus=gpu_lists(min_size=2, max_size=6, all_available=True),
+       services=service_lists(min_size=13, max_size=30))
+def test_balanced_beyond_the_exact_size_is_no_worse_than_vram_based(gpus, services):
+    def score(result):
+        return _objective(gpus, services, [p.gpu_index for p in result.placements])
+
+    assert score(plan("balanced", gpus, services)) <= score(plan("vram_based", gpus, services))

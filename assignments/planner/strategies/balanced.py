@@ -22,6 +22,10 @@ from ..types import GpuView, ServiceDemand
 EXACT_SEARCH_LIMIT = 4**10
 """Solve exactly while ``gpus ** services`` stays within this (at least 10 services × 4 GPUs)."""
 
+EXACT_MAX_SERVICES = 12
+"""Above this many services the exact search is not used: with few GPUs the problem becomes a
+number-partitioning one whose proof of optimality can take seconds."""
+
 EXACT_MAX_GPUS = 12
 """Above this many GPUs the exact search is not used, whatever the number of services."""
 
@@ -59,7 +63,9 @@ def assign(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) -> 
         return [0] * len(needs)
     placed = [k for k, need in enumerate(needs) if need > 0]
     sized = [needs[k] for k in placed]
-    slots = _local_search(totals, base, sized, _greedy(totals, base, sized))
+    starts = (_greedy(totals, base, sized), _most_free(totals, base, sized))
+    start = min(starts, key=lambda slots: _exact_key(totals, base, sized, slots))
+    slots = _local_search(totals, base, sized, start)
     if _exact_fits(len(totals), len(sized)):
         slots = _BranchAndBound(totals, base, sized, slots).solve()
     result = [0] * len(needs)  # a service that needs nothing goes to the first GPU
@@ -68,17 +74,9 @@ def assign(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) -> 
     return result
 
 
-def objective(totals: Sequence[int], loads: Sequence[int]) -> tuple[int, float]:
-    """(total overflow in MB, variance of utilisation fractions) for final ``loads``."""
-    n = len(totals)
-    overflow = sum(max(0, load - total) for load, total in zip(loads, totals))
-    fractions = [load / total for load, total in zip(loads, totals)]
-    mean = sum(fractions) / n
-    return overflow, sum((f - mean) ** 2 for f in fractions) / n
-
-
 def _exact_fits(gpus: int, services: int) -> bool:
-    return gpus <= EXACT_MAX_GPUS and gpus**services <= EXACT_SEARCH_LIMIT
+    return (services <= EXACT_MAX_SERVICES and gpus <= EXACT_MAX_GPUS
+            and gpus**services <= EXACT_SEARCH_LIMIT)
 
 
 def _greedy(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) -> list[int]:
@@ -99,6 +97,30 @@ def _greedy(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) ->
     return slots
 
 
+def _most_free(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) -> list[int]:
+    """The VRAM-based placement: each to the GPU with the most free VRAM."""
+    loads = list(base)
+    slots = []
+    for need in needs:
+        slot = min(range(len(totals)), key=lambda g: (loads[g] - totals[g], g))
+        loads[slot] += need
+        slots.append(slot)
+    return slots
+
+
+def _exact_key(
+    totals: Sequence[int], base: Sequence[int], needs: Sequence[int], slots: Sequence[int]
+) -> tuple[int, int]:
+    """(overflow, variance scaled to an exact integer) of a complete assignment."""
+    loads = list(base)
+    for need, slot in zip(needs, slots):
+        loads[slot] += need
+    scale = math.lcm(*totals)
+    scaled = [load * (scale // total) for load, total in zip(loads, totals)]
+    overflow = sum(max(0, load - total) for load, total in zip(loads, totals))
+    return overflow, len(totals) * sum(x * x for x in scaled) - sum(scaled) ** 2
+
+
 def _local_search(
     totals: Sequence[int], base: Sequence[int], needs: Sequence[int], slots: list[int]
 ) -> list[int]:
@@ -115,20 +137,18 @@ def _local_search(
     overflow = sum(max(0, load - total) for load, total in zip(loads, totals))
     budget = LOCAL_SEARCH_BUDGET
 
-    def gain(a: int, b: int, amount: int) -> tuple[int, float, float] | None:
-        """Move ``amount`` MB from GPU a to GPU b; the new (overflow, s1, s2) if better."""
+    def improves(a: int, b: int, amount: int) -> bool:
+        """Whether moving ``amount`` MB of need from GPU a to GPU b makes the plan better."""
         la, lb = loads[a] - amount, loads[b] + amount
         ta, tb = totals[a], totals[b]
-        new_overflow = (overflow + max(0, la - ta) - max(0, loads[a] - ta)
-                        + max(0, lb - tb) - max(0, loads[b] - tb))
-        if new_overflow > overflow:
-            return None
+        moved = (overflow + max(0, la - ta) - max(0, loads[a] - ta)
+                 + max(0, lb - tb) - max(0, loads[b] - tb))
+        if moved != overflow:
+            return moved < overflow
         ua, ub = la / ta, lb / tb
-        n1 = s1 - util[a] - util[b] + ua + ub
-        n2 = s2 - util[a] ** 2 - util[b] ** 2 + ua * ua + ub * ub
-        if new_overflow < overflow or n2 / n - (n1 / n) ** 2 < s2 / n - (s1 / n) ** 2 - _IMPROVEMENT:
-            return new_overflow, n1, n2
-        return None
+        t1 = s1 - util[a] - util[b] + ua + ub
+        t2 = s2 - util[a] ** 2 - util[b] ** 2 + ua * ua + ub * ub
+        return t2 / n - (t1 / n) ** 2 < s2 / n - (s1 / n) ** 2 - _IMPROVEMENT
 
     def apply(a: int, b: int, amount: int) -> None:
         nonlocal s1, s2, overflow
@@ -140,29 +160,35 @@ def _local_search(
         s2 = sum(u * u for u in util)
         overflow = sum(max(0, load - total) for load, total in zip(loads, totals))
 
+    def candidates():
+        """Moves (service, target GPU), then swaps (service, service), in a fixed order."""
+        for k in range(m):
+            for b in range(n):
+                yield k, None, b
+        for k in range(m):
+            for j in range(k + 1, m):
+                yield k, j, None
+
     improved = True
     while improved and budget > 0:
         improved = False
-        for k in range(m):
-            for b in range(n):
-                a = slots[k]
-                if b == a or budget <= 0:
-                    continue
-                budget -= 1
-                if gain(a, b, needs[k]) is not None:
-                    apply(a, b, needs[k])
-                    slots[k] = b
-                    improved = True
-        for k in range(m):
-            for j in range(k + 1, m):
-                a, b = slots[k], slots[j]
-                if a == b or needs[k] == needs[j] or budget <= 0:
-                    continue
-                budget -= 1
-                if gain(a, b, needs[k] - needs[j]) is not None:
-                    apply(a, b, needs[k] - needs[j])
-                    slots[k], slots[j] = b, a
-                    improved = True
+        for k, j, target in candidates():
+            if budget <= 0:
+                break
+            a = slots[k]
+            if j is None:
+                b, amount = target, needs[k]
+            else:
+                b, amount = slots[j], needs[k] - needs[j]
+            if a == b or amount == 0:
+                continue
+            budget -= 1
+            if improves(a, b, amount):
+                apply(a, b, amount)
+                slots[k] = b
+                if j is not None:
+                    slots[j] = a
+                improved = True
     return slots
 
 
@@ -190,7 +216,6 @@ class _BranchAndBound:
         self.scale = math.lcm(*self.totals)
         self.weights = [self.scale // t for t in self.totals]
         self.denominator = self.n * self.n * self.scale * self.scale
-        self.total_all = sum(self.totals)
         self.squares = [float(t * t) for t in self.totals]
         self.remaining = [sum(self.needs[k:]) for k in range(len(needs) + 1)]
         self.twin: list[int] = []

@@ -1,0 +1,469 @@
+"""Reads for the GPU Configuration page: the existing selectors and the planner, shaped for
+the templates (cards with sparklines, the assignment table, per-GPU summaries, previews, the
+apply diff and progress). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from assignments import planner
+from assignments.models import AiService, ApplyRun, ConfigVersion, GpuConfig
+from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
+from assignments.selectors import (
+    PlanningInput,
+    apply_run_list,
+    config_preview,
+    fallback_issues,
+    planning_input,
+    version_list,
+)
+from gpus.models import Gpu, GpuSample
+from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
+
+MB_PER_GB = 1024
+SPARK_WIDTH = 120
+SPARK_HEIGHT = 28
+SEGMENT_COLOURS = 6  # CSS classes seg-0 … seg-5
+
+
+# --- GPU cards -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    """Two polylines (utilisation and VRAM, in %) in a ``SPARK_WIDTH`` × ``SPARK_HEIGHT`` box."""
+
+    util_points: str
+    vram_points: str
+    count: int
+    width: int = SPARK_WIDTH
+    height: int = SPARK_HEIGHT
+
+
+@dataclass(frozen=True)
+class GpuCard:
+    gpu: Gpu
+    used_gb: float | None
+    total_gb: float | None
+    used_percent: int
+    sparkline: Sparkline | None
+
+
+def _points(values: Sequence[float | None]) -> str:
+    """SVG polyline points for percentages (0–100) spread over the sparkline's width."""
+    known = [(i, v) for i, v in enumerate(values) if v is not None]
+    if not known:
+        return ""
+    if len(values) == 1:
+        # One reading: a flat line, so a fresh inventory still shows its level.
+        value = known[0][1]
+        y = _y(value)
+        return f"0,{y} {SPARK_WIDTH},{y}"
+    step = SPARK_WIDTH / (len(values) - 1)
+    return " ".join(f"{round(i * step, 1)},{_y(v)}" for i, v in known)
+
+
+def _y(percent: float) -> float:
+    percent = min(max(percent, 0.0), 100.0)
+    # 1 px margin top and bottom so the stroke is never clipped.
+    return round(1 + (100 - percent) / 100 * (SPARK_HEIGHT - 2), 1)
+
+
+def sparkline(gpu: Gpu, samples: Sequence[GpuSample]) -> Sparkline | None:
+    if not samples:
+        return None
+    total = gpu.vram_total_mb or 0
+    util = [s.utilization_percent for s in samples]
+    vram = [(s.vram_used_mb / total * 100) if total and s.vram_used_mb is not None else None for s in samples]
+    return Sparkline(util_points=_points(util), vram_points=_points(vram), count=len(samples))
+
+
+def gpu_cards() -> dict:
+    """The GPU cards: present GPUs first, then lost ones greyed, each with its sparkline."""
+    gpus = list(gpu_list())
+    samples = gpu_samples(gpu_ids=[g.pk for g in gpus])
+    cards = [
+        GpuCard(
+            gpu=g,
+            used_gb=g.vram_used_gb,
+            total_gb=g.vram_total_gb,
+            used_percent=round(g.vram_used_fraction * 100),
+            sparkline=sparkline(g, samples.get(g.pk, [])),
+        )
+        for g in gpus
+    ]
+    return {
+        "cards": cards,
+        "no_gpus": not any(g.available for g in gpus),
+        "no_gpus_detail": NO_GPUS_DETAIL,
+        "troubleshooting": TROUBLESHOOTING,
+        "last_scan": last_scan(),
+    }
+
+
+# --- the assignment table --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the table shows for one service: saved, or the user's unsaved selection."""
+
+    gpu_index: int | None
+    budget_gb: float | None
+
+
+@dataclass(frozen=True)
+class Segment:
+    label: str
+    mb: int
+    percent: float
+    colour: int | None  # None: VRAM held by other processes
+
+
+@dataclass(frozen=True)
+class GpuSummary:
+    """Planned VRAM on one GPU against its capacity, as stacked segments."""
+
+    gpu: GpuView
+    segments: tuple[Segment, ...]
+    load_mb: int
+    capacity_percent: float  # where the capacity line sits when the bar is over-full
+    over_mb: int
+
+    @property
+    def free_mb(self) -> int:
+        return max(self.gpu.total_mb - self.load_mb, 0)
+
+
+@dataclass
+class Row:
+    service: AiService
+    demand: ServiceDemand
+    saved: Choice
+    chosen: Choice
+    colour: int
+    issues: list[Issue] = field(default_factory=list)
+    fallback_reason: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.saved != self.chosen
+
+    @property
+    def suggestion(self) -> Issue | None:
+        return next((i for i in self.issues if i.suggested_budget_gb is not None), None)
+
+    @property
+    def effective_gb(self) -> float:
+        return round(self.demand.effective_mb / MB_PER_GB, 2)
+
+
+@dataclass(frozen=True)
+class TableState:
+    rows: list[Row]
+    issues: tuple[Issue, ...]
+    summaries: list[GpuSummary]
+    unassigned: list[str]
+    gpus: tuple[GpuView, ...]
+
+    @property
+    def dirty(self) -> bool:
+        return any(r.changed for r in self.rows)
+
+    @property
+    def general_issues(self) -> list[Issue]:
+        """Warnings not tied to one row's budget (shown in the warnings list; budget advice is
+        shown in its row too)."""
+        return list(self.issues)
+
+
+def saved_choices(data: PlanningInput) -> dict[str, Choice]:
+    return {d.name: Choice(d.current_gpu, d.budget_gb) for d in data.services}
+
+
+def gpu_options(data: PlanningInput) -> list[GpuView]:
+    """GPUs a service may be assigned to: the available ones."""
+    return [g for g in data.gpus if g.available]
+
+
+def _summaries(gpus: Sequence[GpuView], services: Sequence[ServiceDemand], colours: Mapping[str, int]) -> list[GpuSummary]:
+    out = []
+    for gpu in gpus:
+        if not gpu.available:
+            continue
+        parts: list[tuple[str, int, int | None]] = []
+        if gpu.foreign_used_mb:
+            parts.append(("Other processes", gpu.foreign_used_mb, None))
+        for s in services:
+            if s.current_gpu == gpu.index:
+                parts.append((s.name, s.effective_mb, colours[s.name]))
+        load = sum(mb for _, mb, _ in parts)
+        scale = max(gpu.total_mb, load, 1)
+        out.append(
+            GpuSummary(
+                gpu=gpu,
+                segments=tuple(Segment(label, mb, round(mb / scale * 100, 2), colour) for label, mb, colour in parts),
+                load_mb=load,
+                capacity_percent=round(gpu.total_mb / scale * 100, 2),
+                over_mb=max(load - gpu.total_mb, 0),
+            )
+        )
+    return out
+
+
+def table_state(choices: Mapping[str, Choice] | None = None, *, data: PlanningInput | None = None) -> TableState:
+    """The assignment table for ``choices`` (service → unsaved choice; missing: saved), with the
+    planner's warnings for exactly those choices, before anything is saved."""
+    data = data or planning_input()
+    saved = saved_choices(data)
+    chosen = {name: (choices or {}).get(name, saved[name]) for name in saved}
+    services = tuple(
+        replace(d, current_gpu=chosen[d.name].gpu_index,
+                budget_gb=chosen[d.name].budget_gb if d.budget_adjustable else d.budget_gb)
+        for d in data.services
+    )
+    placements = [
+        Placement(s.name, s.current_gpu, s.budget_gb if s.budget_adjustable else None) for s in services
+    ]
+    issues = list(planner.check(data.gpus, services, placements))
+    # A fallback stays true only while its row is left as saved.
+    issues = [i for i in fallback_issues(data.assignments) if chosen[i.service] == saved[i.service]] + issues
+    colours = {s.name: n % SEGMENT_COLOURS for n, s in enumerate(services)}
+    rows = []
+    for demand in services:
+        assignment = data.assignments.get(demand.name)
+        rows.append(
+            Row(
+                service=data.catalog[demand.name],
+                demand=demand,
+                saved=saved[demand.name],
+                chosen=chosen[demand.name],
+                colour=colours[demand.name],
+                issues=[i for i in issues if i.service == demand.name],
+                fallback_reason=assignment.fallback_reason if assignment else "",
+            )
+        )
+    return TableState(
+        rows=rows,
+        issues=tuple(issues),
+        summaries=_summaries(data.gpus, services, colours),
+        unassigned=[s.name for s in services if s.current_gpu is None],
+        gpus=data.gpus,
+    )
+
+
+def plan_choices(strategy: str, *, keep: Mapping[str, Choice] | None = None) -> dict[str, Choice]:
+    """The choices a strategy proposes (raises UnknownStrategy); budgets are kept from ``keep``
+    (the table as the user left it) or the saved ones."""
+    plan, data = config_preview(strategy=strategy)
+    saved = saved_choices(data)
+    budgets = {name: (keep or saved).get(name, saved[name]).budget_gb for name in saved}
+    return {p.service: Choice(p.gpu_index, budgets[p.service]) for p in plan.placements}
+
+
+# --- strategies and the preview --------------------------------------------------------------
+
+
+def strategy_list() -> list[planner.Strategy]:
+    return list(planner.STRATEGIES.values())
+
+
+def current_strategy() -> str:
+    return GpuConfig.load().strategy
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    service: str
+    current: int | None
+    proposed: int | None
+
+    @property
+    def changed(self) -> bool:
+        return self.current != self.proposed
+
+
+@dataclass(frozen=True)
+class Preview:
+    strategy: planner.Strategy
+    rows: list[PreviewRow]
+    issues: tuple[Issue, ...]
+    gpus: dict[int, GpuView]
+
+    @property
+    def changed_count(self) -> int:
+        return sum(r.changed for r in self.rows)
+
+
+def preview(strategy: str) -> Preview:
+    """The proposed assignment of ``strategy`` next to the saved one (raises UnknownStrategy)."""
+    plan, data = config_preview(strategy=strategy)
+    current = {d.name: d.current_gpu for d in data.services}
+    return Preview(
+        strategy=planner.STRATEGIES[plan.strategy],
+        rows=[PreviewRow(p.service, current.get(p.service), p.gpu_index) for p in plan.placements],
+        issues=plan.issues,
+        gpus={g.index: g for g in data.gpus},
+    )
+
+
+# --- applying --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyChange:
+    service: str
+    current_devices: tuple[str, ...] | None  # None: no container
+    target_devices: tuple[str, ...]
+    current_budget: float | None
+    target_budget: float | None
+    restart: bool
+
+    @property
+    def missing(self) -> bool:
+        return self.current_devices is None
+
+    @property
+    def devices_changed(self) -> bool:
+        return self.current_devices is not None and frozenset(self.current_devices) != frozenset(self.target_devices)
+
+    @property
+    def budget_changed(self) -> bool:
+        if self.current_devices is None:
+            return False
+        a, b = self.current_budget, self.target_budget
+        if a is None or b is None:
+            return a is not b
+        return round(a, 3) != round(b, 3)
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    """What Apply would do now: the services whose GPU or budget differs from what runs."""
+
+    changes: list[ApplyChange]
+    error: str = ""
+
+    @property
+    def restarts(self) -> list[ApplyChange]:
+        return [c for c in self.changes if c.restart]
+
+    @property
+    def missing(self) -> list[ApplyChange]:
+        return [c for c in self.changes if c.missing]
+
+
+def apply_plan() -> ApplyPlan:
+    """Compare the saved configuration with the running containers (asks the engine)."""
+    from assignments.applying import diff
+    from assignments.runtime import get_runtime
+    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
+    from assignments.services import apply_targets
+
+    try:
+        changes = diff(get_runtime(), apply_targets())
+    except RuntimeUnavailable as exc:
+        return ApplyPlan(changes=[], error=f"Cannot reach the container engine: {exc}")
+    except RuntimeError_ as exc:
+        return ApplyPlan(changes=[], error=f"The container engine refused a request: {exc}")
+    return ApplyPlan(
+        changes=[
+            ApplyChange(
+                service=c.service,
+                current_devices=c.current.device_ids if c.current else None,
+                target_devices=c.target.device_ids,
+                current_budget=c.current.budget_gb if c.current else None,
+                target_budget=c.target.budget_gb,
+                restart=c.needs_recreate,
+            )
+            for c in changes
+        ]
+    )
+
+
+STEP_LABELS = {
+    "pending": "Waiting",
+    "stopping": "Stopping",
+    "recreating": "Recreating",
+    "starting": "Starting",
+    "waiting_health": "Waiting for health",
+    "healthy": "Healthy",
+    "rolled_back": "Rolled back",
+    "failed": "Failed",
+    "unchanged": "Unchanged",
+    "skipped": "Skipped",
+}
+STEP_TONE = {
+    "healthy": "ok",
+    "unchanged": "muted",
+    "skipped": "muted",
+    "rolled_back": "bad",
+    "failed": "bad",
+}
+
+
+@dataclass(frozen=True)
+class ProgressRow:
+    service: str
+    status: str
+    message: str
+    elapsed_s: float | None
+    container: str
+
+    @property
+    def label(self) -> str:
+        return STEP_LABELS.get(self.status, self.status.replace("_", " ").capitalize())
+
+    @property
+    def tone(self) -> str:
+        return STEP_TONE.get(self.status, "busy")
+
+
+@dataclass(frozen=True)
+class Progress:
+    run: ApplyRun | None
+    in_progress: bool
+    rows: list[ProgressRow]
+    failures: list[tuple[str, str, str]]  # service, outcome, message
+
+    @property
+    def finished(self) -> bool:
+        return not self.in_progress
+
+    @property
+    def restarted(self) -> list[str]:
+        return [r.service for r in self.rows if r.status == "healthy"]
+
+
+def apply_progress(status: dict) -> Progress:
+    """Shape ``services.apply_status()`` for the progress table."""
+    run: ApplyRun | None = status["run"]
+    live = {s["name"]: s for s in status["services"]}
+
+    def container(name: str) -> str:
+        s = live.get(name)
+        if not s:
+            return ""
+        return f"{s['status']}, {s['health']}" if s.get("health") else s["status"]
+
+    rows = [
+        ProgressRow(e["service"], e["status"], e.get("message") or "", e.get("elapsed_s"), container(e["service"]))
+        for e in status["service_statuses"]
+    ]
+    failures = []
+    if run is not None:
+        for service, result in sorted((run.results or {}).items()):
+            if result.get("outcome") != "healthy":
+                failures.append((service, result.get("outcome", ""), result.get("message", "")))
+    return Progress(run=run, in_progress=status["in_progress"], rows=rows, failures=failures)
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def history(*, limit: int = 10) -> dict:
+    versions: list[ConfigVersion] = list(version_list(limit=limit))
+    runs: list[ApplyRun] = list(apply_run_list(limit=limit))
+    return {"versions": versions, "runs": runs}

@@ -1,0 +1,72 @@
+"""Template tags of the settings page: ``{% partialdef %}`` on both Django 5.2 and 6, and a few
+formatting filters.
+
+Django 6 has ``{% partialdef %}``/``{% partial %}`` built in; on 5.2 they come from
+django-template-partials, which has to be loaded. Loading this library works on both, so the
+page template does not depend on the Django version.
+"""
+
+from __future__ import annotations
+
+import django
+from django import template
+
+MB_PER_GB = 1024
+
+register = template.Library()
+
+if django.VERSION < (6, 0):
+    from template_partials.templatetags.partials import register as _partials
+
+    register.tags.update(_partials.tags)
+    register.filters.update(_partials.filters)
+
+
+@register.filter
+def gb(mb, places: int = 1) -> str:
+    """MB as GB with ``places`` decimals: ``24564|gb`` → ``24.0``."""
+    if mb in (None, ""):
+        return "–"
+    return f"{float(mb) / MB_PER_GB:.{int(places)}f}"
+
+
+@register.filter
+def gb_short(value) -> str:
+    """A GB value without a trailing ``.0``: ``24.0`` → ``24``, ``3.5`` → ``3.5``."""
+    if value in (None, ""):
+        return "–"
+    return f"{float(value):.1f}".removesuffix(".0")
+
+
+@register.filter
+def seconds(value) -> str:
+    """Elapsed seconds for people: ``4.2 s``, ``1 min 5 s``."""
+    if value in (None, ""):
+        return "–"
+    value = float(value)
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(int(round(value)), 60)
+    return f"{minutes} min {rest} s"
+
+
+@register.filter
+def strategy_label(name: str) -> str:
+    """The label users see for a strategy name (the name itself when it is not registered)."""
+    from assignments import planner
+
+    strategy = planner.STRATEGIES.get(name)
+    return strategy.label if strategy else name
+
+
+@register.filter
+def devices(ids) -> str:
+    """Device ids as words: ``("1",)`` → ``GPU 1``; empty → ``no GPU``."""
+    if ids is None:
+        return "no container"
+    ids = tuple(ids)
+    if not ids:
+        return "no GPU"
+    if ids == ("all",):
+        return "all GPUs"
+    return ("GPU " if len(ids) == 1 else "GPUs ") + ", ".join(ids)

@@ -1,0 +1,204 @@
+"""Apply & restart end to end: the API, a real Celery worker on the real Redis, and the real
+Docker engine running the five services under compose."""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import pytest
+import yaml
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from assignments import progress
+from assignments.models import ApplyRun
+from assignments.services import APPLY_LOCK_KEY, config_save
+from gpus.services import gpu_scan_run
+from tests.conftest import REFERENCE_GPUS, config_files
+from tests.integration.test_detection_worker import wait_for
+from tests.plugins.dockerd import SERVICES, proc_environ
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+BROKEN = {  # a third card the test engine treats as broken: containers on it never get healthy
+    "index": 99, "name": "Broken test card", "uuid": "GPU-broken-99", "vram_total_mb": 49152,
+    "vram_used_mb": 0, "compute_capability": "8.6",
+}
+
+
+@pytest.fixture
+def box(compose_stack, simulated_gpus, settings, staff_user, live_db):
+    """The stack on GPU 0, the reference hardware (plus the broken card) scanned, everything on
+    GPU 0 saved as the current configuration, and a staff API client."""
+    entries = yaml.safe_load(REFERENCE_GPUS.read_text()) + [BROKEN]
+    simulated_gpus.write_text(yaml.safe_dump(entries))
+    settings.GPUCONFIG_COMPOSE_PROJECT = compose_stack.project
+    settings.GPUCONFIG_HEALTH_TIMEOUT = 30
+    gpu_scan_run()
+    config_save(strategy="manual", assignments=[{"service": s, "gpu_index": 0} for s in SERVICES])
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return compose_stack, client
+
+
+def ids(stack) -> dict[str, str]:
+    return {s: stack.container(s)["Id"] for s in SERVICES}
+
+
+def wait_done(client, timeout=90) -> dict:
+    def finished():
+        body = client.get("/api/system/gpu-config/status").json()
+        return body if not body["in_progress"] else None
+
+    return wait_for(finished, timeout=timeout, interval=0.3, what="the apply to finish")
+
+
+def test_moving_enrichment_to_the_small_gpu_recreates_only_it(box, celery_worker_factory, settings):
+    stack, client = box
+    celery_worker_factory()
+    before = ids(stack)
+    old = stack.container("ai-enrichment")
+    config_save(assignments=[{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5}])
+
+    res = client.post("/api/system/gpu-config/apply")
+    assert res.status_code == 202, res.json()
+    body = res.json()
+    assert body["restarted_services"] == ["ai-enrichment"]
+    assert body["operation_id"]
+
+    status = wait_done(client)
+    assert status["run_status"] == "succeeded", status
+    entry = next(s for s in status["service_statuses"] if s["service"] == "ai-enrichment")
+    assert entry["status"] == "healthy"
+
+    after = ids(stack)
+    assert after["ai-enrichment"] != before["ai-enrichment"]
+    assert {s: after[s] for s in SERVICES if s != "ai-enrichment"} == {
+        s: before[s] for s in SERVICES if s != "ai-enrichment"}
+    new = stack.container("ai-enrichment")
+    env = proc_environ(new["Id"])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "1"
+    assert env["VRAM_BUDGET_GB"] == "3.5"
+    assert new["Config"]["Labels"] == old["Config"]["Labels"]
+    assert new["Config"]["Cmd"] == old["Config"]["Cmd"]
+    assert sorted(m["Destination"] for m in new["Mounts"]) == sorted(m["Destination"] for m in old["Mounts"])
+    assert new["State"]["Health"]["Status"] == "healthy"
+
+    services = {s["name"]: s for s in client.get("/api/system/gpu-config/services").json()["services"]}
+    assert services["ai-enrichment"]["gpu_index"] == 1
+    assert services["ai-enrichment"]["health"] == "healthy"
+    assert services["ai-enrichment"]["restart_status"] == "healthy"
+    override = yaml.safe_load(config_files(settings)["docker-compose.gpu-override.yml"])
+    assert override["services"]["ai-enrichment"]["environment"] == ["VRAM_BUDGET_GB=3.5"]
+    run = ApplyRun.objects.get()
+    assert run.status == "succeeded" and run.results["ai-enrichment"]["outcome"] == "healthy"
+
+    # Nothing changed since: a second apply restarts nothing.
+    res = client.post("/api/system/gpu-config/apply")
+    assert res.json()["restarted_services"] == []
+    wait_done(client)
+    assert ids(stack) == after
+
+
+def test_a_swap_between_gpus_frees_vram_before_claiming_it(box, celery_worker_factory):
+    stack, client = box
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
+    worker = celery_worker_factory()
+    # Put ai-clip on GPU 1 first, then swap it with ai-florence.
+    client.post("/api/system/gpu-config/apply")
+    assert wait_done(client)["run_status"] == "succeeded"
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 0}, {"service": "ai-florence", "gpu_index": 1}])
+    res = client.post("/api/system/gpu-config/apply")
+    assert sorted(res.json()["restarted_services"]) == ["ai-clip", "ai-florence"]
+    op = res.json()["operation_id"]
+    status = wait_done(client)
+    assert status["run_status"] == "succeeded", status
+    assert proc_environ(stack.container("ai-clip")["Id"])["NVIDIA_VISIBLE_DEVICES"] == "0"
+    assert proc_environ(stack.container("ai-florence")["Id"])["NVIDIA_VISIBLE_DEVICES"] == "1"
+
+    def first(service, state):
+        entries = {e["service"]: e for e in progress.progress_get(op)}
+        return min(h["at"] for h in entries[service]["history"] if h["status"] == state)
+
+    # Each one's new container started only once the other had stopped its old one.
+    assert first("ai-clip", "starting") >= first("ai-florence", "recreating")
+    assert first("ai-florence", "starting") >= first("ai-clip", "recreating")
+    assert "ERROR" not in worker.log()
+
+
+def test_a_service_that_never_gets_healthy_is_rolled_back(box, celery_worker_factory):
+    stack, client = box
+    celery_worker_factory()
+    before = ids(stack)
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 99}])
+    res = client.post("/api/system/gpu-config/apply")
+    assert res.json()["restarted_services"] == ["ai-clip"]
+    status = wait_done(client)
+    assert status["run_status"] == "failed"
+    entry = next(s for s in status["service_statuses"] if s["service"] == "ai-clip")
+    assert entry["status"] == "rolled_back"
+    assert "unhealthy" in entry["message"] and "GPU 99 is broken" in entry["message"], entry["message"]
+    assert ids(stack) == before  # the old container runs again under its name
+    old = stack.container("ai-clip")
+    assert old["State"]["Running"]
+    assert proc_environ(old["Id"])["NVIDIA_VISIBLE_DEVICES"] == "0"
+    assert "rolled_back" in ApplyRun.objects.get().error
+
+
+def test_a_second_apply_while_one_runs_gets_409(box, celery_worker_factory):
+    stack, client = box
+    celery_worker_factory()
+    config_save(assignments=[{"service": "ai-llm", "gpu_index": 1}])
+    first = client.post("/api/system/gpu-config/apply")
+    assert first.status_code == 202
+    second = client.post("/api/system/gpu-config/apply")
+    assert second.status_code == 409
+    assert "already running" in second.json()["detail"]
+    wait_done(client)
+    assert client.post("/api/system/gpu-config/apply").status_code == 202  # free again
+    wait_done(client)
+
+
+def test_an_unreachable_engine_is_a_clear_error(reference_inventory, staff_client, monkeypatch, tmp_path):
+    sock = tmp_path / "missing.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    res = staff_client.post("/api/system/gpu-config/apply")
+    assert res.status_code == 503
+    detail = res.json()["detail"]
+    assert "Cannot reach the container engine" in detail and str(sock) in detail
+    assert ApplyRun.objects.get().status == "failed"
+    assert cache.get(APPLY_LOCK_KEY) is None
+    services = staff_client.get("/api/system/gpu-config/services").json()["services"]
+    assert {s["status"] for s in services} == {"unknown"}
+    assert str(sock) in services[0]["error"]
+
+
+def test_a_worker_killed_mid_apply_is_recovered_on_restart(box, celery_worker_factory):
+    stack, client = box
+    env = {"GPUCONFIG_APPLY_LOCK_TTL": "2"}
+    worker = celery_worker_factory(env=env)
+    before = ids(stack)
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 99}])
+    op = client.post("/api/system/gpu-config/apply").json()["operation_id"]
+
+    def started():
+        entries = {e["service"]: e for e in progress.progress_get(op)}
+        return entries.get("ai-clip", {}).get("status") in ("starting", "waiting_health")
+
+    wait_for(started, timeout=30, interval=0.02, what="the recreate to reach its new container")
+    worker.kill()
+    names = [c["Names"][0] for c in stack.containers()]
+    assert any("-gpuconfig-old-" in n for n in names), names  # left aside by the dead worker
+
+    wait_for(lambda: cache.get(APPLY_LOCK_KEY) is None, timeout=10, what="the lock to expire")
+    celery_worker_factory(env=env)
+    run = wait_for(lambda: ApplyRun.objects.filter(status="failed").first(), timeout=30,
+                   what="the interrupted run to be marked failed")
+    assert "worker stopped" in run.error and "ai-clip" in run.error
+    client_names = [c["Names"][0] for c in stack.containers()]
+    assert not any("-gpuconfig-old-" in n for n in client_names)
+    assert ids(stack) == before
+    assert stack.container("ai-clip")["State"]["Running"]
+    assert client.post("/api/system/gpu-config/apply").status_code == 202  # not stuck
