@@ -1,6 +1,9 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
+from assignments.services import ConfigInvalid, config_save, config_validate
 
 
 @admin.register(AiService)
@@ -25,14 +28,57 @@ class GpuConfigAdmin(admin.ModelAdmin):
         return False
 
 
+class AssignmentForm(forms.ModelForm):
+    """An override of one service's GPU or budget, checked exactly as the API checks it."""
+
+    class Meta:
+        model = Assignment
+        fields = ["service", "gpu_index", "vram_budget_override"]
+
+    def _service(self):
+        service = self.cleaned_data.get("service")
+        if service is None and self.instance.pk:
+            service = self.instance.service  # read-only on change
+        return service
+
+    def as_change(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "service": self._service().name,
+            "gpu_index": data.get("gpu_index"),
+            "vram_budget_override": data.get("vram_budget_override"),
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors or self._service() is None:
+            return cleaned
+        try:
+            config_validate(assignments=[self.as_change()])
+        except ConfigInvalid as exc:
+            raise ValidationError(exc.detail) from exc
+        return cleaned
+
+
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
-    """Overrides of single assignments. Saving here does not rewrite the generated files until
-    the next save or apply; the GPU Configuration page validates and writes them at once."""
+    """Overrides of single assignments. A save goes through the same service as the page and
+    the API: validated, recorded as a ConfigVersion, and the generated files rewritten."""
 
+    form = AssignmentForm
     list_display = ["service", "gpu_index", "gpu_uuid", "vram_budget_override", "fallback_gpu_index",
                     "fallback_reason", "updated_at"]
     list_select_related = ["service"]
+    readonly_fields = ["gpu_uuid", "fallback_gpu_index", "fallback_gpu_uuid", "fallback_reason", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "service"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        config_save(assignments=[form.as_change()], user=request.user, actor=request.user.get_username())
+        saved = Assignment.objects.get(service__name=form.as_change()["service"])
+        obj.pk = saved.pk
+        obj.refresh_from_db()
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -211,7 +211,7 @@ def execute(
                 before_start=lambda: before_start(service),
                 health_timeout=health_timeout,
             )
-        except Exception as exc:  # noqa: BLE001 - one service's error must not sink the others
+        except Exception as exc:  # one service's error must not sink the others
             logger.exception("recreate of %s raised", service)
             message = f"{type(exc).__name__}: {exc}"
             _report(progress, service, Step.FAILED, message)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from assignments import planner
 from assignments.models import AiService, ApplyRun, ConfigVersion, GpuConfig
+from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from assignments.selectors import (
     PlanningInput,
@@ -135,6 +136,10 @@ class GpuSummary:
     @property
     def free_mb(self) -> int:
         return max(self.gpu.total_mb - self.load_mb, 0)
+
+    @property
+    def label(self) -> str:
+        return gpu_label(self.gpu)
 
 
 @dataclass
@@ -274,11 +279,21 @@ def current_strategy() -> str:
     return GpuConfig.load().strategy
 
 
+def gpu_name(gpus: Mapping[int, GpuView], index: int | None) -> str:
+    """``GPU 1 (RTX A400)``, or ``Unassigned``."""
+    if index is None:
+        return "Unassigned"
+    gpu = gpus.get(index)
+    return gpu_label(gpu) if gpu else f"GPU {index}"
+
+
 @dataclass(frozen=True)
 class PreviewRow:
     service: str
     current: int | None
     proposed: int | None
+    current_label: str
+    proposed_label: str
 
     @property
     def changed(self) -> bool:
@@ -301,11 +316,21 @@ def preview(strategy: str) -> Preview:
     """The proposed assignment of ``strategy`` next to the saved one (raises UnknownStrategy)."""
     plan, data = config_preview(strategy=strategy)
     current = {d.name: d.current_gpu for d in data.services}
+    gpus = {g.index: g for g in data.gpus}
     return Preview(
         strategy=planner.STRATEGIES[plan.strategy],
-        rows=[PreviewRow(p.service, current.get(p.service), p.gpu_index) for p in plan.placements],
+        rows=[
+            PreviewRow(
+                p.service,
+                current.get(p.service),
+                p.gpu_index,
+                gpu_name(gpus, current.get(p.service)),
+                gpu_name(gpus, p.gpu_index),
+            )
+            for p in plan.placements
+        ],
         issues=plan.issues,
-        gpus={g.index: g for g in data.gpus},
+        gpus=gpus,
     )
 
 

@@ -113,6 +113,11 @@ def _validate(strategy, assignments, data: PlanningInput) -> tuple[str | None, d
     return strategy, cleaned
 
 
+def config_validate(*, strategy=None, assignments=None) -> None:
+    """Check a change the way a save would, without saving; raises ConfigInvalid."""
+    _validate(strategy, assignments, planning_input())
+
+
 # --- saving ----------------------------------------------------------------------------------
 
 

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import docker  # noqa: E402
+import docker
 
-from assignments.applying import Target, diff, execute  # noqa: E402
-from assignments.runtime.base import Outcome  # noqa: E402
-from assignments.runtime.docker import DockerRuntime  # noqa: E402
-from tests.plugins.dockerd import SERVICES, engine_host, running_stack  # noqa: E402
+from assignments.applying import Target, diff, execute
+from assignments.runtime.base import Outcome
+from assignments.runtime.docker import DockerRuntime
+from tests.plugins.dockerd import SERVICES, engine_host, running_stack
 
 SIZES = (1, 3, 5)
 HEALTH_TIMEOUT = 30.0
@@ -87,19 +87,19 @@ def main(argv: list[str] | None = None) -> None:
     client = docker.from_env()
     api = client.api
     rows = []
-    with tempfile.TemporaryDirectory(prefix="gpuconfig-bench-") as tmp:
-        with running_stack(Path(tmp) / "stack", project="gpuctbench") as stack:
-            runtime = DockerRuntime(project=stack.project, health_timeout=HEALTH_TIMEOUT)
-            names = {s: stack.container(s)["Name"].lstrip("/") for s in SERVICES}
-            for size in SIZES:
-                services = SERVICES[:size]
-                timed_execute, timed_by_hand = [], []
-                for _ in range(args.rounds):
-                    timed_execute.append(apply_with_execute(runtime, services, "1"))
-                    timed_by_hand.append(apply_by_hand(api, [names[s] for s in services], "0"))
-                rows.append(
-                    (size, statistics.median(timed_execute), statistics.median(timed_by_hand))
-                )
+    with (
+        tempfile.TemporaryDirectory(prefix="gpuconfig-bench-") as tmp,
+        running_stack(Path(tmp) / "stack") as stack,
+    ):
+        runtime = DockerRuntime(project=stack.project, health_timeout=HEALTH_TIMEOUT)
+        names = {s: stack.container(s)["Name"].lstrip("/") for s in SERVICES}
+        for size in SIZES:
+            services = SERVICES[:size]
+            timed_execute, timed_by_hand = [], []
+            for _ in range(args.rounds):
+                timed_execute.append(apply_with_execute(runtime, services, "1"))
+                timed_by_hand.append(apply_by_hand(api, [names[s] for s in services], "0"))
+            rows.append((size, statistics.median(timed_execute), statistics.median(timed_by_hand)))
     engine_version = api.version()["Version"]
     client.close()
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from assignments.planner import GpuView, ServiceDemand, plan, strategy_names  # noqa: E402
+from assignments.planner import GpuView, ServiceDemand, plan, strategy_names
 
 SIZES = ((5, 2), (16, 4), (64, 8))
 INSTANCES = 5

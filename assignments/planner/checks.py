@@ -53,7 +53,10 @@ def suggest_budget_gb(
     nothing else on it gives 3.5 GB.
     """
     if isinstance(service, str):
-        service = _service(_services_by_name(services), Placement(service, None))
+        try:
+            service = _services_by_name(services)[service]
+        except KeyError:
+            raise ValueError(f"unknown service {service!r}") from None
     if not service.budget_adjustable:
         return None
     tenths = _suggested_tenths(_room_mb(gpu, services, placements, service.name))

@@ -58,9 +58,7 @@ def _is_nvidia_request(request: dict[str, Any]) -> bool:
         return True
     if driver:
         return False
-    return any(
-        "gpu" in caps or "nvidia" in caps for caps in (request.get("Capabilities") or [])
-    )
+    return any("gpu" in caps or "nvidia" in caps for caps in (request.get("Capabilities") or []))
 
 
 def device_ids_of(host_config: dict[str, Any]) -> tuple[str, ...]:
@@ -249,8 +247,8 @@ class DockerRuntime(ContainerRuntime):
 
     def _unavailable(self, exc: BaseException) -> RuntimeUnavailable:
         host = self.base_url or os.environ.get("DOCKER_HOST") or SDK_DEFAULT_HOST
-        if host.startswith("unix://") and not os.path.exists(host[len("unix://"):]):
-            reason = f"no socket at {host[len('unix://'):]}"
+        if host.startswith("unix://") and not os.path.exists(host[len("unix://") :]):
+            reason = f"no socket at {host[len('unix://') :]}"
         else:
             reason = str(exc)
         return RuntimeUnavailable(f"Docker engine not reachable at {self._where()}: {reason}")
@@ -415,10 +413,14 @@ class DockerRuntime(ContainerRuntime):
             health = (state.get("Health") or {}).get("Status")
             if state.get("Status") == "running" and health in (None, "healthy"):
                 # The interrupted apply got as far as a working replacement: finish it.
-                logger.warning("removing %s: %s already runs a healthy replacement", aside, original)
+                logger.warning(
+                    "removing %s: %s already runs a healthy replacement", aside, original
+                )
                 api.remove_container(aside_id)
                 return False
-            logger.warning("removing the unfinished replacement %s (%s)", original, current["Id"][:12])
+            logger.warning(
+                "removing the unfinished replacement %s (%s)", original, current["Id"][:12]
+            )
             api.remove_container(current["Id"], force=True)
         logger.warning("restoring %s as %s", aside, original)
         api.rename(aside_id, original)
@@ -484,7 +486,7 @@ class _Recreate:
             return self._rollback(f"engine error: {exc.explanation or exc}")
         except requests.exceptions.RequestException as exc:
             return self._rollback(f"lost the engine: {exc}")
-        except Exception as exc:  # noqa: BLE001 - anything else still has to be undone
+        except Exception as exc:  # anything else still has to be undone
             logger.exception("recreate of %s failed", self.name)
             return self._rollback(f"{type(exc).__name__}: {exc}")
         try:
@@ -506,7 +508,7 @@ class _Recreate:
         if self.before_start is not None:
             try:
                 self.before_start()
-            except Exception as exc:  # noqa: BLE001 - its message is the reason to report
+            except Exception as exc:  # its message is the reason to report
                 raise _Failure(str(exc) or type(exc).__name__) from exc
 
         _emit(self.progress, Step.RECREATING, f"creating {self.name} on {self._describe_target()}")

@@ -99,7 +99,9 @@ def test_moving_one_service_recreates_only_that_service(runtime, compose_stack):
         Step.HEALTHY,
     ]
     assert "ai-enrichment" in compose_stack.compose("ps", "--services").stdout.split()
-    assert not [c for c in diff(runtime, all_on_gpu0(ai_enrichment=(("1",), 3.5))) if c.needs_recreate]
+    assert not [
+        c for c in diff(runtime, all_on_gpu0(ai_enrichment=(("1",), 3.5))) if c.needs_recreate
+    ]
 
 
 @pytest.mark.integration
@@ -110,7 +112,10 @@ def test_moving_three_services_runs_them_in_parallel(runtime, compose_stack):
     moves = {s: (("1",), None) for s in ("ai_llm", "ai_clip", "ai_florence")}
 
     results = execute(
-        runtime, diff(runtime, all_on_gpu0(**moves)), progress=progress, health_timeout=HEALTH_TIMEOUT
+        runtime,
+        diff(runtime, all_on_gpu0(**moves)),
+        progress=progress,
+        health_timeout=HEALTH_TIMEOUT,
     )
 
     assert {s: r.outcome for s, r in results.items()} == {
@@ -122,7 +127,7 @@ def test_moving_three_services_runs_them_in_parallel(runtime, compose_stack):
     last_stopping = max(t for t, _, step, _ in progress.events if step == Step.STOPPING)
     assert last_stopping < first_healthy
     # Latency-critical services are submitted first.
-    assert [s for _, s, step, _ in progress.events if step == Step.PENDING][0] == "ai-llm"
+    assert next(s for _, s, step, _ in progress.events if step == Step.PENDING) == "ai-llm"
 
 
 @pytest.mark.integration
@@ -153,7 +158,10 @@ def test_a_swap_starts_each_new_container_only_after_the_other_old_one_stopped(
         client.api.events(
             since=started_at,
             until=int(time.time()) + 1,
-            filters={"type": "container", "label": f"com.docker.compose.project={compose_stack.project}"},
+            filters={
+                "type": "container",
+                "label": f"com.docker.compose.project={compose_stack.project}",
+            },
             decode=True,
         )
     )
@@ -246,7 +254,10 @@ def engine_api(docker_engine):
 def change(service, current, target, *, latency_critical=False):
     state = ContainerState(service, service, "running", "healthy", tuple(current), None)
     return Change(
-        service, state, Target(service, tuple(target), None, latency_critical), tuple(current) != tuple(target)
+        service,
+        state,
+        Target(service, tuple(target), None, latency_critical),
+        tuple(current) != tuple(target),
     )
 
 
@@ -279,7 +290,9 @@ def test_budget_only_changes_need_a_recreate_but_no_ordering():
         def inspect(self, service):
             return same_gpu
 
-    changed, unchanged = diff(OneContainer(), [Target("x", ("0",), 3.5, False), Target("x", ("0",), 6.8, False)])
+    changed, unchanged = diff(
+        OneContainer(), [Target("x", ("0",), 3.5, False), Target("x", ("0",), 6.8, False)]
+    )
 
     assert changed.needs_recreate and not unchanged.needs_recreate
     assert dependencies([changed]) == {"x": {}}
@@ -294,14 +307,16 @@ class StubbornRuntime(ContainerRuntime):
         self.hang_for = hang_for
         self.release = threading.Event()
 
-    def recreate(self, service, *, device_ids, budget_gb, progress, before_start=None, health_timeout=None):
+    def recreate(
+        self, service, *, device_ids, budget_gb, progress, before_start=None, health_timeout=None
+    ):
         progress(Step.STOPPING, "stopping")
         if service == self.hanging:
             self.release.wait(self.hang_for)
             return RecreateResult(Outcome.FAILED, "stop did not finish")
         try:
             before_start()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the contract: before_start's error rolls back
             progress(Step.ROLLED_BACK, str(exc))
             return RecreateResult(Outcome.ROLLED_BACK, str(exc))
         progress(Step.HEALTHY, "healthy")
@@ -312,13 +327,19 @@ def test_waiting_for_a_dependency_that_never_stops_times_out():
     """A service whose predecessor on the GPU hangs while stopping gives up after the timeout
     and is rolled back; execute returns once the hanging one returns."""
     runtime = StubbornRuntime("slow", hang_for=5)
-    changes = [change("slow", ["1"], ["0"]), change("mover", ["0"], ["1"]), change("free", ["2"], ["3"])]
+    changes = [
+        change("slow", ["1"], ["0"]),
+        change("mover", ["0"], ["1"]),
+        change("free", ["2"], ["3"]),
+    ]
     progress = Recorder()
 
     began = time.monotonic()
     results = {}
     worker = threading.Thread(
-        target=lambda: results.update(execute(runtime, changes, progress=progress, health_timeout=0.5))
+        target=lambda: results.update(
+            execute(runtime, changes, progress=progress, health_timeout=0.5)
+        )
     )
     worker.start()
     time.sleep(1.5)

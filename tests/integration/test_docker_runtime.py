@@ -86,9 +86,7 @@ def test_recreate_moves_a_service_and_keeps_everything_else(runtime, compose_sta
     engine.exec_start(engine.exec_create(old["Id"], ["sh", "-c", "echo kept > /scratch/marker"]))
     progress = Recorder()
 
-    result = runtime.recreate(
-        "ai-enrichment", device_ids=("1",), budget_gb=3.5, progress=progress
-    )
+    result = runtime.recreate("ai-enrichment", device_ids=("1",), budget_gb=3.5, progress=progress)
 
     assert result.outcome == Outcome.HEALTHY, result.message
     new = compose_stack.container("ai-enrichment")
@@ -118,7 +116,9 @@ def test_recreate_moves_a_service_and_keeps_everything_else(runtime, compose_sta
     ]
 
     def mounts(attrs):
-        return sorted((m["Type"], m.get("Name"), m["Source"], m["Destination"]) for m in attrs["Mounts"])
+        return sorted(
+            (m["Type"], m.get("Name"), m["Source"], m["Destination"]) for m in attrs["Mounts"]
+        )
 
     assert mounts(new) == mounts(old)
     marker = engine.exec_start(engine.exec_create(new["Id"], ["cat", "/scratch/marker"]))
@@ -150,7 +150,9 @@ def test_recreate_moves_a_service_and_keeps_everything_else(runtime, compose_sta
 
 def test_budget_is_removed_when_the_target_has_none(runtime, compose_stack):
     """A target without a budget drops VRAM_BUDGET_GB from the new container."""
-    result = runtime.recreate("ai-enrichment", device_ids=("0",), budget_gb=None, progress=Recorder())
+    result = runtime.recreate(
+        "ai-enrichment", device_ids=("0",), budget_gb=None, progress=Recorder()
+    )
 
     assert result.outcome == Outcome.HEALTHY, result.message
     assert "VRAM_BUDGET_GB" not in proc_environ(result.container_id)
@@ -164,7 +166,9 @@ def test_a_new_container_that_never_becomes_healthy_is_rolled_back(runtime, comp
     old = compose_stack.container("ai-clip")
     progress = Recorder()
 
-    result = runtime.recreate("ai-clip", device_ids=(BROKEN_GPU,), budget_gb=None, progress=progress)
+    result = runtime.recreate(
+        "ai-clip", device_ids=(BROKEN_GPU,), budget_gb=None, progress=progress
+    )
 
     assert result.outcome == Outcome.ROLLED_BACK
     assert "unhealthy" in result.message
@@ -183,7 +187,9 @@ def test_health_timeout_rolls_back(compose_stack):
     impatient = DockerRuntime(project=compose_stack.project, health_timeout=0.3)
     old = compose_stack.container("ai-florence")
 
-    result = impatient.recreate("ai-florence", device_ids=("1",), budget_gb=None, progress=Recorder())
+    result = impatient.recreate(
+        "ai-florence", device_ids=("1",), budget_gb=None, progress=Recorder()
+    )
 
     assert result.outcome == Outcome.ROLLED_BACK
     assert "within 0.3s" in result.message
@@ -203,7 +209,11 @@ def test_a_failing_before_start_rolls_back_with_its_reason(runtime, compose_stac
         raise RuntimeError("GPU 1 is still in use by ai-llm")
 
     result = runtime.recreate(
-        "ai-yolo26", device_ids=("1",), budget_gb=None, progress=Recorder(), before_start=before_start
+        "ai-yolo26",
+        device_ids=("1",),
+        budget_gb=None,
+        progress=Recorder(),
+        before_start=before_start,
     )
 
     assert seen["state"] == "exited"
@@ -239,7 +249,9 @@ def test_recover_removes_an_unfinished_replacement(runtime, compose_stack, engin
     name = old["Name"].lstrip("/")
     engine.stop(old["Id"], timeout=5)
     engine.rename(old["Id"], aside_name(name, old["Id"]))
-    stray = engine.create_container(IMAGE, command=["sleep", "60"], name=name, labels=old["Config"]["Labels"])
+    stray = engine.create_container(
+        IMAGE, command=["sleep", "60"], name=name, labels=old["Config"]["Labels"]
+    )
 
     assert runtime.recover() == ["ai-clip"]
 
@@ -255,7 +267,10 @@ def test_recover_keeps_a_healthy_replacement(runtime, compose_stack, engine):
     engine.stop(old["Id"], timeout=5)
     engine.rename(old["Id"], aside_name(name, old["Id"]))
     replacement = engine.create_container(
-        IMAGE, command=["sleep", "60"], name=name, labels=old["Config"]["Labels"],
+        IMAGE,
+        command=["sleep", "60"],
+        name=name,
+        labels=old["Config"]["Labels"],
         host_config=engine.create_host_config(network_mode="none"),
     )
     engine.start(replacement["Id"])
@@ -348,4 +363,3 @@ def test_unreachable_engine_raises_runtime_unavailable_naming_the_socket(monkeyp
         assert str(socket) in str(caught.value)
         assert "DOCKER_HOST" in str(caught.value)
         assert "not reachable" in str(caught.value)
-

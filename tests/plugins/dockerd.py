@@ -47,10 +47,14 @@ def engine_host() -> str:
     for line in started.stdout.splitlines():
         if line.startswith("DOCKER_HOST="):
             return line.split("=", 1)[1]
-    raise RuntimeError(f"{SCRIPT.relative_to(ROOT)} start printed no DOCKER_HOST:\n{started.stdout}")
+    raise RuntimeError(
+        f"{SCRIPT.relative_to(ROOT)} start printed no DOCKER_HOST:\n{started.stdout}"
+    )
 
 
-def gpu_override(placement: dict[str, tuple[str, ...]], budgets: dict[str, float] | None = None) -> str:
+def gpu_override(
+    placement: dict[str, tuple[str, ...]], budgets: dict[str, float] | None = None
+) -> str:
     """A compose override in the shape gpuconfig writes (the user guide's example)."""
     services: dict[str, Any] = {}
     for service, device_ids in placement.items():
@@ -91,7 +95,12 @@ class ComposeStack(NamedTuple):
         for path in self.files:
             command += ["-f", str(path)]
         result = subprocess.run(
-            [*command, *args], cwd=self.dir, capture_output=True, text=True, timeout=180
+            [*command, *args],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(command + list(args))} failed:\n{result.stderr}")
@@ -101,7 +110,9 @@ class ComposeStack(NamedTuple):
         """The engine's listing of every container of the project (aside copies included)."""
         client = docker.from_env()
         try:
-            return client.api.containers(all=all_, filters={"label": f"{PROJECT_LABEL}={self.project}"})
+            return client.api.containers(
+                all=all_, filters={"label": f"{PROJECT_LABEL}={self.project}"}
+            )
         finally:
             client.close()
 
@@ -212,4 +223,3 @@ def proc_environ(container_id: str) -> dict[str, str]:
     finally:
         client.close()
     return dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
-

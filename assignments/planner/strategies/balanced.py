@@ -363,12 +363,10 @@ class _BranchAndBound:
             m = ((rest_sum + low_total * low_target / squares)
                  / (rest_count + low_total * low_total / squares))
             m = max(m, low_target / low_total, low)
-            if m > high:
-                m = high
+            m = min(m, high)
             value = rest_sq - 2 * m * rest_sum + rest_count * m * m
             short = m * low_total - low_target
             if short > 0:
                 value += short * short / squares
-            if value < best:
-                best = value
+            best = min(best, value)
         return max(best, 0.0) / n

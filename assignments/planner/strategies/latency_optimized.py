@@ -52,7 +52,7 @@ def latency_optimized(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]
         elif need <= free[fast]:
             index = fast
         else:
-            index = most_free(free, free)
+            index = most_free(free.keys(), free)
         chosen[i] = index
         free[index] -= need
     return Proposal(tuple(chosen))

@@ -1,0 +1,161 @@
+"""The GPU Configuration page's form: the strategy, and a GPU (plus a VRAM budget where the
+service takes one) for every enabled service.
+
+The form only parses what the page sends; the rules of a valid configuration live in
+``services.config_save``, whose refusals are attached back to the field they concern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django import forms
+
+from assignments import planner
+from assignments.page_selectors import Choice, gpu_options, saved_choices
+from assignments.planner.checks import gpu_label
+from assignments.selectors import PlanningInput
+
+GPU_PREFIX = "gpu-"
+BUDGET_PREFIX = "budget-"
+
+
+def gpu_field_name(service: str) -> str:
+    return f"{GPU_PREFIX}{service}"
+
+
+def budget_field_name(service: str) -> str:
+    return f"{BUDGET_PREFIX}{service}"
+
+
+class ConfigForm(forms.Form):
+    """Strategy plus one GPU choice (and budget) per service; bound to a POST of the page, or
+    unbound showing ``choices`` (the saved configuration unless given)."""
+
+    strategy = forms.ChoiceField(label="Strategy")
+
+    def __init__(
+        self,
+        data=None,
+        *,
+        planning: PlanningInput,
+        strategy: str,
+        choices: Mapping[str, Choice] | None = None,
+        can_change: bool = True,
+    ):
+        self.planning = planning
+        self.saved = saved_choices(planning)
+        shown = {**self.saved, **(choices or {})}
+        initial: dict[str, object] = {"strategy": strategy}
+        for name, choice in shown.items():
+            initial[gpu_field_name(name)] = "" if choice.gpu_index is None else str(choice.gpu_index)
+            initial[budget_field_name(name)] = choice.budget_gb
+        super().__init__(data, initial=initial)
+
+        self.fields["strategy"].choices = [(s.name, s.label) for s in planner.STRATEGIES.values()]
+        options = [(str(g.index), f"{gpu_label(g)} · {g.total_mb / 1024:.0f} GB") for g in gpu_options(planning)]
+        present = {g.index for g in gpu_options(planning)}
+        known = {g.index: g for g in planning.gpus}
+        for demand in planning.services:
+            name = demand.name
+            choices_for = [("", "Unassigned"), *options]
+            current = shown[name].gpu_index
+            if current is not None and current not in present:
+                # Keep a saved choice visible even when its GPU is gone, so nothing changes
+                # silently; saving it is refused with the reason.
+                label = gpu_label(known[current]) if current in known else f"GPU {current}"
+                choices_for.append((str(current), f"{label} · not available"))
+            self.fields[gpu_field_name(name)] = forms.TypedChoiceField(
+                label=f"GPU for {name}",
+                choices=choices_for,
+                coerce=int,
+                empty_value=None,
+                required=False,
+            )
+            if demand.budget_adjustable:
+                default = demand.default_budget_gb
+                self.fields[budget_field_name(name)] = forms.FloatField(
+                    label=f"VRAM budget for {name} (GB)",
+                    required=False,
+                    localize=False,
+                    widget=forms.NumberInput(
+                        attrs={
+                            "step": "0.1",
+                            "min": "0.1",
+                            "inputmode": "decimal",
+                            "placeholder": f"{default:g}" if default is not None else "",
+                            "class": "budget-input",
+                        }
+                    ),
+                    help_text=(f"Empty: the default of {default:g} GB." if default is not None else ""),
+                )
+            if not can_change:
+                self.fields[gpu_field_name(name)].disabled = True
+                if demand.budget_adjustable:
+                    self.fields[budget_field_name(name)].disabled = True
+
+    # -- reading the choices ------------------------------------------------------------------
+
+    def choices(self) -> dict[str, Choice]:
+        """The choices as the user left them; a value that does not parse keeps the saved one."""
+        if not self.is_bound:
+            return {
+                d.name: Choice(
+                    _as_int(self.initial.get(gpu_field_name(d.name))),
+                    self.initial.get(budget_field_name(d.name)),
+                )
+                for d in self.planning.services
+            }
+        self.is_valid()
+        cleaned = getattr(self, "cleaned_data", {})
+        out = {}
+        for d in self.planning.services:
+            saved = self.saved[d.name]
+            gpu_key, budget_key = gpu_field_name(d.name), budget_field_name(d.name)
+            gpu = cleaned[gpu_key] if gpu_key in cleaned else saved.gpu_index
+            budget = saved.budget_gb
+            if d.budget_adjustable:
+                budget = cleaned[budget_key] if budget_key in cleaned else saved.budget_gb
+            out[d.name] = Choice(gpu, budget)
+        return out
+
+    def selected_strategy(self, default: str) -> str:
+        value = self.data.get("strategy") if self.is_bound else self.initial.get("strategy")
+        return value if value in planner.STRATEGIES else default
+
+    def assignments(self) -> list[dict]:
+        """The choices in ``config_save``'s shape (call after ``is_valid()``)."""
+        out = []
+        for d in self.planning.services:
+            item: dict[str, object] = {
+                "service": d.name,
+                "gpu_index": self.cleaned_data.get(gpu_field_name(d.name)),
+            }
+            if d.budget_adjustable:
+                item["vram_budget_override"] = self.cleaned_data.get(budget_field_name(d.name))
+            out.append(item)
+        return out
+
+    def add_config_error(self, detail: str) -> None:
+        """Attach a refusal of ``config_save`` to the field it names, else to the form."""
+        for d in self.planning.services:
+            if detail.startswith(f"{d.name}:"):
+                budget_key = budget_field_name(d.name)
+                if "budget" in detail.lower() and budget_key in self.fields:
+                    self.add_error(budget_key, detail)
+                else:
+                    self.add_error(gpu_field_name(d.name), detail)
+                return
+        if detail.startswith("Unknown strategy"):
+            self.add_error("strategy", detail)
+            return
+        self.add_error(None, detail)
+
+
+def _as_int(value) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
