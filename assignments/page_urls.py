@@ -5,4 +5,13 @@ from assignments import views
 urlpatterns = [
     path("", views.settings_index, name="settings"),
     path("gpu/", views.gpu_settings, name="settings-gpu"),
+    path("gpu/cards/", views.gpu_cards, name="settings-gpu-cards"),
+    path("gpu/rescan/", views.gpu_rescan, name="settings-gpu-rescan"),
+    path("gpu/preview/", views.config_preview, name="settings-gpu-preview"),
+    path("gpu/assignments/", views.config_assignments, name="settings-gpu-assignments"),
+    path("gpu/check/", views.config_check, name="settings-gpu-check"),
+    path("gpu/save/", views.config_save_view, name="settings-gpu-save"),
+    path("gpu/apply/", views.apply_view, name="settings-gpu-apply"),
+    path("gpu/apply/progress/", views.apply_progress, name="settings-gpu-apply-progress"),
+    path("gpu/history/", views.history_view, name="settings-gpu-history"),
 ]

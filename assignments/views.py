@@ -1,14 +1,356 @@
-"""The settings pages (server-rendered, HTMX)."""
+"""The settings pages (server-rendered, HTMX).
 
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+One template, ``settings/gpu.html``, with named partials. Every view renders the whole page for
+a plain request and only its partial for an HTMX request (``_render``), so the page works
+without JavaScript and no partial has a view of its own. Writes go through
+``assignments.services`` and ``gpus`` tasks; reads through the selectors and
+``assignments.page_selectors``.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import wraps
+from typing import NamedTuple
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render, resolve_url
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+
+from assignments import page_selectors, planner
+from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
+from assignments.runtime.base import RuntimeUnavailable
+from assignments.selectors import PlanningInput, apply_run_latest, planning_input
+from assignments.services import ApplyBusy, ConfigInvalid, apply_start, apply_status, config_save
+from gpus.selectors import last_scan
+
+TEMPLATE = "settings/gpu.html"
+STOP_POLLING = 286
+NOT_STAFF = (
+    "Changing the GPU configuration needs a staff account. "
+    "You can look at everything here, but not save, apply or re-scan."
+)
+INVENTORY_CHANGED = "gpuconfig:inventory-changed"
 
 
-@login_required
+class FormRow(NamedTuple):
+    """One row of the assignment table: the planner's view and the form's fields."""
+
+    row: page_selectors.Row
+    gpu: object
+    budget: object | None
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def page_login_required(view):
+    """Like ``login_required``; an HTMX request whose session ended is sent to the login page
+    as a whole page, not swapped into a fragment."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            query = urlencode({"next": reverse("settings-gpu")})
+            return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{query}")
+        return redirect_to_login(request.get_full_path())
+
+    return wrapper
+
+
+def _can_change(request: HttpRequest) -> bool:
+    return bool(request.user.is_active and request.user.is_staff)
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.get_username()
+
+
+def _config_form(request: HttpRequest, data=None, *, planning: PlanningInput, strategy: str | None = None,
+                 choices=None) -> ConfigForm:
+    return ConfigForm(
+        data,
+        planning=planning,
+        strategy=strategy or page_selectors.current_strategy(),
+        choices=choices,
+        can_change=_can_change(request),
+    )
+
+
+def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extra) -> dict:
+    """The strategy select and the assignment table for ``form`` (saved values without one)."""
+    planning = form.planning if form is not None else planning_input()
+    if form is None:
+        form = _config_form(request, planning=planning)
+    table = page_selectors.table_state(form.choices(), data=planning)
+    rows = [
+        FormRow(
+            row,
+            form[gpu_field_name(row.service.name)],
+            form[budget_field_name(row.service.name)] if row.demand.budget_adjustable else None,
+        )
+        for row in table.rows
+    ]
+    saved_strategy = page_selectors.current_strategy()
+    return {
+        "form": form,
+        "table": table,
+        "rows": rows,
+        "strategies": page_selectors.strategy_list(),
+        "saved_strategy": saved_strategy,
+        "selected_strategy": form.selected_strategy(saved_strategy),
+        **extra,
+    }
+
+
+def _apply_context(**given) -> dict:
+    """The apply panel: a confirmation, the progress of the latest run, or nothing yet."""
+    apply = {"plan": None, "progress": None, "error": "", "running": False, **given}
+    if apply["progress"] is None and apply_run_latest() is not None:
+        apply["progress"] = page_selectors.apply_progress(apply_status())
+    if apply["progress"] is not None:
+        apply["running"] = apply["progress"].in_progress
+    return apply
+
+
+def _render(request: HttpRequest, partial: str, context: dict, *, status: int = 200) -> HttpResponse:
+    """The named partial for HTMX, else the whole page with ``context`` filled in around it."""
+    context = {"can_change": _can_change(request), **context}
+    if request.htmx:
+        return render(request, f"{TEMPLATE}#{partial}", context, status=status)
+    page = dict(context)
+    page.setdefault("inventory", page_selectors.gpu_cards())
+    if "form" not in page:
+        page.update(_config_context(request))
+    page.setdefault("preview", None)
+    page.setdefault("apply", _apply_context())
+    page.setdefault("history", page_selectors.history())
+    page["oob"] = False
+    return render(request, TEMPLATE, page, status=status)
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+@page_login_required
 def settings_index(request):
     return redirect("settings-gpu")
 
 
-@login_required
+@page_login_required
+@require_GET
 def gpu_settings(request):
-    return render(request, "settings/gpu.html", {})
+    """The GPU Configuration tab: GPUs, strategy, assignments, apply and history."""
+    return _render(request, "page", {})
+
+
+# --- GPUs ------------------------------------------------------------------------------------
+
+
+@page_login_required
+@require_GET
+def gpu_cards(request):
+    """The GPU cards alone; the page polls this while it is open (database reads only)."""
+    return _render(request, "gpu-cards", {"inventory": page_selectors.gpu_cards()})
+
+
+def _scan_now() -> dict:
+    """Run a scan on a worker and wait briefly for it, as the detect API does; without a
+    broker the scan runs here."""
+    from kombu.exceptions import OperationalError
+
+    from gpus.services import gpu_scan_run
+    from gpus.tasks import detect_gpus_task
+
+    before = (last_scan() or {}).get("seq", 0)
+    try:
+        detect_gpus_task.delay()
+    except OperationalError:
+        return gpu_scan_run()
+    deadline = time.monotonic() + settings.GPUCONFIG_DETECT_WAIT
+    summary = last_scan() or {}
+    while summary.get("seq", 0) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+        summary = last_scan() or {}
+    return summary if summary.get("seq", 0) > before else {"queued": True}
+
+
+@page_login_required
+@require_POST
+def gpu_rescan(request):
+    """Re-scan GPUs now and show the fresh cards."""
+    if not _can_change(request):
+        context = {"inventory": page_selectors.gpu_cards(), "scan_notice": NOT_STAFF, "scan_failed": True}
+        return _render(request, "gpu-cards", context, status=403)
+    summary = _scan_now()
+    failed = bool(summary.get("error"))
+    if summary.get("queued"):
+        notice = "The scan is queued; the cards update when it finishes."
+    elif failed:
+        notice = f"The scan failed: {summary['error']}"
+    else:
+        notice = "GPUs re-scanned."
+    if not request.htmx:
+        (messages.error if failed else messages.success)(request, notice)
+        return redirect("settings-gpu")
+    context = {"inventory": page_selectors.gpu_cards(), "scan_notice": notice, "scan_failed": failed}
+    response = _render(request, "gpu-cards", context)
+    if any((summary.get("changes") or {}).values()):
+        trigger_client_event(response, INVENTORY_CHANGED)
+    return response
+
+
+# --- strategy, preview, assignments ----------------------------------------------------------
+
+
+@page_login_required
+@require_http_methods(["GET", "POST"])
+def config_preview(request):
+    """What the chosen strategy would assign, next to the saved assignment (nothing saved)."""
+    params = request.POST if request.method == "POST" else request.GET
+    strategy = params.get("strategy", "")
+    context: dict = {}
+    try:
+        context["preview"] = page_selectors.preview(strategy)
+    except planner.UnknownStrategy:
+        context["preview_error"] = (
+            f"Unknown strategy {strategy!r}; choose one of: {', '.join(planner.strategy_names())}."
+        )
+    if request.method == "POST" and not request.htmx:
+        # Without JavaScript the whole form came along: keep the user's unsaved choices.
+        planning = planning_input()
+        context.update(_config_context(request, _config_form(request, request.POST, planning=planning)))
+    status = 422 if "preview_error" in context else 200
+    return _render(request, "preview", context, status=status)
+
+
+@page_login_required
+@require_GET
+def config_assignments(request):
+    """The assignment table as saved (the page reloads it when the GPU inventory changes)."""
+    return _render(request, "assignments", _config_context(request))
+
+
+@page_login_required
+@require_POST
+def config_check(request):
+    """Warnings for the unsaved choices, as they change, before anything is saved.
+
+    ``use=<strategy>`` loads that strategy's plan into the table; ``fill=<service>=<GB>`` puts a
+    suggested budget into a service's budget field (the no-JavaScript path of "Use 3.5 GB").
+    """
+    planning = planning_input()
+    form = _config_form(request, request.POST, planning=planning)
+    use = request.POST.get("use")
+    if use:
+        try:
+            choices = page_selectors.plan_choices(use, keep=form.choices())
+        except planner.UnknownStrategy:
+            choices = None
+        if choices is not None:
+            form = _config_form(request, planning=planning, strategy=use, choices=choices)
+            notice = (
+                f"Loaded the {planner.STRATEGIES[use].label} plan into the table. "
+                "Nothing is saved until you press Save."
+            )
+            return _render(request, "assignments", _config_context(request, form, notice=notice))
+    fill = request.POST.get("fill", "")
+    if "=" in fill:
+        service, _, value = fill.partition("=")
+        data = request.POST.copy()
+        data[budget_field_name(service)] = value
+        form = _config_form(request, data, planning=planning)
+    return _render(request, "check-result", {**_config_context(request, form), "oob": True})
+
+
+@page_login_required
+@require_POST
+def config_save_view(request):
+    """Save the strategy and the table. Refusals are shown inline and nothing is saved."""
+    planning = planning_input()
+    form = _config_form(request, request.POST, planning=planning)
+    if not _can_change(request):
+        form.is_valid()
+        form.add_error(None, NOT_STAFF)
+        return _render(request, "assignments", _config_context(request, form), status=403)
+    if not form.is_valid():
+        return _render(request, "assignments", _config_context(request, form), status=422)
+    try:
+        result = config_save(
+            strategy=form.cleaned_data["strategy"],
+            assignments=form.assignments(),
+            user=request.user,
+            actor=_actor(request),
+        )
+    except ConfigInvalid as exc:
+        form.add_config_error(exc.detail)
+        return _render(request, "assignments", _config_context(request, form), status=422)
+    notice = (
+        f"Saved as version {result.version.pk}; the generated files are updated. "
+        "Press Apply & Restart Services to restart the services that changed."
+    )
+    if not request.htmx:
+        messages.success(request, notice)
+        return redirect(f"{reverse('settings-gpu')}#assignments")
+    context = _config_context(request, notice=notice)
+    context.update(history=page_selectors.history(), oob=True)
+    return _render(request, "save-result", context)
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+
+@page_login_required
+@require_http_methods(["GET", "POST"])
+def apply_view(request):
+    """GET: which services Apply would restart (asks the engine). POST: start the apply."""
+    if request.method == "GET":
+        return _render(request, "apply-confirm", {"apply": _apply_context(plan=page_selectors.apply_plan())})
+    if not _can_change(request):
+        return _render(request, "apply-confirm", {"apply": _apply_context(error=NOT_STAFF)}, status=403)
+    try:
+        run, pending = apply_start(user=request.user, actor=_actor(request))
+    except ApplyBusy as exc:
+        return _render(request, "apply-confirm", {"apply": _apply_context(error=str(exc))}, status=409)
+    except RuntimeUnavailable as exc:
+        error = f"Cannot reach the container engine, so nothing was restarted: {exc}"
+        return _render(request, "apply-confirm", {"apply": _apply_context(error=error)}, status=503)
+    if not request.htmx:
+        if pending:
+            messages.success(request, f"Apply started: restarting {', '.join(pending)}.")
+        else:
+            messages.success(request, "Apply started: every service already runs with its assignment.")
+        return redirect(f"{reverse('settings-gpu')}#apply")
+    progress = page_selectors.apply_progress(apply_status())
+    return _render(request, "apply-started", {"apply": _apply_context(progress=progress), "oob": True})
+
+
+@page_login_required
+@require_GET
+def apply_progress(request):
+    """Live progress of the latest apply; once it has finished the answer is 286, which stops
+    the page's polling."""
+    progress = page_selectors.apply_progress(apply_status()) if apply_run_latest() else None
+    context = {"apply": _apply_context(progress=progress), "oob": True}
+    finished = progress is None or progress.finished
+    if finished:
+        context["history"] = page_selectors.history()
+    response = _render(request, "progress-result", context)
+    if finished and request.htmx:
+        response.status_code = STOP_POLLING
+    return response
+
+
+@page_login_required
+@require_GET
+def history_view(request):
+    """The last saved configurations and apply runs."""
+    return _render(request, "history", {"history": page_selectors.history()})

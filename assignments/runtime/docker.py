@@ -144,6 +144,11 @@ def with_devices(
     return [*kept, request]
 
 
+def _replica_number(labels: dict[str, str]) -> int:
+    number = labels.get("com.docker.compose.container-number", "1")
+    return int(number) if number.isdigit() else 1
+
+
 def _bind_target(bind: str) -> str:
     parts = bind.split(":")
     return parts[1] if len(parts) > 1 else parts[0]
@@ -291,7 +296,7 @@ class DockerRuntime(ContainerRuntime):
             listed.sort(
                 key=lambda c: (
                     c["State"] != "running",
-                    int((c.get("Labels") or {}).get("com.docker.compose.container-number", 1)),
+                    _replica_number(c.get("Labels") or {}),
                     c["Names"][0],
                 )
             )
@@ -553,7 +558,8 @@ class _Recreate:
         deadline = time.monotonic() + self.health_timeout
         running_since: float | None = None
         while True:
-            state = self.api.inspect_container(self.new_id)["State"]
+            attrs = self.api.inspect_container(self.new_id)
+            state = attrs["State"]
             status = state.get("Status")
             health = state.get("Health")
             now = time.monotonic()
@@ -561,6 +567,12 @@ class _Recreate:
                 raise _Failure(
                     f"the new container exited with code {state.get('ExitCode')}"
                     + (f" ({state['Error']})" if state.get("Error") else "")
+                )
+            # A restart policy hides a crash on start: count restarts as the failure they are.
+            if status == "restarting" or attrs.get("RestartCount"):
+                raise _Failure(
+                    f"the new container crashed and was restarted by its restart policy "
+                    f"(last exit code {state.get('ExitCode')})"
                 )
             if health is not None:
                 if health.get("Status") == "healthy":

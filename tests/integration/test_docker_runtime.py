@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import docker
@@ -9,7 +10,7 @@ import pytest
 
 from assignments.runtime.base import Outcome, RuntimeUnavailable, Step
 from assignments.runtime.docker import DockerRuntime, aside_name
-from tests.plugins.dockerd import BROKEN_GPU, IMAGE, proc_environ
+from tests.plugins.dockerd import BROKEN_GPU, CRASHING_GPU, IMAGE, proc_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -179,6 +180,26 @@ def test_a_new_container_that_never_becomes_healthy_is_rolled_back(runtime, comp
     assert again["Id"] == old["Id"]
     assert again["State"]["Running"] is True
     assert runtime.inspect("ai-clip").device_ids == ("0",)
+    assert len(compose_stack.containers()) == 5
+
+
+def test_a_new_container_that_crashes_on_start_is_rolled_back(runtime, compose_stack):
+    """ai-llm's copy exits at once (its restart policy would restart it again and again): the
+    recreate fails fast instead of waiting out the health timeout, and the old container runs
+    again; the message carries the copy's error output."""
+    old = compose_stack.container("ai-llm")
+    began = time.monotonic()
+
+    result = runtime.recreate(
+        "ai-llm", device_ids=(CRASHING_GPU,), budget_gb=None, progress=Recorder()
+    )
+
+    assert result.outcome == Outcome.ROLLED_BACK
+    assert time.monotonic() - began < runtime.health_timeout
+    assert "exit" in result.message or "restarted" in result.message
+    assert "CUDA error: no CUDA-capable device is detected" in result.message
+    again = compose_stack.container("ai-llm")
+    assert again["Id"] == old["Id"] and again["State"]["Running"] is True
     assert len(compose_stack.containers()) == 5
 
 

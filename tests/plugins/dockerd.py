@@ -5,7 +5,8 @@ the one running) and points ``DOCKER_HOST`` at it. ``compose_stack`` brings the 
 ``tests/fixtures/compose/base.yml`` up with an override that puts all of them on GPU 0, in a
 project of its own, with Debian's docker-compose, and removes everything afterwards.
 
-Moving a service to GPU ``BROKEN_GPU`` gives it a container that never becomes healthy.
+Moving a service to GPU ``BROKEN_GPU`` gives it a container that never becomes healthy, to
+``CRASHING_GPU`` one whose process exits at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ BASE_COMPOSE = ROOT / "tests" / "fixtures" / "compose" / "base.yml"
 
 SERVICES = ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
 IMAGE = "gpuconfig-test/busybox:latest"
-BROKEN_GPU = "99"
+BROKEN_GPU = "99"  # a new container there never becomes healthy
+CRASHING_GPU = "98"  # a new container there exits at once (and is restarted by its policy)
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
