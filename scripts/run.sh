@@ -17,10 +17,10 @@ redis_answers() { "$PY" -c "import redis,sys; redis.Redis.from_url(sys.argv[1], 
 
 if redis_answers "$REDIS_URL"; then
   echo "gpuconfig: using Redis at $REDIS_URL (broker and live progress)."
-elif command -v redis-server >/dev/null; then
+elif command -v "${GPUCONFIG_REDIS_SERVER:-redis-server}" >/dev/null; then
   port=6390
   mkdir -p var/redis
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/var/redis" --save "" --appendonly no \
+  "${GPUCONFIG_REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --dir "$PWD/var/redis" --save "" --appendonly no \
     --daemonize no --logfile "$PWD/var/redis/redis.log" &
   pids+=($!)
   REDIS_URL="redis://127.0.0.1:$port/0"
