@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from django.utils.dateparse import parse_datetime
+
 from assignments import planner
 from assignments.models import AiService, ApplyRun, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
@@ -95,12 +97,15 @@ def gpu_cards() -> dict:
         )
         for g in gpus
     ]
+    scan = last_scan() or {}
     return {
         "cards": cards,
         "no_gpus": not any(g.available for g in gpus),
         "no_gpus_detail": NO_GPUS_DETAIL,
         "troubleshooting": TROUBLESHOOTING,
-        "last_scan": last_scan(),
+        "last_scan_at": parse_datetime(scan["finished_at"]) if scan.get("finished_at") else None,
+        "last_scan_backend": scan.get("backend"),
+        "last_scan_error": scan.get("error"),
     }
 
 

@@ -417,7 +417,7 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     RuntimeUnavailable when the container engine cannot be reached."""
     from assignments.applying import diff
     from assignments.runtime import get_runtime
-    from assignments.runtime.base import RuntimeUnavailable
+    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
     from assignments.tasks import apply_config_task
 
     operation_id = uuidlib.uuid4()
@@ -428,7 +428,7 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
         runtime = get_runtime()
         changes = diff(runtime, apply_targets())
         pending = [c.service for c in changes if c.needs_recreate]
-    except RuntimeUnavailable as exc:
+    except (RuntimeUnavailable, RuntimeError_) as exc:
         cache.delete(APPLY_LOCK_KEY)
         ApplyRun.objects.create(
             operation_id=operation_id,
@@ -577,7 +577,7 @@ def services_live(*, restart: dict[str, str] | None = None) -> list[dict]:
     The engine being unreachable is reported per service (status ``unknown``), not raised.
     """
     from assignments.runtime import get_runtime
-    from assignments.runtime.base import RuntimeUnavailable
+    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
 
     data = planning_input()
     restart = restart or {}
@@ -586,7 +586,7 @@ def services_live(*, restart: dict[str, str] | None = None) -> list[dict]:
         runtime = get_runtime()
         states = {d.name: runtime.inspect(d.name) for d in data.services}
         error = ""
-    except RuntimeUnavailable as exc:
+    except (RuntimeUnavailable, RuntimeError_) as exc:
         states, error = {}, str(exc)
     for d in data.services:
         state = states.get(d.name)

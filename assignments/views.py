@@ -126,14 +126,18 @@ def _render(request: HttpRequest, partial: str, context: dict, *, status: int = 
     context = {"can_change": _can_change(request), **context}
     if request.htmx:
         return render(request, f"{TEMPLATE}#{partial}", context, status=status)
-    page = dict(context)
+    return _page(request, context, status=status)
+
+
+def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
+    """The whole page: the sections ``context`` does not bring are read as saved."""
+    page = {"can_change": _can_change(request), **context}
     page.setdefault("inventory", page_selectors.gpu_cards())
     if "form" not in page:
         page.update(_config_context(request))
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context())
     page.setdefault("history", page_selectors.history())
-    page["oob"] = False
     return render(request, TEMPLATE, page, status=status)
 
 
@@ -149,7 +153,7 @@ def settings_index(request):
 @require_GET
 def gpu_settings(request):
     """The GPU Configuration tab: GPUs, strategy, assignments, apply and history."""
-    return _render(request, "page", {})
+    return _page(request, {})
 
 
 # --- GPUs ------------------------------------------------------------------------------------
@@ -268,7 +272,7 @@ def config_check(request):
         data = request.POST.copy()
         data[budget_field_name(service)] = value
         form = _config_form(request, data, planning=planning)
-    return _render(request, "check-result", {**_config_context(request, form), "oob": True})
+    return _render(request, "check-result", _config_context(request, form))
 
 
 @page_login_required
@@ -280,9 +284,9 @@ def config_save_view(request):
     if not _can_change(request):
         form.is_valid()
         form.add_error(None, NOT_STAFF)
-        return _render(request, "assignments", _config_context(request, form), status=403)
+        return _render(request, "assignments", _config_context(request, form, attempted_save=True), status=403)
     if not form.is_valid():
-        return _render(request, "assignments", _config_context(request, form), status=422)
+        return _render(request, "assignments", _config_context(request, form, attempted_save=True), status=422)
     try:
         result = config_save(
             strategy=form.cleaned_data["strategy"],
@@ -292,7 +296,7 @@ def config_save_view(request):
         )
     except ConfigInvalid as exc:
         form.add_config_error(exc.detail)
-        return _render(request, "assignments", _config_context(request, form), status=422)
+        return _render(request, "assignments", _config_context(request, form, attempted_save=True), status=422)
     notice = (
         f"Saved as version {result.version.pk}; the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
@@ -301,7 +305,7 @@ def config_save_view(request):
         messages.success(request, notice)
         return redirect(f"{reverse('settings-gpu')}#assignments")
     context = _config_context(request, notice=notice)
-    context.update(history=page_selectors.history(), oob=True)
+    context["history"] = page_selectors.history()
     return _render(request, "save-result", context)
 
 
@@ -330,7 +334,7 @@ def apply_view(request):
             messages.success(request, "Apply started: every service already runs with its assignment.")
         return redirect(f"{reverse('settings-gpu')}#apply")
     progress = page_selectors.apply_progress(apply_status())
-    return _render(request, "apply-started", {"apply": _apply_context(progress=progress), "oob": True})
+    return _render(request, "apply-started", {"apply": _apply_context(progress=progress)})
 
 
 @page_login_required
@@ -339,7 +343,7 @@ def apply_progress(request):
     """Live progress of the latest apply; once it has finished the answer is 286, which stops
     the page's polling."""
     progress = page_selectors.apply_progress(apply_status()) if apply_run_latest() else None
-    context = {"apply": _apply_context(progress=progress), "oob": True}
+    context = {"apply": _apply_context(progress=progress)}
     finished = progress is None or progress.finished
     if finished:
         context["history"] = page_selectors.history()

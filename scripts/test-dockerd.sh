@@ -43,7 +43,11 @@ engine_pid() {
     local pid
     [ -f "$PIDFILE" ] || return 1
     pid=$(cat "$PIDFILE" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    # A pid file left by a killed engine may name a process that reused the number, or a
+    # zombie nobody has reaped yet.
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] || return 1
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+    echo "$pid"
 }
 
 write_hook() {
@@ -58,12 +62,31 @@ EOF
     mv -f "$HOOK_DIR/nvidia-container-runtime-hook.tmp" "$HOOK_DIR/nvidia-container-runtime-hook"
 }
 
+clear_stale_state() {
+    # After a killed engine: its containerd may still run, or have left a pid file that the
+    # next dockerd would trust (and then time out waiting on a socket nobody serves).
+    local pidfile="$EXEC_ROOT/containerd/containerd.pid" cpid waited=0
+    [ -f "$pidfile" ] || return 0
+    cpid=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -n "$cpid" ] && [ "$(cat "/proc/$cpid/comm" 2>/dev/null)" = containerd ] \
+        && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null | grep -qF "$EXEC_ROOT/"; then
+        kill -TERM "$cpid" 2>/dev/null || true
+        while [ -d "/proc/$cpid" ] && [ "$(awk '{print $3}' "/proc/$cpid/stat" 2>/dev/null)" != Z ]; do
+            [ "$waited" -lt 50 ] || { kill -KILL "$cpid" 2>/dev/null || true; break; }
+            sleep 0.2
+            waited=$((waited + 1))
+        done
+    fi
+    rm -f "$pidfile"
+}
+
 start_engine() {
     command -v dockerd >/dev/null || die "dockerd not found (install the Debian package docker.io)"
     command -v docker >/dev/null || die "docker CLI not found (install the Debian package docker.io)"
     mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
     write_hook
     # A stale socket or pid file from a killed engine would make dockerd refuse to start.
+    clear_stale_state
     rm -f "$SOCK" "$PIDFILE"
     # setsid: the engine outlives the shell or test run that started it; 9>&-: it must not
     # inherit the lock.
@@ -120,11 +143,16 @@ cmd_start() {
     exec 9>"$BASE/lock"
     flock 9
     if ! engine_answers; then
-        local pid
-        if pid=$(engine_pid); then
-            die "dockerd (pid $pid) is running but does not answer on $SOCK (log: $LOG)"
-        fi
-        start_engine
+        local pid waited=0
+        # An engine that is still starting up or shutting down: wait for it to settle.
+        while pid=$(engine_pid) && ! engine_answers; do
+            if [ "$waited" -ge $((START_TIMEOUT * 5)) ]; then
+                die "dockerd (pid $pid) is running but does not answer on $SOCK (log: $LOG)"
+            fi
+            sleep 0.2
+            waited=$((waited + 1))
+        done
+        engine_answers || start_engine
     fi
     import_image
     echo "DOCKER_HOST=$DOCKER_HOST"

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from assignments import planner
 from assignments.api import serializers as s
-from assignments.runtime.base import RuntimeUnavailable
+from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
 from assignments.selectors import config_current, config_preview, service_list
 from assignments.services import (
     ApplyBusy,
@@ -94,7 +94,12 @@ class ApplyView(APIView):
 
     @extend_schema(
         request=None,
-        responses={202: s.ApplySerializer, 409: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+        responses={
+            202: s.ApplySerializer,
+            409: OpenApiTypes.OBJECT,
+            502: OpenApiTypes.OBJECT,
+            503: OpenApiTypes.OBJECT,
+        },
         operation_id="gpu_config_apply",
     )
     def post(self, request):
@@ -108,6 +113,10 @@ class ApplyView(APIView):
             return Response(
                 {"detail": f"Cannot reach the container engine: {exc}"},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        except RuntimeError_ as exc:
+            return Response(
+                {"detail": f"The container engine refused: {exc}"}, status=status.HTTP_502_BAD_GATEWAY
             )
         return Response(
             {

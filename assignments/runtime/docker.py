@@ -178,19 +178,29 @@ def replacement_spec(
     # An unset hostname defaults to the container's short id: let the new one get its own.
     if config.get("Hostname") == old_id[:12]:
         config.pop("Hostname")
-    # Keep the exact image the old container ran, even if its tag now names another one.
     config["Image"] = config.get("Image") or attrs["Image"]
 
     host_config["DeviceRequests"] = with_devices(host_config.get("DeviceRequests"), device_ids)
     if host_config.get("Links"):
         host_config["Links"] = [_link_for_create(link) for link in host_config["Links"]]
 
+    # Anonymous volumes (declared by the image or the container, or a --mount without a
+    # source) would come back empty: attach the old ones by name.
+    volume_at = {
+        m["Destination"]: m["Name"]
+        for m in attrs.get("Mounts") or []
+        if m.get("Type") == "volume" and m.get("Name")
+    }
+    for mount in host_config.get("Mounts") or []:
+        if mount.get("Type") == "volume" and not mount.get("Source"):
+            mount["Source"] = volume_at.get(mount.get("Target")) or mount.get("Source")
     covered = {_bind_target(b) for b in host_config.get("Binds") or []}
     covered |= {m.get("Target") for m in host_config.get("Mounts") or []}
+    rw = {m["Destination"]: m.get("RW", True) for m in attrs.get("Mounts") or []}
     extra_binds = [
-        f"{m['Name']}:{m['Destination']}:{'rw' if m.get('RW', True) else 'ro'}"
-        for m in attrs.get("Mounts") or []
-        if m.get("Type") == "volume" and m.get("Name") and m["Destination"] not in covered
+        f"{name}:{target}:{'rw' if rw[target] else 'ro'}"
+        for target, name in volume_at.items()
+        if target not in covered
     ]
     if extra_binds:
         host_config["Binds"] = [*(host_config.get("Binds") or []), *extra_binds]

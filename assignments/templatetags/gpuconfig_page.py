@@ -70,3 +70,11 @@ def devices(ids) -> str:
     if ids == ("all",):
         return "all GPUs"
     return ("GPU " if len(ids) == 1 else "GPUs ") + ", ".join(ids)
+
+
+@register.filter
+def gb_up(mb) -> str:
+    """MB as GB rounded up to 0.1, as the planner states a shortfall."""
+    if mb in (None, ""):
+        return "–"
+    return f"{-(-int(mb) * 10 // MB_PER_GB) / 10:.1f}"

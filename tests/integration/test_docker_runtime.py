@@ -43,8 +43,9 @@ def engine(docker_engine):
 
 @pytest.fixture
 def loose_containers(engine):
-    """Names of containers (and networks) a test creates outside compose; removed afterwards."""
-    created: dict[str, list[str]] = {"containers": [], "networks": []}
+    """What a test creates outside compose (containers by name, networks, volumes, images);
+    removed afterwards."""
+    created: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": [], "images": []}
     yield created
     for name in created["containers"]:
         for listed in engine.containers(all=True, filters={"name": name}):
@@ -52,6 +53,16 @@ def loose_containers(engine):
     for name in created["networks"]:
         try:
             engine.remove_network(name)
+        except docker.errors.NotFound:
+            pass
+    for name in created["volumes"]:
+        try:
+            engine.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+    for image in created["images"]:
+        try:
+            engine.remove_image(image, force=True)
         except docker.errors.NotFound:
             pass
 
@@ -384,3 +395,41 @@ def test_unreachable_engine_raises_runtime_unavailable_naming_the_socket(monkeyp
         assert str(socket) in str(caught.value)
         assert "DOCKER_HOST" in str(caught.value)
         assert "not reachable" in str(caught.value)
+
+
+def test_copy_runs_the_same_image_and_keeps_anonymous_mount_data(engine, loose_containers):
+    """The copy runs the image the old container ran even when its tag has since moved to
+    another image, and an anonymous --mount volume comes back with its data."""
+    suffix = uuid.uuid4().hex[:8]
+    name, tag = f"ai-pinned-{suffix}", f"gpuconfig-test/busybox:pin-{suffix}"
+    loose_containers["containers"].append(name)
+    engine.tag(IMAGE, "gpuconfig-test/busybox", f"pin-{suffix}")
+    created = engine.create_container(
+        tag,
+        command=["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+        name=name,
+        host_config=engine.create_host_config(
+            network_mode="none",
+            mounts=[docker.types.Mount(target="/cache", source=None, type="volume")],
+        ),
+    )
+    engine.start(created["Id"])
+    engine.exec_start(engine.exec_create(created["Id"], ["sh", "-c", "echo warm > /cache/m"]))
+    before = engine.inspect_container(created["Id"])
+    volume = next(m["Name"] for m in before["Mounts"] if m["Destination"] == "/cache")
+    loose_containers["volumes"].append(volume)
+    moved = engine.commit(created["Id"], repository="gpuconfig-test/busybox", tag=f"pin-{suffix}")
+    loose_containers["images"] += [moved["Id"], tag]
+    assert engine.inspect_image(tag)["Id"] != before["Image"]
+
+    result = DockerRuntime(health_grace=0.3).recreate(
+        name, device_ids=("1",), budget_gb=None, progress=Recorder()
+    )
+
+    assert result.outcome == Outcome.HEALTHY, result.message
+    new = engine.inspect_container(name)
+    assert new["Id"] != before["Id"]
+    assert new["Image"] == before["Image"]
+    assert next(m["Name"] for m in new["Mounts"] if m["Destination"] == "/cache") == volume
+    warm = engine.exec_start(engine.exec_create(new["Id"], ["cat", "/cache/m"]))
+    assert warm.decode().strip() == "warm"
