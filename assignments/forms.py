@@ -48,12 +48,17 @@ class ConfigForm(forms.Form):
         shown = {**self.saved, **(choices or {})}
         initial: dict[str, object] = {"strategy": strategy}
         for name, choice in shown.items():
-            initial[gpu_field_name(name)] = "" if choice.gpu_index is None else str(choice.gpu_index)
+            initial[gpu_field_name(name)] = (
+                "" if choice.gpu_index is None else str(choice.gpu_index)
+            )
             initial[budget_field_name(name)] = choice.budget_gb
         super().__init__(data, initial=initial)
 
         self.fields["strategy"].choices = [(s.name, s.label) for s in planner.STRATEGIES.values()]
-        options = [(str(g.index), f"{gpu_label(g)} · {g.total_mb / 1024:.0f} GB") for g in gpu_options(planning)]
+        options = [
+            (str(g.index), f"{gpu_label(g)} · {g.total_mb / 1024:.0f} GB")
+            for g in gpu_options(planning)
+        ]
         present = {g.index for g in gpu_options(planning)}
         known = {g.index: g for g in planning.gpus}
         for demand in planning.services:
@@ -87,7 +92,9 @@ class ConfigForm(forms.Form):
                             "class": "budget-input",
                         }
                     ),
-                    help_text=(f"Empty: the default of {default:g} GB." if default is not None else ""),
+                    help_text=(
+                        f"Empty: the default of {default:g} GB." if default is not None else ""
+                    ),
                 )
             if not can_change:
                 self.fields[gpu_field_name(name)].disabled = True
@@ -112,10 +119,10 @@ class ConfigForm(forms.Form):
         for d in self.planning.services:
             saved = self.saved[d.name]
             gpu_key, budget_key = gpu_field_name(d.name), budget_field_name(d.name)
-            gpu = cleaned[gpu_key] if gpu_key in cleaned else saved.gpu_index
-            budget = saved.budget_gb
-            if d.budget_adjustable:
-                budget = cleaned[budget_key] if budget_key in cleaned else saved.budget_gb
+            gpu = cleaned.get(gpu_key, saved.gpu_index)
+            budget = (
+                cleaned.get(budget_key, saved.budget_gb) if d.budget_adjustable else saved.budget_gb
+            )
             out[d.name] = Choice(gpu, budget)
         return out
 

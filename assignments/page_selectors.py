@@ -47,8 +47,9 @@ class Sparkline:
 
 @dataclass(frozen=True)
 class GpuCard:
+    """One GPU as its card shows it."""
+
     gpu: Gpu
-    used_gb: float | None
     total_gb: float | None
     used_percent: int
     sparkline: Sparkline | None
@@ -79,7 +80,10 @@ def sparkline(gpu: Gpu, samples: Sequence[GpuSample]) -> Sparkline | None:
         return None
     total = gpu.vram_total_mb or 0
     util = [s.utilization_percent for s in samples]
-    vram = [(s.vram_used_mb / total * 100) if total and s.vram_used_mb is not None else None for s in samples]
+    vram = [
+        (s.vram_used_mb / total * 100) if total and s.vram_used_mb is not None else None
+        for s in samples
+    ]
     return Sparkline(util_points=_points(util), vram_points=_points(vram), count=len(samples))
 
 
@@ -90,7 +94,6 @@ def gpu_cards() -> dict:
     cards = [
         GpuCard(
             gpu=g,
-            used_gb=g.vram_used_gb,
             total_gb=g.vram_total_gb,
             used_percent=round(g.vram_used_fraction * 100),
             sparkline=sparkline(g, samples.get(g.pk, [])),
@@ -149,6 +152,8 @@ class GpuSummary:
 
 @dataclass
 class Row:
+    """One service in the assignment table: saved and shown choice, and its own warnings."""
+
     service: AiService
     demand: ServiceDemand
     saved: Choice
@@ -161,17 +166,11 @@ class Row:
     def changed(self) -> bool:
         return self.saved != self.chosen
 
-    @property
-    def suggestion(self) -> Issue | None:
-        return next((i for i in self.issues if i.suggested_budget_gb is not None), None)
-
-    @property
-    def effective_gb(self) -> float:
-        return round(self.demand.effective_mb / MB_PER_GB, 2)
-
 
 @dataclass(frozen=True)
 class TableState:
+    """The assignment table with the planner's warnings and per-GPU load for its choices."""
+
     rows: list[Row]
     issues: tuple[Issue, ...]
     summaries: list[GpuSummary]
@@ -181,12 +180,6 @@ class TableState:
     @property
     def dirty(self) -> bool:
         return any(r.changed for r in self.rows)
-
-    @property
-    def general_issues(self) -> list[Issue]:
-        """Warnings not tied to one row's budget (shown in the warnings list; budget advice is
-        shown in its row too)."""
-        return list(self.issues)
 
 
 def saved_choices(data: PlanningInput) -> dict[str, Choice]:
@@ -198,7 +191,9 @@ def gpu_options(data: PlanningInput) -> list[GpuView]:
     return [g for g in data.gpus if g.available]
 
 
-def _summaries(gpus: Sequence[GpuView], services: Sequence[ServiceDemand], colours: Mapping[str, int]) -> list[GpuSummary]:
+def _summaries(
+    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], colours: Mapping[str, int]
+) -> list[GpuSummary]:
     out = []
     for gpu in gpus:
         if not gpu.available:
@@ -214,7 +209,10 @@ def _summaries(gpus: Sequence[GpuView], services: Sequence[ServiceDemand], colou
         out.append(
             GpuSummary(
                 gpu=gpu,
-                segments=tuple(Segment(label, mb, round(mb / scale * 100, 2), colour) for label, mb, colour in parts),
+                segments=tuple(
+                    Segment(label, mb, round(mb / scale * 100, 2), colour)
+                    for label, mb, colour in parts
+                ),
                 load_mb=load,
                 capacity_percent=round(gpu.total_mb / scale * 100, 2),
                 over_mb=max(load - gpu.total_mb, 0),
@@ -223,23 +221,33 @@ def _summaries(gpus: Sequence[GpuView], services: Sequence[ServiceDemand], colou
     return out
 
 
-def table_state(choices: Mapping[str, Choice] | None = None, *, data: PlanningInput | None = None) -> TableState:
+def table_state(
+    choices: Mapping[str, Choice] | None = None, *, data: PlanningInput | None = None
+) -> TableState:
     """The assignment table for ``choices`` (service → unsaved choice; missing: saved), with the
     planner's warnings for exactly those choices, before anything is saved."""
     data = data or planning_input()
     saved = saved_choices(data)
     chosen = {name: (choices or {}).get(name, saved[name]) for name in saved}
     services = tuple(
-        replace(d, current_gpu=chosen[d.name].gpu_index,
-                budget_gb=chosen[d.name].budget_gb if d.budget_adjustable else d.budget_gb)
+        replace(
+            d,
+            current_gpu=chosen[d.name].gpu_index,
+            budget_gb=chosen[d.name].budget_gb if d.budget_adjustable else d.budget_gb,
+        )
         for d in data.services
     )
     placements = [
-        Placement(s.name, s.current_gpu, s.budget_gb if s.budget_adjustable else None) for s in services
+        Placement(s.name, s.current_gpu, s.budget_gb if s.budget_adjustable else None)
+        for s in services
     ]
     issues = list(planner.check(data.gpus, services, placements))
     # A fallback stays true only while its row is left as saved.
-    issues = [i for i in fallback_issues(data.assignments) if chosen[i.service] == saved[i.service]] + issues
+    issues = [
+        i
+        for i in fallback_issues(data.assignments)
+        if i.service in saved and chosen[i.service] == saved[i.service]
+    ] + issues
     colours = {s.name: n % SEGMENT_COLOURS for n, s in enumerate(services)}
     rows = []
     for demand in services:
@@ -357,7 +365,9 @@ class ApplyChange:
 
     @property
     def devices_changed(self) -> bool:
-        return self.current_devices is not None and frozenset(self.current_devices) != frozenset(self.target_devices)
+        return self.current_devices is not None and frozenset(self.current_devices) != frozenset(
+            self.target_devices
+        )
 
     @property
     def budget_changed(self) -> bool:
@@ -479,7 +489,13 @@ def apply_progress(status: dict) -> Progress:
         return f"{s['status']}, {s['health']}" if s.get("health") else s["status"]
 
     rows = [
-        ProgressRow(e["service"], e["status"], e.get("message") or "", e.get("elapsed_s"), container(e["service"]))
+        ProgressRow(
+            e["service"],
+            e["status"],
+            e.get("message") or "",
+            e.get("elapsed_s"),
+            container(e["service"]),
+        )
         for e in status["service_statuses"]
     ]
     failures = []

@@ -69,11 +69,10 @@ def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> fl
 
 def _validate(strategy, assignments, data: PlanningInput) -> tuple[str | None, dict[str, dict]]:
     """Check a save request completely before anything is written; returns cleaned values."""
-    if strategy is not None:
-        if not isinstance(strategy, str) or strategy not in planner.strategy_names():
-            raise ConfigInvalid(
-                f"Unknown strategy {strategy!r}; expected one of: {', '.join(planner.strategy_names())}."
-            )
+    if strategy is not None and (not isinstance(strategy, str) or strategy not in planner.strategy_names()):
+        raise ConfigInvalid(
+            f"Unknown strategy {strategy!r}; expected one of: {', '.join(planner.strategy_names())}."
+        )
     if assignments is None:
         return strategy, {}
     if not isinstance(assignments, list):
@@ -177,11 +176,16 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
         for name, values in cleaned.items():
             assignment, _ = Assignment.objects.get_or_create(service=data.catalog[name])
             gpu = values["gpu"]
-            assignment.gpu_index = gpu.index if gpu else None
-            assignment.gpu_uuid = gpu.uuid if gpu else ""
             if values["budget_given"]:
                 assignment.vram_budget_override = values["budget"]
-            # The user chose a present GPU: any fallback no longer applies.
+            if assignment.fallback_reason and gpu is not None and gpu.uuid == assignment.fallback_gpu_uuid:
+                # The row names where the service runs while its GPU is away (a page that saves
+                # every row does that): keep the saved choice, so it comes back with the card.
+                assignment.save()
+                continue
+            assignment.gpu_index = gpu.index if gpu else None
+            assignment.gpu_uuid = gpu.uuid if gpu else ""
+            # The user chose another GPU: the fallback no longer applies.
             assignment.fallback_gpu_index = None
             assignment.fallback_gpu_uuid = ""
             assignment.fallback_reason = ""

@@ -9,7 +9,6 @@ without JavaScript and no partial has a view of its own. Writes go through
 
 from __future__ import annotations
 
-import time
 from functools import wraps
 from typing import NamedTuple
 from urllib.parse import urlencode
@@ -28,7 +27,6 @@ from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
 from assignments.runtime.base import RuntimeUnavailable
 from assignments.selectors import PlanningInput, apply_run_latest, planning_input
 from assignments.services import ApplyBusy, ConfigInvalid, apply_start, apply_status, config_save
-from gpus.selectors import last_scan
 
 TEMPLATE = "settings/gpu.html"
 STOP_POLLING = 286
@@ -74,8 +72,14 @@ def _actor(request: HttpRequest) -> str:
     return request.user.get_username()
 
 
-def _config_form(request: HttpRequest, data=None, *, planning: PlanningInput, strategy: str | None = None,
-                 choices=None) -> ConfigForm:
+def _config_form(
+    request: HttpRequest,
+    data=None,
+    *,
+    planning: PlanningInput,
+    strategy: str | None = None,
+    choices=None,
+) -> ConfigForm:
     return ConfigForm(
         data,
         planning=planning,
@@ -121,7 +125,9 @@ def _apply_context(**given) -> dict:
     return apply
 
 
-def _render(request: HttpRequest, partial: str, context: dict, *, status: int = 200) -> HttpResponse:
+def _render(
+    request: HttpRequest, partial: str, context: dict, *, status: int = 200
+) -> HttpResponse:
     """The named partial for HTMX, else the whole page with ``context`` filled in around it."""
     context = {"can_change": _can_change(request), **context}
     if request.htmx:
@@ -167,24 +173,11 @@ def gpu_cards(request):
 
 
 def _scan_now() -> dict:
-    """Run a scan on a worker and wait briefly for it, as the detect API does; without a
-    broker the scan runs here."""
-    from kombu.exceptions import OperationalError
+    """Run a scan on a worker and wait briefly for it, as the detect API does."""
+    from gpus.services import gpu_scan_request
 
-    from gpus.services import gpu_scan_run
-    from gpus.tasks import detect_gpus_task
-
-    before = (last_scan() or {}).get("seq", 0)
-    try:
-        detect_gpus_task.delay()
-    except OperationalError:
-        return gpu_scan_run()
-    deadline = time.monotonic() + settings.GPUCONFIG_DETECT_WAIT
-    summary = last_scan() or {}
-    while summary.get("seq", 0) <= before and time.monotonic() < deadline:
-        time.sleep(0.1)
-        summary = last_scan() or {}
-    return summary if summary.get("seq", 0) > before else {"queued": True}
+    summary, fresh = gpu_scan_request(wait=settings.GPUCONFIG_DETECT_WAIT)
+    return summary if fresh else {"queued": True}
 
 
 @page_login_required
@@ -192,7 +185,11 @@ def _scan_now() -> dict:
 def gpu_rescan(request):
     """Re-scan GPUs now and show the fresh cards."""
     if not _can_change(request):
-        context = {"inventory": page_selectors.gpu_cards(), "scan_notice": NOT_STAFF, "scan_failed": True}
+        context = {
+            "inventory": page_selectors.gpu_cards(),
+            "scan_notice": NOT_STAFF,
+            "scan_failed": True,
+        }
         return _render(request, "gpu-cards", context, status=403)
     summary = _scan_now()
     failed = bool(summary.get("error"))
@@ -205,7 +202,11 @@ def gpu_rescan(request):
     if not request.htmx:
         (messages.error if failed else messages.success)(request, notice)
         return redirect("settings-gpu")
-    context = {"inventory": page_selectors.gpu_cards(), "scan_notice": notice, "scan_failed": failed}
+    context = {
+        "inventory": page_selectors.gpu_cards(),
+        "scan_notice": notice,
+        "scan_failed": failed,
+    }
     response = _render(request, "gpu-cards", context)
     if any((summary.get("changes") or {}).values()):
         trigger_client_event(response, INVENTORY_CHANGED)
@@ -231,7 +232,9 @@ def config_preview(request):
     if request.method == "POST" and not request.htmx:
         # Without JavaScript the whole form came along: keep the user's unsaved choices.
         planning = planning_input()
-        context.update(_config_context(request, _config_form(request, request.POST, planning=planning)))
+        context.update(
+            _config_context(request, _config_form(request, request.POST, planning=planning))
+        )
     status = 422 if "preview_error" in context else 200
     return _render(request, "preview", context, status=status)
 
@@ -284,9 +287,13 @@ def config_save_view(request):
     if not _can_change(request):
         form.is_valid()
         form.add_error(None, NOT_STAFF)
-        return _render(request, "assignments", _config_context(request, form, attempted_save=True), status=403)
+        return _render(
+            request, "assignments", _config_context(request, form, attempted_save=True), status=403
+        )
     if not form.is_valid():
-        return _render(request, "assignments", _config_context(request, form, attempted_save=True), status=422)
+        return _render(
+            request, "assignments", _config_context(request, form, attempted_save=True), status=422
+        )
     try:
         result = config_save(
             strategy=form.cleaned_data["strategy"],
@@ -296,7 +303,9 @@ def config_save_view(request):
         )
     except ConfigInvalid as exc:
         form.add_config_error(exc.detail)
-        return _render(request, "assignments", _config_context(request, form, attempted_save=True), status=422)
+        return _render(
+            request, "assignments", _config_context(request, form, attempted_save=True), status=422
+        )
     notice = (
         f"Saved as version {result.version.pk}; the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
@@ -317,13 +326,19 @@ def config_save_view(request):
 def apply_view(request):
     """GET: which services Apply would restart (asks the engine). POST: start the apply."""
     if request.method == "GET":
-        return _render(request, "apply-confirm", {"apply": _apply_context(plan=page_selectors.apply_plan())})
+        return _render(
+            request, "apply-confirm", {"apply": _apply_context(plan=page_selectors.apply_plan())}
+        )
     if not _can_change(request):
-        return _render(request, "apply-confirm", {"apply": _apply_context(error=NOT_STAFF)}, status=403)
+        return _render(
+            request, "apply-confirm", {"apply": _apply_context(error=NOT_STAFF)}, status=403
+        )
     try:
-        run, pending = apply_start(user=request.user, actor=_actor(request))
+        _run, pending = apply_start(user=request.user, actor=_actor(request))
     except ApplyBusy as exc:
-        return _render(request, "apply-confirm", {"apply": _apply_context(error=str(exc))}, status=409)
+        return _render(
+            request, "apply-confirm", {"apply": _apply_context(error=str(exc))}, status=409
+        )
     except RuntimeUnavailable as exc:
         error = f"Cannot reach the container engine, so nothing was restarted: {exc}"
         return _render(request, "apply-confirm", {"apply": _apply_context(error=error)}, status=503)
@@ -331,7 +346,9 @@ def apply_view(request):
         if pending:
             messages.success(request, f"Apply started: restarting {', '.join(pending)}.")
         else:
-            messages.success(request, "Apply started: every service already runs with its assignment.")
+            messages.success(
+                request, "Apply started: every service already runs with its assignment."
+            )
         return redirect(f"{reverse('settings-gpu')}#apply")
     progress = page_selectors.apply_progress(apply_status())
     return _render(request, "apply-started", {"apply": _apply_context(progress=progress)})

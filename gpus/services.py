@@ -166,3 +166,26 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
     finally:
         if cache.get(SCAN_LOCK_KEY) == token:
             cache.delete(SCAN_LOCK_KEY)
+
+
+def gpu_scan_request(*, wait: float) -> tuple[dict, bool]:
+    """Ask a worker for a scan now and wait up to ``wait`` seconds for it (Re-scan GPUs).
+
+    Returns the newest scan summary and whether it is fresh (finished after this call).
+    Without a reachable broker the scan runs here instead.
+    """
+    from kombu.exceptions import OperationalError
+
+    from gpus.tasks import detect_gpus_task
+
+    before = (last_scan() or {}).get("seq", 0)
+    try:
+        detect_gpus_task.delay()
+    except OperationalError:
+        return gpu_scan_run(), True
+    deadline = time.monotonic() + wait
+    summary = last_scan() or {}
+    while summary.get("seq", 0) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+        summary = last_scan() or {}
+    return summary, summary.get("seq", 0) > before

@@ -8,8 +8,12 @@ page template does not depend on the Django version.
 
 from __future__ import annotations
 
+import re
+
 import django
 from django import template
+from django.utils.html import conditional_escape
+from django.utils.safestring import mark_safe
 
 MB_PER_GB = 1024
 
@@ -46,7 +50,7 @@ def seconds(value) -> str:
     value = float(value)
     if value < 60:
         return f"{value:.1f} s"
-    minutes, rest = divmod(int(round(value)), 60)
+    minutes, rest = divmod(round(value), 60)
     return f"{minutes} min {rest} s"
 
 
@@ -78,3 +82,10 @@ def gb_up(mb) -> str:
     if mb in (None, ""):
         return "–"
     return f"{-(-int(mb) * 10 // MB_PER_GB) / 10:.1f}"
+
+
+@register.filter
+def code_spans(value: str) -> str:
+    """Escape ``value`` and show its `backticked` parts as code."""
+    escaped = conditional_escape(value)
+    return mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escaped)))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gpus.api.serializers import DetectSerializer, GpuHistoryListSerializer, GpuListSerializer, GpuSerializer
-from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
-from gpus.tasks import detect_gpus_task
+from gpus.api.serializers import (
+    DetectSerializer,
+    GpuHistoryListSerializer,
+    GpuListSerializer,
+    GpuSerializer,
+)
+from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples
+from gpus.services import gpu_scan_request
 
 
 def inventory_payload() -> dict:
@@ -51,14 +54,7 @@ class DetectView(APIView):
 
     @extend_schema(request=None, responses=DetectSerializer, operation_id="gpu_config_detect")
     def post(self, request):
-        before = (last_scan() or {}).get("seq", 0)
-        detect_gpus_task.delay()
-        deadline = time.monotonic() + settings.GPUCONFIG_DETECT_WAIT
-        summary = last_scan() or {}
-        while summary.get("seq", 0) <= before and time.monotonic() < deadline:
-            time.sleep(0.1)
-            summary = last_scan() or {}
-        fresh = summary.get("seq", 0) > before
+        summary, fresh = gpu_scan_request(wait=settings.GPUCONFIG_DETECT_WAIT)
         payload = inventory_payload()
         payload.update(
             backend=summary.get("backend"),

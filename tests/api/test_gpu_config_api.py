@@ -155,7 +155,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_BODIES)
-def test_bad_input_is_refused_with_a_clear_detail_and_nothing_changes(put, 
+def test_bad_input_is_refused_with_a_clear_detail_and_nothing_changes(put,
     staff_client, reference_inventory, settings, body, message
 ):
     put(staff_client, {"strategy": "vram_based"})

@@ -3,9 +3,6 @@ Docker engine running the five services under compose."""
 
 from __future__ import annotations
 
-import time
-
-import docker
 import pytest
 import yaml
 from django.core.cache import cache

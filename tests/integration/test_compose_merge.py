@@ -53,7 +53,7 @@ def test_override_merges_with_the_base_file(reference_inventory, django_capture_
     merged = compose_config(tmp_path, config_files(settings)["docker-compose.gpu-override.yml"])
     services = merged["services"]
     assert set(services) == set(BASE["services"])
-    for name, svc in services.items():
+    for svc in services.values():
         devices = svc["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["driver"] == "nvidia"
         assert devices[0]["capabilities"] == ["gpu"]

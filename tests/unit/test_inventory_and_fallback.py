@@ -74,7 +74,7 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     # The threads have their own database connections, outside this test's transaction: keep
     # them off the database so nothing they write outlives the test.
     monkeypatch.setattr(gpus.services, "gpu_inventory_sync", lambda **kw: gpus.services.SyncResult())
-    monkeypatch.setattr(assignments.services, "assignments_follow_inventory", lambda: {})
+    monkeypatch.setattr(assignments.services, "assignments_follow_inventory", dict)
 
     calls = []
     started = threading.Event()
@@ -93,16 +93,52 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     def first():
         results["first"] = gpu_scan_run()
 
+    # Release the first scan only once the second has found the lock taken.
+    # (Django keeps one cache object per thread: patch the class, which they share.)
+    from django.core.cache import caches
+
+    refused = threading.Event()
+    cache_class = type(caches["default"])
+    real_add = cache_class.add
+
+    def add(self, key, *args, **kwargs):
+        taken = real_add(self, key, *args, **kwargs)
+        if not taken and key == gpus.services.SCAN_LOCK_KEY:
+            refused.set()
+        return taken
+
+    monkeypatch.setattr(cache_class, "add", add)
     t = threading.Thread(target=first)
     t.start()
     assert started.wait(5)
     waiter = threading.Thread(target=lambda: results.setdefault("second", gpu_scan_run()))
     waiter.start()
+    assert refused.wait(5)
     release.set()
     t.join(10)
     waiter.join(10)
     assert len(calls) == 1
     assert results["second"]["seq"] == results["first"]["seq"]
+
+
+def test_saving_the_fallback_gpu_keeps_the_saved_choice(simulated_gpus, django_capture_on_commit_callbacks):
+    """A page saves every row; a row that names the fallback GPU does not overwrite the choice
+    that comes back with the card, while a different GPU does."""
+    _scan(django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        config_save(strategy="isolation_first")
+    entries = _entries(simulated_gpus)
+    _write(simulated_gpus, [entries[0]])
+    _scan(django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        config_save(assignments=[{"service": "ai-enrichment", "gpu_index": 0, "vram_budget_override": 3.0}])
+    enrichment = Assignment.objects.get(service__name="ai-enrichment")
+    assert (enrichment.gpu_uuid, enrichment.effective_gpu_index) == (A400, 0)
+    assert enrichment.vram_budget_override == 3.0
+    _write(simulated_gpus, entries)
+    _scan(django_capture_on_commit_callbacks)
+    enrichment.refresh_from_db()
+    assert enrichment.effective_gpu_index == 1
 
 
 def test_a_lost_gpu_is_kept_unavailable_and_its_services_fall_back(

@@ -1,0 +1,37 @@
+// Progressive enhancement for the settings page. Everything also works without it: the
+// buttons it handles are ordinary submit buttons whose server-side path does the same.
+(function () {
+  "use strict";
+
+  // "Use 3.5 GB": put the suggested budget into the service's budget field, then let the
+  // table's change trigger re-check the warnings.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-fill-target]");
+    if (!button) return;
+    var input = document.getElementById(button.dataset.fillTarget);
+    if (!input) return;
+    event.preventDefault();
+    input.value = button.dataset.fillValue;
+    input.focus();
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+
+  // Answers htmx does not swap (a server error, no connection) still get a visible message.
+  function showError(text) {
+    var box = document.getElementById("page-error");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = false;
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    showError("The server could not complete that request (HTTP " + event.detail.xhr.status + "). Reload the page and try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    showError("The server cannot be reached. The page shows what it last received.");
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var box = document.getElementById("page-error");
+    if (box && event.detail.successful) box.hidden = true;
+  });
+})();
