@@ -638,11 +638,11 @@ class _Recreate:
                 api.start(old_id)
             except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
                 problems.append(f"could not start the old container again: {exc}")
-        log_part = f"\nlast log lines of the new container:\n{tail}" if tail else ""
+        log_part = f"\nLast log lines of the new container:\n{tail}" if tail else ""
         if problems:
             message = f"{reason}; restoring {self.name} failed: {'; '.join(problems)}{log_part}"
             _emit(self.progress, Step.FAILED, message)
             return RecreateResult(Outcome.FAILED, message, container_id=old_id)
-        message = f"{reason}; the previous {self.name} was restored{log_part}"
+        message = f"{reason}. The previous {self.name} was restored.{log_part}"
         _emit(self.progress, Step.ROLLED_BACK, message)
         return RecreateResult(Outcome.ROLLED_BACK, message, container_id=old_id)

@@ -462,8 +462,8 @@ def test_finished_progress_names_the_service_that_rolled_back_and_why(staff, ref
     body = text(response)
     assert "Some services rolled back." in body
     assert (
-        "<strong>ai-enrichment</strong> was rolled back to its previous container: not healthy within 30s"
-        in body
+        "<strong>ai-enrichment</strong> was rolled back to its previous container: "
+        '<span class="message-cell">not healthy within 30s</span>' in body
     )
 
 
