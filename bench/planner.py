@@ -65,8 +65,8 @@ def time_strategy(name: str, instances) -> float:
     return statistics.median(samples)
 
 
-def main() -> dict[str, dict[tuple[int, int], float]]:
-    """Run the benchmark, print the table, and return the medians."""
+def main(argv: list[str] | None = None) -> dict[str, dict[tuple[int, int], float]]:
+    """Run the benchmark, print the table, and return the medians (``argv`` takes no options)."""
     rng = random.Random(SEED)
     instances = {size: [make_instance(rng, *size) for _ in range(INSTANCES)] for size in SIZES}
     results = {name: {size: time_strategy(name, instances[size]) for size in SIZES}
