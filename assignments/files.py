@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
+from assignments.planner.types import format_budget_gb
+
 OVERRIDE_NAME = "docker-compose.gpu-override.yml"
 ASSIGNMENTS_NAME = "gpu-assignments.yml"
 OVERRIDE_HEADER = (
@@ -48,10 +50,6 @@ def _dump(data) -> str:
     return yaml.dump(data, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False)
 
 
-def format_budget(budget_gb: float) -> str:
-    return f"{budget_gb:g}"
-
-
 def device_id(entry: FileEntry, id_format: str) -> str:
     if id_format == "uuid" and entry.gpu_uuid:
         return entry.gpu_uuid
@@ -81,7 +79,7 @@ def render_override(entries: list[FileEntry], *, id_format: str) -> str:
             }
         }
         if entry.budget_adjustable and entry.budget_gb is not None:
-            spec["environment"] = [f"VRAM_BUDGET_GB={format_budget(entry.budget_gb)}"]
+            spec["environment"] = [f"VRAM_BUDGET_GB={format_budget_gb(entry.budget_gb)}"]
         services[entry.service] = spec
     header = OVERRIDE_HEADER
     if unplaced:

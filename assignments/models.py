@@ -11,8 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from assignments import planner
-
-MB_PER_GB = 1024
+from assignments.planner.types import MB_PER_GB
 
 
 class AiService(models.Model):

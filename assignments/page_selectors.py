@@ -25,7 +25,6 @@ from assignments.selectors import (
 from gpus.models import Gpu, GpuSample
 from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
 
-MB_PER_GB = 1024
 SPARK_WIDTH = 120
 SPARK_HEIGHT = 28
 SEGMENT_COLOURS = 6  # CSS classes seg-0 … seg-5

@@ -3,6 +3,7 @@ hardware, API clients with each kind of identity."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,13 @@ def live_db(transactional_db):
     """A committed database other processes (a worker, a browser's server) can see, with the
     catalog in place."""
     seed_catalog()
+
+
+def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

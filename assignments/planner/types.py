@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 MB_PER_GB = 1024
 
 
+def format_budget_gb(budget_gb: float) -> str:
+    """A VRAM budget as ``VRAM_BUDGET_GB`` carries it: ``3.5``, ``4``, ``6.8``."""
+    return f"{round(float(budget_gb), 3):g}"
+
+
 @dataclass(frozen=True, slots=True)
 class GpuView:
     """One GPU as the planner sees it.

@@ -15,6 +15,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from assignments.planner.types import format_budget_gb
+
 from .base import (
     ContainerRuntime,
     ContainerState,
@@ -95,10 +97,6 @@ def budget_of(env: list[str] | None) -> float | None:
         return None
 
 
-def format_budget(budget_gb: float) -> str:
-    return str(round(float(budget_gb), 3))
-
-
 def with_budget(env: list[str] | None, budget_gb: float | None) -> list[str]:
     """The environment with ``VRAM_BUDGET_GB`` set to ``budget_gb`` (removed when None), in place."""
     result: list[str] = []
@@ -106,12 +104,12 @@ def with_budget(env: list[str] | None, budget_gb: float | None) -> list[str]:
     for entry in env or []:
         if entry.partition("=")[0] == BUDGET_ENV:
             if budget_gb is not None and not placed:
-                result.append(f"{BUDGET_ENV}={format_budget(budget_gb)}")
+                result.append(f"{BUDGET_ENV}={format_budget_gb(budget_gb)}")
                 placed = True
             continue
         result.append(entry)
     if budget_gb is not None and not placed:
-        result.append(f"{BUDGET_ENV}={format_budget(budget_gb)}")
+        result.append(f"{BUDGET_ENV}={format_budget_gb(budget_gb)}")
     return result
 
 
@@ -486,7 +484,7 @@ class _Recreate:
     def _describe_target(self) -> str:
         gpus = ",".join(self.device_ids) if self.device_ids else "none"
         budget = (
-            f"{BUDGET_ENV}={format_budget(self.budget_gb)}"
+            f"{BUDGET_ENV}={format_budget_gb(self.budget_gb)}"
             if self.budget_gb is not None
             else f"no {BUDGET_ENV}"
         )

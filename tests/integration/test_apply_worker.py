@@ -12,8 +12,7 @@ from assignments import progress
 from assignments.models import ApplyRun
 from assignments.services import APPLY_LOCK_KEY, config_save
 from gpus.services import gpu_scan_run
-from tests.conftest import REFERENCE_GPUS, config_files
-from tests.integration.test_detection_worker import wait_for
+from tests.conftest import REFERENCE_GPUS, config_files, wait_for
 from tests.plugins.dockerd import SERVICES, proc_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

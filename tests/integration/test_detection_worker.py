@@ -3,27 +3,15 @@ follows the hardware, a lost GPU triggers the fallback, its return restores the 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 
 from assignments.models import Assignment, ConfigVersion
 from assignments.services import config_save
 from gpus.models import Gpu, GpuSample
-from tests.conftest import config_files
+from tests.conftest import config_files, wait_for
 
 pytestmark = [pytest.mark.integration]
-
-
-def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _device(settings, service):
