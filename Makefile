@@ -62,3 +62,7 @@ bench: $(STAMP) dockerd-start
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

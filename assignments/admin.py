@@ -10,9 +10,24 @@ from assignments.services import ConfigInvalid, config_save, config_validate
 class AiServiceAdmin(admin.ModelAdmin):
     """The catalog: VRAM estimates, strategy flags and default budgets are edited here."""
 
-    list_display = ["name", "display_name", "vram_required_mb", "latency_critical", "isolated",
-                    "budget_adjustable", "default_budget_gb", "enabled", "sort_order"]
-    list_editable = ["vram_required_mb", "latency_critical", "isolated", "default_budget_gb", "enabled"]
+    list_display = [
+        "name",
+        "display_name",
+        "vram_required_mb",
+        "latency_critical",
+        "isolated",
+        "budget_adjustable",
+        "default_budget_gb",
+        "enabled",
+        "sort_order",
+    ]
+    list_editable = [
+        "vram_required_mb",
+        "latency_critical",
+        "isolated",
+        "default_budget_gb",
+        "enabled",
+    ]
     search_fields = ["name", "display_name", "model_name"]
 
 
@@ -66,16 +81,31 @@ class AssignmentAdmin(admin.ModelAdmin):
     the API: validated, recorded as a ConfigVersion, and the generated files rewritten."""
 
     form = AssignmentForm
-    list_display = ["service", "gpu_index", "gpu_uuid", "vram_budget_override", "fallback_gpu_index",
-                    "fallback_reason", "updated_at"]
+    list_display = [
+        "service",
+        "gpu_index",
+        "gpu_uuid",
+        "vram_budget_override",
+        "fallback_gpu_index",
+        "fallback_reason",
+        "updated_at",
+    ]
     list_select_related = ["service"]
-    readonly_fields = ["gpu_uuid", "fallback_gpu_index", "fallback_gpu_uuid", "fallback_reason", "updated_at"]
+    readonly_fields = [
+        "gpu_uuid",
+        "fallback_gpu_index",
+        "fallback_gpu_uuid",
+        "fallback_reason",
+        "updated_at",
+    ]
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "service"] if obj else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
-        config_save(assignments=[form.as_change()], user=request.user, actor=request.user.get_username())
+        config_save(
+            assignments=[form.as_change()], user=request.user, actor=request.user.get_username()
+        )
         saved = Assignment.objects.get(service__name=form.as_change()["service"])
         obj.pk = saved.pk
         obj.refresh_from_db()

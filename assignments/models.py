@@ -24,7 +24,9 @@ class AiService(models.Model):
     display_name = models.CharField(max_length=200)
     model_name = models.CharField(max_length=200, blank=True, help_text="The model it serves.")
     description = models.TextField(blank=True)
-    vram_required_mb = models.PositiveIntegerField(help_text="VRAM estimate in MB (1 GB = 1024 MB).")
+    vram_required_mb = models.PositiveIntegerField(
+        help_text="VRAM estimate in MB (1 GB = 1024 MB)."
+    )
     latency_critical = models.BooleanField(default=False)
     isolated = models.BooleanField(
         default=False, help_text="Prefers a GPU of its own (isolation-first strategy)."
@@ -54,7 +56,9 @@ class AiService(models.Model):
 
     def clean(self) -> None:
         if self.budget_adjustable and self.default_budget_gb is None:
-            raise ValidationError({"default_budget_gb": "A budget-adjustable service needs a default budget."})
+            raise ValidationError(
+                {"default_budget_gb": "A budget-adjustable service needs a default budget."}
+            )
 
     @property
     def vram_required_gb(self) -> float:

@@ -59,7 +59,11 @@ def progress_get(operation_id: str) -> list[dict]:
     out = []
     now = time.time()
     for s in services:
-        entry = values.get(_service_key(operation_id, s)) or {"service": s, "status": "pending", "message": ""}
+        entry = values.get(_service_key(operation_id, s)) or {
+            "service": s,
+            "status": "pending",
+            "message": "",
+        }
         started = entry.get("started_at") or now
         end = entry.get("updated_at", now) if entry.get("status") in TERMINAL else now
         out.append({**entry, "elapsed_s": round(max(end - started, 0.0), 1)})

@@ -91,7 +91,9 @@ def planning_input() -> PlanningInput:
 
 def fallback_issues(assignments: dict[str, Assignment]) -> list[Issue]:
     return [
-        Issue(code="fallback", message=a.fallback_reason, service=name, gpu_index=a.fallback_gpu_index)
+        Issue(
+            code="fallback", message=a.fallback_reason, service=name, gpu_index=a.fallback_gpu_index
+        )
         for name, a in assignments.items()
         if a.fallback_reason
     ]

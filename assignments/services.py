@@ -54,7 +54,9 @@ def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> fl
         raise ConfigInvalid(f"{name}: vram_budget_override must be a number of GB, got {value!r}.")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
-        raise ConfigInvalid(f"{name}: vram_budget_override must be greater than 0 GB, got {value:g}.")
+        raise ConfigInvalid(
+            f"{name}: vram_budget_override must be greater than 0 GB, got {value:g}."
+        )
     if not svc.budget_adjustable:
         raise ConfigInvalid(f"{name}: this service does not take a VRAM budget override.")
     limit = MAX_BUDGET_GB
@@ -69,14 +71,18 @@ def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> fl
 
 def _validate(strategy, assignments, data: PlanningInput) -> tuple[str | None, dict[str, dict]]:
     """Check a save request completely before anything is written; returns cleaned values."""
-    if strategy is not None and (not isinstance(strategy, str) or strategy not in planner.strategy_names()):
+    if strategy is not None and (
+        not isinstance(strategy, str) or strategy not in planner.strategy_names()
+    ):
         raise ConfigInvalid(
             f"Unknown strategy {strategy!r}; expected one of: {', '.join(planner.strategy_names())}."
         )
     if assignments is None:
         return strategy, {}
     if not isinstance(assignments, list):
-        raise ConfigInvalid("assignments must be a list of {service, gpu_index, vram_budget_override}.")
+        raise ConfigInvalid(
+            "assignments must be a list of {service, gpu_index, vram_budget_override}."
+        )
     gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
     cleaned: dict[str, dict] = {}
     for position, item in enumerate(assignments):
@@ -84,7 +90,9 @@ def _validate(strategy, assignments, data: PlanningInput) -> tuple[str | None, d
             raise ConfigInvalid(f"assignments[{position}] must be an object.")
         unknown_keys = set(item) - {"service", "gpu_index", "vram_budget_override"}
         if unknown_keys:
-            raise ConfigInvalid(f"assignments[{position}]: unknown field(s) {', '.join(sorted(unknown_keys))}.")
+            raise ConfigInvalid(
+                f"assignments[{position}]: unknown field(s) {', '.join(sorted(unknown_keys))}."
+            )
         name = item.get("service")
         if not isinstance(name, str) or not name:
             raise ConfigInvalid(f"assignments[{position}]: service is required.")
@@ -107,8 +115,11 @@ def _validate(strategy, assignments, data: PlanningInput) -> tuple[str | None, d
             svc=svc,
             gpu=gpus.get(index) if index is not None else None,
         )
-        cleaned[name] = {"gpu": gpus.get(index) if index is not None else None, "budget": budget,
-                         "budget_given": "vram_budget_override" in item}
+        cleaned[name] = {
+            "gpu": gpus.get(index) if index is not None else None,
+            "budget": budget,
+            "budget_given": "vram_budget_override" in item,
+        }
     return strategy, cleaned
 
 
@@ -125,14 +136,18 @@ def _snapshot(data: PlanningInput) -> list[dict]:
         {
             "service": d.name,
             "gpu_index": d.current_gpu,
-            "gpu_uuid": data.assignments[d.name].effective_gpu_uuid if d.name in data.assignments else "",
+            "gpu_uuid": data.assignments[d.name].effective_gpu_uuid
+            if d.name in data.assignments
+            else "",
             "vram_budget_override": d.budget_gb,
         }
         for d in data.services
     ]
 
 
-def _record_version(*, source: str, strategy: str, user=None, actor: str = "") -> tuple[ConfigVersion, list[str]]:
+def _record_version(
+    *, source: str, strategy: str, user=None, actor: str = ""
+) -> tuple[ConfigVersion, list[str]]:
     data = planning_input()
     warnings = [issue.message for issue in config_issues(data)]
     version = ConfigVersion.objects.create(
@@ -163,8 +178,11 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
         plan = planner.plan(strategy, data.gpus, data.services)
         gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
         cleaned = {
-            p.service: {"gpu": gpus.get(p.gpu_index) if p.gpu_index is not None else None,
-                        "budget": None, "budget_given": False}
+            p.service: {
+                "gpu": gpus.get(p.gpu_index) if p.gpu_index is not None else None,
+                "budget": None,
+                "budget_given": False,
+            }
             for p in plan.placements
         }
 
@@ -178,7 +196,11 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
             gpu = values["gpu"]
             if values["budget_given"]:
                 assignment.vram_budget_override = values["budget"]
-            if assignment.fallback_reason and gpu is not None and gpu.uuid == assignment.fallback_gpu_uuid:
+            if (
+                assignment.fallback_reason
+                and gpu is not None
+                and gpu.uuid == assignment.fallback_gpu_uuid
+            ):
                 # The row names where the service runs while its GPU is away (a page that saves
                 # every row does that): keep the saved choice, so it comes back with the card.
                 assignment.save()
@@ -252,7 +274,9 @@ def _assignments_initial() -> dict:
             gpu_index=gpu.index if gpu else None,
             gpu_uuid=gpu.uuid if gpu else "",
         )
-    _record_version(source=ConfigVersion.Source.INITIAL, strategy=GpuConfig.load().strategy, actor="gpuconfig")
+    _record_version(
+        source=ConfigVersion.Source.INITIAL, strategy=GpuConfig.load().strategy, actor="gpuconfig"
+    )
     logger.info("Initial GPU assignments saved from the %s plan", strategy)
     return {"initial": [p.service for p in plan.placements]}
 
@@ -277,8 +301,17 @@ def assignments_follow_inventory() -> dict:
     available_by_index = {g.index: g for g in gpus_by_uuid.values() if g.available}
     if available_by_index and not Assignment.objects.exists():
         return _assignments_initial()
-    changes: dict[str, list[str]] = {"reindexed": [], "fallback": [], "restored": [], "unplaced": []}
-    rows = list(Assignment.objects.select_related("service").select_for_update().filter(service__enabled=True))
+    changes: dict[str, list[str]] = {
+        "reindexed": [],
+        "fallback": [],
+        "restored": [],
+        "unplaced": [],
+    }
+    rows = list(
+        Assignment.objects.select_related("service")
+        .select_for_update()
+        .filter(service__enabled=True)
+    )
 
     for a in rows:
         saved = gpus_by_uuid.get(a.gpu_uuid) if a.gpu_uuid else None
@@ -294,7 +327,11 @@ def assignments_follow_inventory() -> dict:
                 dirty.append("gpu_index")
                 changes["reindexed"].append(a.service.name)
             if a.fallback_reason:
-                logger.info("%s: %s is back; restoring the saved assignment", a.service.name, _gpu_label(saved, None))
+                logger.info(
+                    "%s: %s is back; restoring the saved assignment",
+                    a.service.name,
+                    _gpu_label(saved, None),
+                )
                 a.fallback_gpu_index, a.fallback_gpu_uuid, a.fallback_reason = None, "", ""
                 dirty += ["fallback_gpu_index", "fallback_gpu_uuid", "fallback_reason"]
                 changes["restored"].append(a.service.name)
@@ -315,7 +352,11 @@ def assignments_follow_inventory() -> dict:
                 a.save(update_fields=["fallback_gpu_index", "updated_at"])
             continue
         data = planning_input()
-        others = [Placement(d.name, d.current_gpu, d.budget_gb) for d in data.services if d.name != a.service.name]
+        others = [
+            Placement(d.name, d.current_gpu, d.budget_gb)
+            for d in data.services
+            if d.name != a.service.name
+        ]
         target_index = planner.fallback_gpu(data.gpus, data.services, others)
         target = available_by_index.get(target_index) if target_index is not None else None
         lost_label = _gpu_label(saved, a.gpu_index)
@@ -334,7 +375,14 @@ def assignments_follow_inventory() -> dict:
             a.fallback_gpu_index = target.index if target else None
             a.fallback_gpu_uuid = target.uuid if target else ""
             a.fallback_reason = reason
-            a.save(update_fields=["fallback_gpu_index", "fallback_gpu_uuid", "fallback_reason", "updated_at"])
+            a.save(
+                update_fields=[
+                    "fallback_gpu_index",
+                    "fallback_gpu_uuid",
+                    "fallback_reason",
+                    "updated_at",
+                ]
+            )
         else:
             # Already falling back there: not a change.
             changes["fallback" if target else "unplaced"].remove(a.service.name)
@@ -408,7 +456,14 @@ def apply_recover_stale(*, runtime=None) -> list[str]:
             run.finished_at = timezone.now()
             run.save(update_fields=["status", "error", "finished_at"])
         for service in run.services:
-            entry = next((p for p in progress.progress_get(str(run.operation_id)) if p["service"] == service), None)
+            entry = next(
+                (
+                    p
+                    for p in progress.progress_get(str(run.operation_id))
+                    if p["service"] == service
+                ),
+                None,
+            )
             if entry and entry["status"] not in progress.TERMINAL:
                 progress.progress_update(str(run.operation_id), service, "failed", reason)
         logger.warning("Apply %s marked failed: %s", run.operation_id, reason)
@@ -523,19 +578,29 @@ def config_apply(*, run_id: int) -> ApplyRun:
             runtime = get_runtime()
             restored = runtime.recover()
             if restored:
-                log.append(f"Restored containers left aside by an earlier apply: {', '.join(restored)}")
+                log.append(
+                    f"Restored containers left aside by an earlier apply: {', '.join(restored)}"
+                )
             changes = [c for c in diff(runtime, apply_targets()) if c.needs_recreate]
             for gone in sorted(set(run.services) - {c.service for c in changes}):
                 report(gone, "unchanged", "Already running with this assignment")
-            outcome = execute(runtime, changes, progress=report, health_timeout=settings.GPUCONFIG_HEALTH_TIMEOUT)
+            outcome = execute(
+                runtime, changes, progress=report, health_timeout=settings.GPUCONFIG_HEALTH_TIMEOUT
+            )
             for service, result in outcome.items():
                 results[service] = {"outcome": str(result.outcome), "message": result.message}
             failed = [s for s, r in outcome.items() if r.outcome != Outcome.HEALTHY]
             status = ApplyRun.Status.SUCCEEDED
             error = ""
             if failed:
-                status = ApplyRun.Status.PARTIAL if len(failed) < len(outcome) else ApplyRun.Status.FAILED
-                error = "; ".join(f"{s}: {outcome[s].outcome} — {outcome[s].message}" for s in failed)
+                status = (
+                    ApplyRun.Status.PARTIAL
+                    if len(failed) < len(outcome)
+                    else ApplyRun.Status.FAILED
+                )
+                error = "; ".join(
+                    f"{s}: {outcome[s].outcome} — {outcome[s].message}" for s in failed
+                )
         except RuntimeUnavailable as exc:
             status, error = ApplyRun.Status.FAILED, str(exc)
             for service in run.services:
@@ -567,8 +632,12 @@ def apply_status() -> dict:
         "services_pending": [e["service"] for e in entries if e["status"] not in progress.TERMINAL],
         "services_completed": [e["service"] for e in entries if e["status"] in progress.TERMINAL],
         "service_statuses": [
-            {"service": e["service"], "status": e["status"], "message": e.get("message", ""),
-             "elapsed_s": e.get("elapsed_s")}
+            {
+                "service": e["service"],
+                "status": e["status"],
+                "message": e.get("message", ""),
+                "elapsed_s": e.get("elapsed_s"),
+            }
             for e in entries
         ],
         "services": services_live(restart={e["service"]: e["status"] for e in entries}),

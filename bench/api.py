@@ -52,21 +52,45 @@ def main(argv: list[str] | None = None) -> None:
             GPUCONFIG_LOG_LEVEL="WARNING",
         )
         manage = [sys.executable, "manage.py"]
-        subprocess.run([*manage, "migrate", "--noinput"], cwd=REPO_ROOT, env=env, check=True,
-                       capture_output=True)
-        subprocess.run([*manage, "detect_gpus"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*manage, "migrate", "--noinput"],
+            cwd=REPO_ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*manage, "detect_gpus"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        )
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "gpuconfig_site.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--threads", "8", "--backlog", "256"],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "gpuconfig_site.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+                "--backlog",
+                "256",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}/api/system/gpus"
         try:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    urllib.request.urlopen(urllib.request.Request(url, headers={"X-API-Key": KEY}), timeout=2)
+                    urllib.request.urlopen(
+                        urllib.request.Request(url, headers={"X-API-Key": KEY}), timeout=2
+                    )
                     break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -106,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
             server.wait(10)
 
-    print(f"GET /api/system/gpus, {args.clients} concurrent clients x {args.requests} requests "
-          "(gunicorn 2 workers x 8 threads, SQLite)")
+    print(
+        f"GET /api/system/gpus, {args.clients} concurrent clients x {args.requests} requests "
+        "(gunicorn 2 workers x 8 threads, SQLite)"
+    )
     print(f"  requests ok : {len(latencies)}  errors: {errors}")
     print(f"  p50         : {statistics.median(latencies):.1f} ms")
     print(f"  p99         : {percentile(latencies, 0.99):.1f} ms")

@@ -41,15 +41,17 @@ def make_instance(rng: random.Random, services: int, gpus: int):
     demands = []
     for i in range(services):
         adjustable = rng.random() < 0.15
-        demands.append(ServiceDemand(
-            name=f"svc-{i}",
-            need_mb=int(min(24000, rng.lognormvariate(7.5, 0.9))),
-            latency_critical=rng.random() < 0.25,
-            isolated=i == 0 or rng.random() < 0.03,
-            budget_adjustable=adjustable,
-            default_budget_gb=round(rng.uniform(1.0, 8.0), 1) if adjustable else None,
-            current_gpu=rng.choice([None, *range(gpus)]),
-        ))
+        demands.append(
+            ServiceDemand(
+                name=f"svc-{i}",
+                need_mb=int(min(24000, rng.lognormvariate(7.5, 0.9))),
+                latency_critical=rng.random() < 0.25,
+                isolated=i == 0 or rng.random() < 0.03,
+                budget_adjustable=adjustable,
+                default_budget_gb=round(rng.uniform(1.0, 8.0), 1) if adjustable else None,
+                current_gpu=rng.choice([None, *range(gpus)]),
+            )
+        )
     return gpu_views, demands
 
 
@@ -69,20 +71,29 @@ def main(argv: list[str] | None = None) -> dict[str, dict[tuple[int, int], float
     """Run the benchmark, print the table, and return the medians (``argv`` takes no options)."""
     rng = random.Random(SEED)
     instances = {size: [make_instance(rng, *size) for _ in range(INSTANCES)] for size in SIZES}
-    results = {name: {size: time_strategy(name, instances[size]) for size in SIZES}
-               for name in strategy_names()}
+    results = {
+        name: {size: time_strategy(name, instances[size]) for size in SIZES}
+        for name in strategy_names()
+    }
 
     headers = ["strategy"] + [f"{s}×{g} (ms)" for s, g in SIZES]
     rows = [[name] + [f"{results[name][size]:.3f}" for size in SIZES] for name in results]
     widths = [max(len(row[c]) for row in [headers, *rows]) for c in range(len(headers))]
-    print(f"Median plan() time over {INSTANCES} seeded instances × {REPEATS} runs "
-          "(services × GPUs)")
-    print("  ".join(h.ljust(w) if c == 0 else h.rjust(w)
-                    for c, (h, w) in enumerate(zip(headers, widths))))
+    print(
+        f"Median plan() time over {INSTANCES} seeded instances × {REPEATS} runs (services × GPUs)"
+    )
+    print(
+        "  ".join(
+            h.ljust(w) if c == 0 else h.rjust(w) for c, (h, w) in enumerate(zip(headers, widths))
+        )
+    )
     print("  ".join("-" * w for w in widths))
     for row in rows:
-        print("  ".join(v.ljust(w) if c == 0 else v.rjust(w)
-                        for c, (v, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(row, widths))
+            )
+        )
     return results
 
 

@@ -7,8 +7,17 @@ from gpus.models import Gpu, GpuSample
 class GpuAdmin(admin.ModelAdmin):
     """The inventory is written by scans; the admin shows it and may hide a lost card."""
 
-    list_display = ["index", "name", "uuid", "vram_total_mb", "vram_used_mb", "compute_capability",
-                    "available", "last_seen", "backend"]
+    list_display = [
+        "index",
+        "name",
+        "uuid",
+        "vram_total_mb",
+        "vram_used_mb",
+        "compute_capability",
+        "available",
+        "last_seen",
+        "backend",
+    ]
     list_filter = ["available", "backend"]
     search_fields = ["name", "uuid", "pci_bus_id"]
     readonly_fields = [f.name for f in Gpu._meta.fields if f.name != "available"]

@@ -34,7 +34,9 @@ def gpu_available_list() -> list[Gpu]:
     return list(gpu_list(include_unavailable=False))
 
 
-def gpu_samples(*, gpu_ids: list[int] | None = None, seconds: int | None = None) -> dict[int, list[GpuSample]]:
+def gpu_samples(
+    *, gpu_ids: list[int] | None = None, seconds: int | None = None
+) -> dict[int, list[GpuSample]]:
     """Recorded samples per GPU id, oldest first, within the retention window."""
     window = seconds or settings.GPUCONFIG_SAMPLE_RETENTION
     since = timezone.now() - timedelta(seconds=window)

@@ -58,7 +58,9 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
             gpu.utilization_percent = None
             gpu.save(update_fields=["available", "utilization_percent", "updated_at"])
             result.lost.append(gpu.uuid)
-            logger.warning("GPU %s (%s, index %s) is no longer available", gpu.uuid, gpu.name, gpu.index)
+            logger.warning(
+                "GPU %s (%s, index %s) is no longer available", gpu.uuid, gpu.name, gpu.index
+            )
     moving = [
         existing[r.uuid]
         for r in present

@@ -41,7 +41,9 @@ class GpuConfigView(APIView):
     def put(self, request):
         body = request.data
         if not isinstance(body, dict):
-            return bad_request("The body must be a JSON object like {\"strategy\": ..., \"assignments\": [...]}.")
+            return bad_request(
+                'The body must be a JSON object like {"strategy": ..., "assignments": [...]}.'
+            )
         unknown = set(body) - {"strategy", "assignments"}
         if unknown:
             return bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
@@ -56,14 +58,18 @@ class GpuConfigView(APIView):
             )
         except ConfigInvalid as exc:
             return bad_request(exc.detail)
-        return Response({"success": True, "warnings": result.warnings, "version": result.version.pk})
+        return Response(
+            {"success": True, "warnings": result.warnings, "version": result.version.pk}
+        )
 
 
 class PreviewView(APIView):
     """What a strategy would assign with the current GPUs, without saving anything."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names())],
+        parameters=[
+            OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names())
+        ],
         responses={200: s.PreviewSerializer, 400: OpenApiTypes.OBJECT},
         operation_id="gpu_config_preview",
     )
@@ -81,7 +87,11 @@ class PreviewView(APIView):
             {
                 "strategy": plan.strategy,
                 "proposed_assignments": [
-                    {"service": p.service, "gpu_index": p.gpu_index, "vram_budget_override": p.budget_gb}
+                    {
+                        "service": p.service,
+                        "gpu_index": p.gpu_index,
+                        "vram_budget_override": p.budget_gb,
+                    }
                     for p in plan.placements
                 ],
                 "warnings": plan.warnings,
@@ -116,7 +126,8 @@ class ApplyView(APIView):
             )
         except RuntimeError_ as exc:
             return Response(
-                {"detail": f"The container engine refused: {exc}"}, status=status.HTTP_502_BAD_GATEWAY
+                {"detail": f"The container engine refused: {exc}"},
+                status=status.HTTP_502_BAD_GATEWAY,
             )
         return Response(
             {
@@ -127,7 +138,8 @@ class ApplyView(APIView):
                 "failed": [],
                 "warnings": [] if pending else ["Every service already runs with its assignment."],
                 "service_statuses": [
-                    {"service": name, "status": "pending", "message": "Waiting to restart"} for name in pending
+                    {"service": name, "status": "pending", "message": "Waiting to restart"}
+                    for name in pending
                 ],
             },
             status=status.HTTP_202_ACCEPTED,

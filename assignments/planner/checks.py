@@ -90,37 +90,59 @@ def check(
         index = placement.gpu_index if placement is not None else None
         if index is None:
             if any_usable:
-                issues.append(Issue("unassigned", f"{service.name} has no GPU assigned.",
-                                    service=service.name))
+                issues.append(
+                    Issue(
+                        "unassigned", f"{service.name} has no GPU assigned.", service=service.name
+                    )
+                )
             else:
-                issues.append(Issue("unplaced",
-                                    f"{service.name} could not be placed: no GPU is available.",
-                                    service=service.name))
+                issues.append(
+                    Issue(
+                        "unplaced",
+                        f"{service.name} could not be placed: no GPU is available.",
+                        service=service.name,
+                    )
+                )
         elif index not in by_index:
-            issues.append(Issue("gpu_missing",
-                                f"{service.name} is assigned to GPU {index}, which is not present.",
-                                service=service.name, gpu_index=index))
+            issues.append(
+                Issue(
+                    "gpu_missing",
+                    f"{service.name} is assigned to GPU {index}, which is not present.",
+                    service=service.name,
+                    gpu_index=index,
+                )
+            )
         elif not by_index[index].available:
-            issues.append(Issue("gpu_missing",
-                                f"{service.name} is assigned to {gpu_label(by_index[index])}, "
-                                "which is not available.",
-                                service=service.name, gpu_index=index))
+            issues.append(
+                Issue(
+                    "gpu_missing",
+                    f"{service.name} is assigned to {gpu_label(by_index[index])}, "
+                    "which is not available.",
+                    service=service.name,
+                    gpu_index=index,
+                )
+            )
 
     for gpu in sorted(gpus, key=lambda g: g.index):
         if not gpu.available:
             continue
-        on_gpu = [(s, placed[s.name]) for s in services
-                  if s.name in placed and placed[s.name].gpu_index == gpu.index]
+        on_gpu = [
+            (s, placed[s.name])
+            for s in services
+            if s.name in placed and placed[s.name].gpu_index == gpu.index
+        ]
         load = gpu.foreign_used_mb + sum(need_mb(s, p) for s, p in on_gpu)
         if on_gpu and load > gpu.total_mb:
             needs = ", ".join(f"{s.name} needs {gb(need_mb(s, p))} GB" for s, p in on_gpu)
             room = gpu.total_mb - gpu.foreign_used_mb
-            issues.append(Issue(
-                "over_capacity",
-                f"{gpu_label(gpu)} is over capacity by {gb_up(load - gpu.total_mb)} GB: "
-                f"{needs}, {gb(max(room, 0))} GB available.",
-                gpu_index=gpu.index,
-            ))
+            issues.append(
+                Issue(
+                    "over_capacity",
+                    f"{gpu_label(gpu)} is over capacity by {gb_up(load - gpu.total_mb)} GB: "
+                    f"{needs}, {gb(max(room, 0))} GB available.",
+                    gpu_index=gpu.index,
+                )
+            )
 
     for service in services:
         placement = placed.get(service.name)
@@ -137,19 +159,27 @@ def check(
         explicit = placement.budget_gb if placement.budget_gb is not None else service.budget_gb
         use = f" Use {suggestion:.1f} GB instead." if suggestion is not None else ""
         if explicit is not None:
-            issues.append(Issue(
-                "budget_too_large",
-                f"The VRAM budget of {service.name} ({gb(need)} GB) is more than "
-                f"{gpu_label(gpu)} can give it ({gb(max(room, 0))} GB).{use}",
-                service=service.name, gpu_index=gpu.index, suggested_budget_gb=suggestion,
-            ))
+            issues.append(
+                Issue(
+                    "budget_too_large",
+                    f"The VRAM budget of {service.name} ({gb(need)} GB) is more than "
+                    f"{gpu_label(gpu)} can give it ({gb(max(room, 0))} GB).{use}",
+                    service=service.name,
+                    gpu_index=gpu.index,
+                    suggested_budget_gb=suggestion,
+                )
+            )
         elif suggestion is not None:
-            issues.append(Issue(
-                "budget_suggestion",
-                f"{service.name} needs {gb(need)} GB but {gpu_label(gpu)} can give it "
-                f"{gb(max(room, 0))} GB: set its VRAM budget to {suggestion:.1f} GB.",
-                service=service.name, gpu_index=gpu.index, suggested_budget_gb=suggestion,
-            ))
+            issues.append(
+                Issue(
+                    "budget_suggestion",
+                    f"{service.name} needs {gb(need)} GB but {gpu_label(gpu)} can give it "
+                    f"{gb(max(room, 0))} GB: set its VRAM budget to {suggestion:.1f} GB.",
+                    service=service.name,
+                    gpu_index=gpu.index,
+                    suggested_budget_gb=suggestion,
+                )
+            )
     return tuple(issues)
 
 
@@ -157,7 +187,7 @@ def gpu_label(gpu: GpuView) -> str:
     """``GPU 1 (RTX A400)``: the index and the name without the vendor prefix."""
     name = gpu.name.strip()
     if name.upper().startswith("NVIDIA "):
-        name = name[len("NVIDIA "):].strip()
+        name = name[len("NVIDIA ") :].strip()
     return f"GPU {gpu.index} ({name})" if name else f"GPU {gpu.index}"
 
 
@@ -185,8 +215,11 @@ def _room_mb(
 ) -> int:
     """What ``gpu`` can give one service after its foreign use and the others placed on it."""
     by_name = _services_by_name(services)
-    others = sum(need_mb(_service(by_name, p), p) for p in placements
-                 if p.gpu_index == gpu.index and p.service != name)
+    others = sum(
+        need_mb(_service(by_name, p), p)
+        for p in placements
+        if p.gpu_index == gpu.index and p.service != name
+    )
     return gpu.total_mb - gpu.foreign_used_mb - others
 
 

@@ -39,7 +39,9 @@ class DetectSerializer(GpuListSerializer):
     backend = serializers.CharField(allow_null=True)
     notes = serializers.ListField(child=serializers.CharField())
     error = serializers.CharField(allow_null=True)
-    fresh = serializers.BooleanField(help_text="False when the scan did not finish within the wait.")
+    fresh = serializers.BooleanField(
+        help_text="False when the scan did not finish within the wait."
+    )
 
 
 class SampleSerializer(serializers.ModelSerializer):

@@ -42,8 +42,13 @@ class GpuHistoryView(APIView):
         gpus = list(gpu_list())
         samples = gpu_samples(gpu_ids=[g.pk for g in gpus])
         data = [
-            {"index": g.index, "uuid": g.uuid, "name": g.name, "vram_total_mb": g.vram_total_mb,
-             "samples": samples.get(g.pk, [])}
+            {
+                "index": g.index,
+                "uuid": g.uuid,
+                "name": g.name,
+                "vram_total_mb": g.vram_total_mb,
+                "samples": samples.get(g.pk, []),
+            }
             for g in gpus
         ]
         return Response(GpuHistoryListSerializer({"gpus": data}).data)

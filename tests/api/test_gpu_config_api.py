@@ -27,7 +27,9 @@ def put(django_capture_on_commit_callbacks):
 def _state(settings):
     return (
         GpuConfig.load().strategy,
-        sorted(Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")),
+        sorted(
+            Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")
+        ),
         ConfigVersion.objects.count(),
         config_files(settings),
     )
@@ -37,8 +39,18 @@ def test_gpus_lists_the_reference_hardware_in_client_field_names(staff_client, r
     body = staff_client.get("/api/system/gpus").json()
     assert [g["name"] for g in body["gpus"]] == ["NVIDIA RTX A5500", "NVIDIA RTX A400"]
     first = body["gpus"][0]
-    for key in ("index", "name", "uuid", "vram_total_mb", "vram_used_mb", "compute_capability",
-                "utilization_percent", "temperature_c", "power_w", "available"):
+    for key in (
+        "index",
+        "name",
+        "uuid",
+        "vram_total_mb",
+        "vram_used_mb",
+        "compute_capability",
+        "utilization_percent",
+        "temperature_c",
+        "power_w",
+        "available",
+    ):
         assert key in first
     assert first["compute_capability"] == "8.6"
     assert "detail" not in body
@@ -63,14 +75,27 @@ def test_catalog_lists_the_five_services(staff_client):
 def test_get_config_has_strategy_strategies_assignments_warnings(staff_client, reference_inventory):
     body = staff_client.get(URL).json()
     assert body["strategy"] == "vram_based"
-    assert body["strategies"] == ["manual", "vram_based", "latency_optimized", "isolation_first", "balanced"]
+    assert body["strategies"] == [
+        "manual",
+        "vram_based",
+        "latency_optimized",
+        "isolation_first",
+        "balanced",
+    ]
     assert {a["service"] for a in body["assignments"]} == {
-        "ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment"}
+        "ai-llm",
+        "ai-yolo26",
+        "ai-florence",
+        "ai-clip",
+        "ai-enrichment",
+    }
     assert isinstance(body["warnings"], list)
     assert "updated_at" in body
 
 
-@pytest.mark.parametrize("strategy", ["manual", "vram_based", "latency_optimized", "isolation_first", "balanced"])
+@pytest.mark.parametrize(
+    "strategy", ["manual", "vram_based", "latency_optimized", "isolation_first", "balanced"]
+)
 def test_preview_each_strategy(staff_client, reference_inventory, strategy):
     body = staff_client.get(URL + "/preview", {"strategy": strategy}).json()
     assert body["strategy"] == strategy
@@ -84,7 +109,9 @@ def test_preview_refuses_an_unknown_strategy(staff_client, reference_inventory):
     assert "Unknown strategy 'fastest'" in res.json()["detail"]
 
 
-def test_saving_a_strategy_saves_its_plan_and_writes_both_files(put, staff_client, reference_inventory, settings):
+def test_saving_a_strategy_saves_its_plan_and_writes_both_files(
+    put, staff_client, reference_inventory, settings
+):
     res = put(staff_client, {"strategy": "isolation_first"})
     assert res.status_code == 200, res.json()
     assert res.json()["success"] is True
@@ -104,13 +131,23 @@ def test_saving_a_strategy_saves_its_plan_and_writes_both_files(put, staff_clien
     assert ConfigVersion.objects.filter(source="save").count() == 1
 
 
-def test_enrichment_on_the_4gb_gpu_warns_and_suggests_3_5_gb(put, staff_client, reference_inventory, settings):
-    res = put(staff_client, {"strategy": "manual", "assignments": [{"service": "ai-enrichment", "gpu_index": 1}]},
+def test_enrichment_on_the_4gb_gpu_warns_and_suggests_3_5_gb(
+    put, staff_client, reference_inventory, settings
+):
+    res = put(
+        staff_client,
+        {"strategy": "manual", "assignments": [{"service": "ai-enrichment", "gpu_index": 1}]},
     )
     assert res.status_code == 200
     assert any("3.5 GB" in w for w in res.json()["warnings"]), res.json()["warnings"]
 
-    res = put(staff_client, {"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5}]},
+    res = put(
+        staff_client,
+        {
+            "assignments": [
+                {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5}
+            ]
+        },
     )
     assert res.status_code == 200
     override = yaml.safe_load(config_files(settings)["docker-compose.gpu-override.yml"])
@@ -124,7 +161,9 @@ def test_device_ids_can_be_uuids(put, staff_client, reference_inventory, setting
     settings.GPUCONFIG_DEVICE_ID_FORMAT = "uuid"
     put(staff_client, {"strategy": "isolation_first"})
     override = yaml.safe_load(config_files(settings)["docker-compose.gpu-override.yml"])
-    ids = override["services"]["ai-llm"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+    ids = override["services"]["ai-llm"]["deploy"]["resources"]["reservations"]["devices"][0][
+        "device_ids"
+    ]
     assert ids == ["GPU-5c2f1a7e-a5500-0000-0000-000000000000"] or ids[0].startswith("GPU-")
 
 
@@ -138,14 +177,55 @@ BAD_BODIES = [
     ({"assignments": [{"service": "ai-llm", "gpu_index": True}]}, "gpu_index must be an integer"),
     ({"assignments": [{"service": "ai-llm"}]}, "gpu_index is required"),
     ({"assignments": [{"gpu_index": 0}]}, "service is required"),
-    ({"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": -1}]}, "greater than 0"),
-    ({"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 0}]}, "greater than 0"),
-    ({"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 1e9}]}, "more than"),
-    ({"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 5}]}, "more than the 4.0 GB"),
-    ({"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": "lots"}]}, "must be a number"),
-    ({"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": "3.5"}]}, "must be a number"),
-    ({"assignments": [{"service": "ai-llm", "gpu_index": 0, "vram_budget_override": 2}]}, "does not take a VRAM budget"),
-    ({"assignments": [{"service": "ai-llm", "gpu_index": 0}, {"service": "ai-llm", "gpu_index": 1}]}, "listed twice"),
+    (
+        {"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": -1}]},
+        "greater than 0",
+    ),
+    (
+        {"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 0}]},
+        "greater than 0",
+    ),
+    (
+        {
+            "assignments": [
+                {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 1e9}
+            ]
+        },
+        "more than",
+    ),
+    (
+        {"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 5}]},
+        "more than the 4.0 GB",
+    ),
+    (
+        {
+            "assignments": [
+                {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": "lots"}
+            ]
+        },
+        "must be a number",
+    ),
+    (
+        {
+            "assignments": [
+                {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": "3.5"}
+            ]
+        },
+        "must be a number",
+    ),
+    (
+        {"assignments": [{"service": "ai-llm", "gpu_index": 0, "vram_budget_override": 2}]},
+        "does not take a VRAM budget",
+    ),
+    (
+        {
+            "assignments": [
+                {"service": "ai-llm", "gpu_index": 0},
+                {"service": "ai-llm", "gpu_index": 1},
+            ]
+        },
+        "listed twice",
+    ),
     ({"assignments": {"ai-llm": 0}}, "must be a list"),
     ({"assignments": ["ai-llm"]}, "must be an object"),
     ({"assignments": [{"service": "ai-llm", "gpu_index": 0, "colour": "red"}]}, "unknown field"),
@@ -155,8 +235,8 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_BODIES)
-def test_bad_input_is_refused_with_a_clear_detail_and_nothing_changes(put,
-    staff_client, reference_inventory, settings, body, message
+def test_bad_input_is_refused_with_a_clear_detail_and_nothing_changes(
+    put, staff_client, reference_inventory, settings, body, message
 ):
     put(staff_client, {"strategy": "vram_based"})
     before = _state(settings)
@@ -171,7 +251,8 @@ def test_bad_input_is_refused_with_a_clear_detail_and_nothing_changes(put,
 def test_a_non_finite_budget_is_refused(staff_client, reference_inventory, settings):
     before = _state(settings)
     res = staff_client.generic(
-        "PUT", URL,
+        "PUT",
+        URL,
         '{"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": NaN}]}',
         content_type="application/json",
     )
@@ -224,7 +305,9 @@ def test_key_auth_is_off_without_a_configured_key(reference_inventory, settings)
     assert client.get(URL).status_code in (401, 403)
 
 
-def test_a_non_staff_user_may_read_but_not_change(put, viewer_client, reference_inventory, settings):
+def test_a_non_staff_user_may_read_but_not_change(
+    put, viewer_client, reference_inventory, settings
+):
     assert viewer_client.get(URL).status_code == 200
     before = _state(settings)
     res = put(viewer_client, {"strategy": "balanced"})
@@ -238,8 +321,9 @@ def test_every_save_keeps_a_version_with_who_and_what(put, staff_client, referen
     put(staff_client, {"assignments": [{"service": "ai-clip", "gpu_index": 1}]})
     latest = ConfigVersion.objects.first()
     assert latest.created_by.username == "staff"
-    assert {"service": "ai-clip", "gpu_index": 1} .items() <= next(
-        a for a in latest.assignments if a["service"] == "ai-clip").items()
+    assert {"service": "ai-clip", "gpu_index": 1}.items() <= next(
+        a for a in latest.assignments if a["service"] == "ai-clip"
+    ).items()
     assert ConfigVersion.objects.filter(source="save").count() == 2
 
 

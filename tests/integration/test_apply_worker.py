@@ -18,8 +18,12 @@ from tests.plugins.dockerd import SERVICES, proc_environ
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 BROKEN = {  # a third card the test engine treats as broken: containers on it never get healthy
-    "index": 99, "name": "Broken test card", "uuid": "GPU-broken-99", "vram_total_mb": 49152,
-    "vram_used_mb": 0, "compute_capability": "8.6",
+    "index": 99,
+    "name": "Broken test card",
+    "uuid": "GPU-broken-99",
+    "vram_total_mb": 49152,
+    "vram_used_mb": 0,
+    "compute_capability": "8.6",
 }
 
 
@@ -55,7 +59,9 @@ def test_moving_enrichment_to_the_small_gpu_recreates_only_it(box, celery_worker
     celery_worker_factory()
     before = ids(stack)
     old = stack.container("ai-enrichment")
-    config_save(assignments=[{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5}])
+    config_save(
+        assignments=[{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5}]
+    )
 
     res = client.post("/api/system/gpu-config/apply")
     assert res.status_code == 202, res.json()
@@ -71,17 +77,22 @@ def test_moving_enrichment_to_the_small_gpu_recreates_only_it(box, celery_worker
     after = ids(stack)
     assert after["ai-enrichment"] != before["ai-enrichment"]
     assert {s: after[s] for s in SERVICES if s != "ai-enrichment"} == {
-        s: before[s] for s in SERVICES if s != "ai-enrichment"}
+        s: before[s] for s in SERVICES if s != "ai-enrichment"
+    }
     new = stack.container("ai-enrichment")
     env = proc_environ(new["Id"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == "1"
     assert env["VRAM_BUDGET_GB"] == "3.5"
     assert new["Config"]["Labels"] == old["Config"]["Labels"]
     assert new["Config"]["Cmd"] == old["Config"]["Cmd"]
-    assert sorted(m["Destination"] for m in new["Mounts"]) == sorted(m["Destination"] for m in old["Mounts"])
+    assert sorted(m["Destination"] for m in new["Mounts"]) == sorted(
+        m["Destination"] for m in old["Mounts"]
+    )
     assert new["State"]["Health"]["Status"] == "healthy"
 
-    services = {s["name"]: s for s in client.get("/api/system/gpu-config/services").json()["services"]}
+    services = {
+        s["name"]: s for s in client.get("/api/system/gpu-config/services").json()["services"]
+    }
     assert services["ai-enrichment"]["gpu_index"] == 1
     assert services["ai-enrichment"]["health"] == "healthy"
     assert services["ai-enrichment"]["restart_status"] == "healthy"
@@ -105,7 +116,12 @@ def test_a_swap_between_gpus_frees_vram_before_claiming_it(box, celery_worker_fa
     # Put ai-clip on GPU 1 first, then swap it with ai-florence.
     client.post("/api/system/gpu-config/apply")
     assert wait_done(client)["run_status"] == "succeeded"
-    config_save(assignments=[{"service": "ai-clip", "gpu_index": 0}, {"service": "ai-florence", "gpu_index": 1}])
+    config_save(
+        assignments=[
+            {"service": "ai-clip", "gpu_index": 0},
+            {"service": "ai-florence", "gpu_index": 1},
+        ]
+    )
     res = client.post("/api/system/gpu-config/apply")
     assert sorted(res.json()["restarted_services"]) == ["ai-clip", "ai-florence"]
     op = res.json()["operation_id"]
@@ -135,7 +151,9 @@ def test_a_service_that_never_gets_healthy_is_rolled_back(box, celery_worker_fac
     assert status["run_status"] == "failed"
     entry = next(s for s in status["service_statuses"] if s["service"] == "ai-clip")
     assert entry["status"] == "rolled_back"
-    assert "unhealthy" in entry["message"] and "GPU 99 is broken" in entry["message"], entry["message"]
+    assert "unhealthy" in entry["message"] and "GPU 99 is broken" in entry["message"], entry[
+        "message"
+    ]
     assert ids(stack) == before  # the old container runs again under its name
     old = stack.container("ai-clip")
     assert old["State"]["Running"]
@@ -157,7 +175,9 @@ def test_a_second_apply_while_one_runs_gets_409(box, celery_worker_factory):
     wait_done(client)
 
 
-def test_an_unreachable_engine_is_a_clear_error(reference_inventory, staff_client, monkeypatch, tmp_path):
+def test_an_unreachable_engine_is_a_clear_error(
+    reference_inventory, staff_client, monkeypatch, tmp_path
+):
     sock = tmp_path / "missing.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
     res = staff_client.post("/api/system/gpu-config/apply")
@@ -190,8 +210,11 @@ def test_a_worker_killed_mid_apply_is_recovered_on_restart(box, celery_worker_fa
 
     wait_for(lambda: cache.get(APPLY_LOCK_KEY) is None, timeout=10, what="the lock to expire")
     celery_worker_factory(env=env)
-    run = wait_for(lambda: ApplyRun.objects.filter(status="failed").first(), timeout=30,
-                   what="the interrupted run to be marked failed")
+    run = wait_for(
+        lambda: ApplyRun.objects.filter(status="failed").first(),
+        timeout=30,
+        what="the interrupted run to be marked failed",
+    )
     assert "worker stopped" in run.error and "ai-clip" in run.error
     client_names = [c["Names"][0] for c in stack.containers()]
     assert not any("-gpuconfig-old-" in n for n in client_names)

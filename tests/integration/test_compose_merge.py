@@ -19,7 +19,11 @@ BASE = {
             "image": "gpuconfig-test/busybox:latest",
             "network_mode": "none",
             "command": ["sleep", "3600"],
-            **({"environment": ["VRAM_BUDGET_GB=6.8", "MODEL_ZOO=/models"]} if name == "ai-enrichment" else {}),
+            **(
+                {"environment": ["VRAM_BUDGET_GB=6.8", "MODEL_ZOO=/models"]}
+                if name == "ai-enrichment"
+                else {}
+            ),
         }
         for name in ("ai-llm", "ai-yolo26", "ai-florence", "ai-clip", "ai-enrichment")
     }
@@ -33,19 +37,25 @@ def compose_config(tmp_path, override_text: str) -> dict:
     (tmp_path / "override.yml").write_text(override_text)
     done = subprocess.run(
         [compose, "-f", "base.yml", "-f", "override.yml", "config"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)
 
 
 @pytest.mark.parametrize("strategy", ["vram_based", "isolation_first", "balanced"])
-def test_override_merges_with_the_base_file(reference_inventory, django_capture_on_commit_callbacks,
-                                            settings, tmp_path, strategy):
+def test_override_merges_with_the_base_file(
+    reference_inventory, django_capture_on_commit_callbacks, settings, tmp_path, strategy
+):
     with django_capture_on_commit_callbacks(execute=True):
         config_save(
             strategy=strategy if strategy != "isolation_first" else "manual",
-            assignments=None if strategy != "isolation_first" else [
+            assignments=None
+            if strategy != "isolation_first"
+            else [
                 {"service": "ai-llm", "gpu_index": 0},
                 {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5},
             ],
@@ -63,13 +73,19 @@ def test_override_merges_with_the_base_file(reference_inventory, django_capture_
     assert env["MODEL_ZOO"] == "/models"
     if strategy == "isolation_first":
         assert env["VRAM_BUDGET_GB"] == "3.5"
-        assert services["ai-enrichment"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["1"]
+        assert services["ai-enrichment"]["deploy"]["resources"]["reservations"]["devices"][0][
+            "device_ids"
+        ] == ["1"]
 
 
-def test_uuid_device_ids_merge_too(reference_inventory, django_capture_on_commit_callbacks, settings, tmp_path):
+def test_uuid_device_ids_merge_too(
+    reference_inventory, django_capture_on_commit_callbacks, settings, tmp_path
+):
     settings.GPUCONFIG_DEVICE_ID_FORMAT = "uuid"
     with django_capture_on_commit_callbacks(execute=True):
         config_save(strategy="vram_based")
     merged = compose_config(tmp_path, config_files(settings)["docker-compose.gpu-override.yml"])
-    ids = merged["services"]["ai-llm"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+    ids = merged["services"]["ai-llm"]["deploy"]["resources"]["reservations"]["devices"][0][
+        "device_ids"
+    ]
     assert ids[0].startswith("GPU-")

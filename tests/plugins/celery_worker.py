@@ -96,18 +96,35 @@ def celery_worker_factory(tmp_path, live_db):
     """Starts real worker processes; all are stopped at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(*, beat: bool = False, env: dict[str, str] | None = None, name: str = "w") -> WorkerProcess:
+    def start(
+        *, beat: bool = False, env: dict[str, str] | None = None, name: str = "w"
+    ) -> WorkerProcess:
         log_path = tmp_path / f"celery-{name}-{len(started)}.log"
         cmd = [
-            sys.executable, "-m", "celery", "-A", "gpuconfig_site", "worker",
-            "--loglevel", "INFO", "--concurrency", "2", "--without-gossip", "--without-mingle",
-            "-n", f"{name}{len(started)}@%h",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "gpuconfig_site",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"{name}{len(started)}@%h",
         ]
         if beat:
             cmd += ["--beat", "--schedule", str(tmp_path / f"beat-{len(started)}")]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=_worker_env(env or {}), stdout=log, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=ROOT,
+                env=_worker_env(env or {}),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         worker = WorkerProcess(proc, log_path)

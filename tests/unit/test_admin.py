@@ -19,8 +19,12 @@ def admin_client_logged(client, django_user_model):
     return client
 
 
-@pytest.mark.parametrize("model", [Gpu, GpuSample, AiService, GpuConfig, Assignment, ConfigVersion, ApplyRun])
-def test_every_model_is_registered_and_its_list_loads(admin_client_logged, reference_inventory, model):
+@pytest.mark.parametrize(
+    "model", [Gpu, GpuSample, AiService, GpuConfig, Assignment, ConfigVersion, ApplyRun]
+)
+def test_every_model_is_registered_and_its_list_loads(
+    admin_client_logged, reference_inventory, model
+):
     assert admin.site.is_registered(model)
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     assert admin_client_logged.get(url).status_code == 200
@@ -32,21 +36,38 @@ def test_the_catalog_is_editable(admin_client_logged):
     page = admin_client_logged.get(url)
     assert page.status_code == 200
     data = {
-        "name": "ai-clip", "display_name": "CLIP", "model_name": "CLIP ViT-H", "description": "",
-        "vram_required_mb": 2048, "latency_critical": "on", "default_budget_gb": "",
-        "enabled": "on", "sort_order": 3,
+        "name": "ai-clip",
+        "display_name": "CLIP",
+        "model_name": "CLIP ViT-H",
+        "description": "",
+        "vram_required_mb": 2048,
+        "latency_critical": "on",
+        "default_budget_gb": "",
+        "enabled": "on",
+        "sort_order": 3,
     }
     res = admin_client_logged.post(url, data)
     assert res.status_code == 302, res.content[:2000]
     svc.refresh_from_db()
-    assert (svc.vram_required_mb, svc.latency_critical, svc.model_name) == (2048, True, "CLIP ViT-H")
+    assert (svc.vram_required_mb, svc.latency_critical, svc.model_name) == (
+        2048,
+        True,
+        "CLIP ViT-H",
+    )
 
 
 def test_a_budget_adjustable_service_needs_a_default_budget(admin_client_logged):
     svc = AiService.objects.get(name="ai-clip")
     url = reverse("admin:assignments_aiservice_change", args=[svc.pk])
-    data = {"name": "ai-clip", "display_name": "CLIP", "vram_required_mb": 1229, "budget_adjustable": "on",
-            "default_budget_gb": "", "enabled": "on", "sort_order": 3}
+    data = {
+        "name": "ai-clip",
+        "display_name": "CLIP",
+        "vram_required_mb": 1229,
+        "budget_adjustable": "on",
+        "default_budget_gb": "",
+        "enabled": "on",
+        "sort_order": 3,
+    }
     res = admin_client_logged.post(url, data)
     assert res.status_code == 200
     assert "needs a default budget" in res.content.decode()
@@ -63,7 +84,9 @@ def test_config_versions_are_read_only(admin_client_logged, reference_inventory)
     assert version.strategy != "balanced"
     delete = reverse("admin:assignments_configversion_delete", args=[version.pk])
     assert admin_client_logged.post(delete, {"post": "yes"}).status_code == 403
-    assert admin_client_logged.get(reverse("admin:assignments_configversion_add")).status_code == 403
+    assert (
+        admin_client_logged.get(reverse("admin:assignments_configversion_add")).status_code == 403
+    )
 
 
 def test_an_override_in_the_admin_is_validated_recorded_and_written(

@@ -43,7 +43,9 @@ def _override_device(settings, service):
     return svc["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"][0]
 
 
-def test_first_scan_creates_gpus_samples_and_an_initial_plan(simulated_gpus, django_capture_on_commit_callbacks, settings):
+def test_first_scan_creates_gpus_samples_and_an_initial_plan(
+    simulated_gpus, django_capture_on_commit_callbacks, settings
+):
     summary = _scan(django_capture_on_commit_callbacks)
     assert summary["changes"]["added"] == [A5500, A400]
     assert Gpu.objects.count() == 2
@@ -73,7 +75,9 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
 
     # The threads have their own database connections, outside this test's transaction: keep
     # them off the database so nothing they write outlives the test.
-    monkeypatch.setattr(gpus.services, "gpu_inventory_sync", lambda **kw: gpus.services.SyncResult())
+    monkeypatch.setattr(
+        gpus.services, "gpu_inventory_sync", lambda **kw: gpus.services.SyncResult()
+    )
     monkeypatch.setattr(assignments.services, "assignments_follow_inventory", dict)
 
     calls = []
@@ -121,7 +125,9 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     assert results["second"]["seq"] == results["first"]["seq"]
 
 
-def test_saving_the_fallback_gpu_keeps_the_saved_choice(simulated_gpus, django_capture_on_commit_callbacks):
+def test_saving_the_fallback_gpu_keeps_the_saved_choice(
+    simulated_gpus, django_capture_on_commit_callbacks
+):
     """A page saves every row; a row that names the fallback GPU does not overwrite the choice
     that comes back with the card, while a different GPU does."""
     _scan(django_capture_on_commit_callbacks)
@@ -131,7 +137,9 @@ def test_saving_the_fallback_gpu_keeps_the_saved_choice(simulated_gpus, django_c
     _write(simulated_gpus, [entries[0]])
     _scan(django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        config_save(assignments=[{"service": "ai-enrichment", "gpu_index": 0, "vram_budget_override": 3.0}])
+        config_save(
+            assignments=[{"service": "ai-enrichment", "gpu_index": 0, "vram_budget_override": 3.0}]
+        )
     enrichment = Assignment.objects.get(service__name="ai-enrichment")
     assert (enrichment.gpu_uuid, enrichment.effective_gpu_index) == (A400, 0)
     assert enrichment.vram_budget_override == 3.0
@@ -177,7 +185,9 @@ def test_a_lost_gpu_is_kept_unavailable_and_its_services_fall_back(
     assert not any("falling back" in w for w in config_current()["warnings"])
 
 
-def test_a_gpu_reported_lost_by_the_driver_is_unavailable(simulated_gpus, django_capture_on_commit_callbacks):
+def test_a_gpu_reported_lost_by_the_driver_is_unavailable(
+    simulated_gpus, django_capture_on_commit_callbacks
+):
     _scan(django_capture_on_commit_callbacks)
     entries = _entries(simulated_gpus)
     entries[1]["available"] = False
@@ -200,7 +210,9 @@ def test_with_no_gpu_left_services_are_unplaced_not_pointed_at_nothing(
     assert any("no GPU is left" in w for w in config_current()["warnings"])
 
 
-def test_reordered_cards_keep_their_assignments_by_uuid(simulated_gpus, django_capture_on_commit_callbacks, settings):
+def test_reordered_cards_keep_their_assignments_by_uuid(
+    simulated_gpus, django_capture_on_commit_callbacks, settings
+):
     _scan(django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
         config_save(strategy="isolation_first")
@@ -225,7 +237,9 @@ def test_a_new_card_is_added(simulated_gpus, django_capture_on_commit_callbacks)
     assert list(Gpu.objects.filter(available=True).values_list("index", flat=True)) == [0, 1, 2]
 
 
-def test_a_failing_explicit_backend_keeps_the_inventory_and_says_why(simulated_gpus, django_capture_on_commit_callbacks, settings):
+def test_a_failing_explicit_backend_keeps_the_inventory_and_says_why(
+    simulated_gpus, django_capture_on_commit_callbacks, settings
+):
     _scan(django_capture_on_commit_callbacks)
     simulated_gpus.write_text("- index: [not, valid\n")
     summary = _scan(django_capture_on_commit_callbacks)
@@ -239,12 +253,16 @@ def test_old_samples_are_pruned(simulated_gpus, django_capture_on_commit_callbac
     from django.utils import timezone
 
     _scan(django_capture_on_commit_callbacks)
-    GpuSample.objects.update(taken_at=timezone.now() - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION + 5))
+    GpuSample.objects.update(
+        taken_at=timezone.now() - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION + 5)
+    )
     _scan(django_capture_on_commit_callbacks)
     assert GpuSample.objects.count() == 2  # only the new scan's
 
 
-def test_history_api_exposes_samples(simulated_gpus, django_capture_on_commit_callbacks, staff_client):
+def test_history_api_exposes_samples(
+    simulated_gpus, django_capture_on_commit_callbacks, staff_client
+):
     _scan(django_capture_on_commit_callbacks)
     _scan(django_capture_on_commit_callbacks)
     body = staff_client.get("/api/system/gpus/history").json()

@@ -27,10 +27,22 @@ from assignments.planner import (
 )
 from assignments.planner.strategies import balanced as balanced_module
 
-A5500 = GpuView(index=0, uuid="GPU-a5500", name="NVIDIA RTX A5500", total_mb=24564,
-                foreign_used_mb=0, compute_capability=(8, 6))
-A400 = GpuView(index=1, uuid="GPU-a400", name="NVIDIA RTX A400", total_mb=4094,
-               foreign_used_mb=0, compute_capability=(8, 6))
+A5500 = GpuView(
+    index=0,
+    uuid="GPU-a5500",
+    name="NVIDIA RTX A5500",
+    total_mb=24564,
+    foreign_used_mb=0,
+    compute_capability=(8, 6),
+)
+A400 = GpuView(
+    index=1,
+    uuid="GPU-a400",
+    name="NVIDIA RTX A400",
+    total_mb=4094,
+    foreign_used_mb=0,
+    compute_capability=(8, 6),
+)
 
 LLM = ServiceDemand("ai-llm", 22221, latency_critical=True, isolated=True)
 YOLO = ServiceDemand("ai-yolo26", 666, latency_critical=True)
@@ -45,11 +57,23 @@ AUTOMATIC = ("vram_based", "latency_optimized", "isolation_first", "balanced")
 GB = 1024
 
 
-def gpu(index: int, total_mb: int, *, foreign: int = 0, cc: tuple[int, int] = (8, 6),
-        available: bool = True) -> GpuView:
-    return GpuView(index=index, uuid=f"GPU-{index}", name=f"NVIDIA Test {index}",
-                   total_mb=total_mb, foreign_used_mb=foreign, compute_capability=cc,
-                   available=available)
+def gpu(
+    index: int,
+    total_mb: int,
+    *,
+    foreign: int = 0,
+    cc: tuple[int, int] = (8, 6),
+    available: bool = True,
+) -> GpuView:
+    return GpuView(
+        index=index,
+        uuid=f"GPU-{index}",
+        name=f"NVIDIA Test {index}",
+        total_mb=total_mb,
+        foreign_used_mb=foreign,
+        compute_capability=cc,
+        available=available,
+    )
 
 
 def svc(name: str, need_mb: int, **flags) -> ServiceDemand:
@@ -58,8 +82,10 @@ def svc(name: str, need_mb: int, **flags) -> ServiceDemand:
 
 def on(services, *gpu_indices: int | None) -> list[Placement]:
     """Placements putting ``services[i]`` on ``gpu_indices[i]``."""
-    return [Placement(s.name, index, s.budget_gb if s.budget_adjustable else None)
-            for s, index in zip(services, gpu_indices, strict=True)]
+    return [
+        Placement(s.name, index, s.budget_gb if s.budget_adjustable else None)
+        for s, index in zip(services, gpu_indices, strict=True)
+    ]
 
 
 def where(result) -> dict[str, int | None]:
@@ -81,10 +107,20 @@ def only(issues, code: str):
 
 def test_strategies_are_registered_in_the_order_users_see_them():
     assert strategy_names() == [
-        "manual", "vram_based", "latency_optimized", "isolation_first", "balanced"]
+        "manual",
+        "vram_based",
+        "latency_optimized",
+        "isolation_first",
+        "balanced",
+    ]
     assert list(STRATEGIES) == strategy_names()
     assert [s.label for s in STRATEGIES.values()] == [
-        "Manual", "VRAM-Based (Recommended)", "Latency-Optimized", "Isolation-First", "Balanced"]
+        "Manual",
+        "VRAM-Based (Recommended)",
+        "Latency-Optimized",
+        "Isolation-First",
+        "Balanced",
+    ]
 
 
 def test_every_strategy_has_a_one_line_description_and_a_function():
@@ -129,10 +165,16 @@ def test_every_strategy_plans_nothing_for_no_services(strategy):
 
 
 def test_manual_keeps_each_services_current_gpu():
-    services = [replace(LLM, current_gpu=1), replace(CLIP, current_gpu=0),
-                replace(ENRICHMENT, current_gpu=0)]
+    services = [
+        replace(LLM, current_gpu=1),
+        replace(CLIP, current_gpu=0),
+        replace(ENRICHMENT, current_gpu=0),
+    ]
     assert where(plan("manual", REFERENCE_GPUS, services)) == {
-        "ai-llm": 1, "ai-clip": 0, "ai-enrichment": 0}
+        "ai-llm": 1,
+        "ai-clip": 0,
+        "ai-enrichment": 0,
+    }
 
 
 def test_manual_leaves_a_service_without_a_gpu_unplaced_and_says_so():
@@ -169,7 +211,12 @@ def test_vram_based_puts_the_largest_services_first_on_the_gpu_with_most_free_vr
     # ai-llm (21.7 GB) takes GPU 0, leaving 2.3 GB there; ai-enrichment goes to the 4 GB GPU;
     # the rest follow whichever GPU has the most left.
     assert where(plan("vram_based", REFERENCE_GPUS, REFERENCE_SERVICES)) == {
-        "ai-llm": 0, "ai-enrichment": 1, "ai-florence": 0, "ai-clip": 0, "ai-yolo26": 0}
+        "ai-llm": 0,
+        "ai-enrichment": 1,
+        "ai-florence": 0,
+        "ai-clip": 0,
+        "ai-yolo26": 0,
+    }
 
 
 def test_vram_based_counts_what_it_already_placed_as_used():
@@ -232,14 +279,20 @@ def test_latency_optimized_moves_the_other_services_off_the_fastest_gpu_when_the
     gpus = [gpu(0, 24 * GB), gpu(1, 8 * GB)]
     services = [YOLO, FLORENCE, CLIP]
     assert where(plan("latency_optimized", gpus, services)) == {
-        "ai-yolo26": 0, "ai-florence": 1, "ai-clip": 1}
+        "ai-yolo26": 0,
+        "ai-florence": 1,
+        "ai-clip": 1,
+    }
 
 
 def test_latency_optimized_uses_the_fastest_gpu_for_others_only_when_nothing_else_fits():
     gpus = [gpu(0, 24 * GB), gpu(1, 4 * GB), gpu(2, 4 * GB)]
     services = [YOLO, svc("big", 6 * GB), svc("small", 3 * GB)]
     assert where(plan("latency_optimized", gpus, services)) == {
-        "ai-yolo26": 0, "big": 0, "small": 1}
+        "ai-yolo26": 0,
+        "big": 0,
+        "small": 1,
+    }
 
 
 def test_latency_optimized_spreads_the_rest_over_the_other_gpus_by_free_vram():
@@ -250,12 +303,13 @@ def test_latency_optimized_spreads_the_rest_over_the_other_gpus_by_free_vram():
 
 def test_latency_optimized_fills_the_fastest_gpu_largest_first_while_they_fit():
     gpus = [gpu(0, 8 * GB), gpu(1, 8 * GB, cc=(7, 5))]
-    services = [svc("small", 2 * GB, latency_critical=True),
-                svc("large", 5 * GB, latency_critical=True),
-                svc("medium", 3 * GB, latency_critical=True)]
+    services = [
+        svc("small", 2 * GB, latency_critical=True),
+        svc("large", 5 * GB, latency_critical=True),
+        svc("medium", 3 * GB, latency_critical=True),
+    ]
     # large (5) fits GPU 0, medium (3) fits exactly, small (2) no longer fits: it goes elsewhere.
-    assert where(plan("latency_optimized", gpus, services)) == {
-        "large": 0, "medium": 0, "small": 1}
+    assert where(plan("latency_optimized", gpus, services)) == {"large": 0, "medium": 0, "small": 1}
 
 
 def test_latency_optimized_puts_everything_on_the_only_gpu():
@@ -268,16 +322,26 @@ def test_latency_optimized_puts_everything_on_the_only_gpu():
 
 def test_isolation_first_gives_the_llm_the_largest_gpu_to_itself():
     result = plan("isolation_first", REFERENCE_GPUS, REFERENCE_SERVICES)
-    assert where(result) == {"ai-llm": 0, "ai-yolo26": 1, "ai-florence": 1, "ai-clip": 1,
-                             "ai-enrichment": 1}
+    assert where(result) == {
+        "ai-llm": 0,
+        "ai-yolo26": 1,
+        "ai-florence": 1,
+        "ai-clip": 1,
+        "ai-enrichment": 1,
+    }
 
 
 def test_isolation_first_spreads_the_others_over_all_remaining_gpus():
     gpus = [gpu(0, 8 * GB), gpu(1, 24 * GB), gpu(2, 8 * GB)]
     services = [LLM, ENRICHMENT, FLORENCE, CLIP, YOLO]
     result = plan("isolation_first", gpus, services)
-    assert where(result) == {"ai-llm": 1, "ai-enrichment": 0, "ai-florence": 2, "ai-clip": 2,
-                             "ai-yolo26": 2}
+    assert where(result) == {
+        "ai-llm": 1,
+        "ai-enrichment": 0,
+        "ai-florence": 2,
+        "ai-clip": 2,
+        "ai-yolo26": 2,
+    }
 
 
 def test_isolation_first_picks_the_lower_index_among_equally_large_gpus():
@@ -290,15 +354,18 @@ def test_isolation_first_on_one_gpu_shares_it_and_warns():
     assert set(where(result).values()) == {0}
     issue = only(result.issues, "isolation_impossible")
     assert issue.service == "ai-llm"
-    assert issue.message == ("Only one GPU is available, so ai-llm cannot have a GPU to itself; "
-                             "all services share GPU 0 (RTX A5500).")
+    assert issue.message == (
+        "Only one GPU is available, so ai-llm cannot have a GPU to itself; "
+        "all services share GPU 0 (RTX A5500)."
+    )
 
 
 def test_isolation_first_without_isolated_services_uses_every_gpu():
     gpus = [gpu(0, 24 * GB), gpu(1, 8 * GB)]
     services = [FLORENCE, CLIP]
     assert where(plan("isolation_first", gpus, services)) == where(
-        plan("vram_based", gpus, services))
+        plan("vram_based", gpus, services)
+    )
 
 
 # Balanced -------------------------------------------------------------------------------------
@@ -379,8 +446,9 @@ def test_over_capacity_names_the_gpu_the_services_and_the_shortfall():
     issues = check(REFERENCE_GPUS, [ENRICHMENT], on([ENRICHMENT], 1))
     issue = only(issues, "over_capacity")
     assert issue.gpu_index == 1
-    assert issue.message == ("GPU 1 (RTX A400) is over capacity by 2.9 GB: "
-                             "ai-enrichment needs 6.8 GB, 4.0 GB available.")
+    assert issue.message == (
+        "GPU 1 (RTX A400) is over capacity by 2.9 GB: ai-enrichment needs 6.8 GB, 4.0 GB available."
+    )
 
 
 def test_over_capacity_lists_every_service_on_the_gpu_and_counts_foreign_use():
@@ -389,7 +457,8 @@ def test_over_capacity_lists_every_service_on_the_gpu_and_counts_foreign_use():
     # 2048 + 1536 + 1229 − 4094 = 719 MB over, shown rounded up.
     assert only(issues, "over_capacity").message == (
         "GPU 1 (RTX A400) is over capacity by 0.8 GB: ai-florence needs 1.5 GB, "
-        "ai-clip needs 1.2 GB, 2.0 GB available.")
+        "ai-clip needs 1.2 GB, 2.0 GB available."
+    )
 
 
 def test_a_full_but_not_over_committed_gpu_has_no_warning():
@@ -404,15 +473,19 @@ def test_a_4_gb_gpu_suggests_a_3_5_gb_budget_for_ai_enrichment():
     issue = only(check(REFERENCE_GPUS, [ENRICHMENT], placements), "budget_suggestion")
     assert issue.suggested_budget_gb == 3.5
     assert issue.service == "ai-enrichment" and issue.gpu_index == 1
-    assert issue.message == ("ai-enrichment needs 6.8 GB but GPU 1 (RTX A400) can give it "
-                             "4.0 GB: set its VRAM budget to 3.5 GB.")
+    assert issue.message == (
+        "ai-enrichment needs 6.8 GB but GPU 1 (RTX A400) can give it "
+        "4.0 GB: set its VRAM budget to 3.5 GB."
+    )
 
 
 def test_the_suggested_budget_fits_with_its_headroom():
     result = plan("vram_based", REFERENCE_GPUS, REFERENCE_SERVICES)
     suggestion = only(result.issues, "budget_suggestion").suggested_budget_gb
-    fixed = [replace(ENRICHMENT, budget_gb=suggestion) if s is ENRICHMENT else s
-             for s in REFERENCE_SERVICES]
+    fixed = [
+        replace(ENRICHMENT, budget_gb=suggestion) if s is ENRICHMENT else s
+        for s in REFERENCE_SERVICES
+    ]
     free = free_mb(REFERENCE_GPUS, fixed, on(fixed, *[p.gpu_index for p in result.placements]))
     assert free[1] >= 0
 
@@ -453,8 +526,10 @@ def test_a_budget_override_the_gpu_cannot_give_is_too_large():
     greedy = replace(ENRICHMENT, budget_gb=5.0)
     issue = only(check(REFERENCE_GPUS, [greedy], on([greedy], 1)), "budget_too_large")
     assert issue.suggested_budget_gb == 3.5
-    assert issue.message == ("The VRAM budget of ai-enrichment (5.0 GB) is more than "
-                             "GPU 1 (RTX A400) can give it (4.0 GB). Use 3.5 GB instead.")
+    assert issue.message == (
+        "The VRAM budget of ai-enrichment (5.0 GB) is more than "
+        "GPU 1 (RTX A400) can give it (4.0 GB). Use 3.5 GB instead."
+    )
 
 
 def test_a_budget_carried_by_the_placement_wins_over_the_services_own():
@@ -487,7 +562,9 @@ def test_free_mb_subtracts_foreign_use_and_the_services_placed_there():
     busy = replace(A5500, foreign_used_mb=1000)
     services = [LLM, CLIP, ENRICHMENT]
     assert free_mb([busy, A400], services, on(services, 0, 1, 1)) == {
-        0: 24564 - 1000 - 22221, 1: 4094 - 1229 - 6963}
+        0: 24564 - 1000 - 22221,
+        1: 4094 - 1229 - 6963,
+    }
 
 
 def test_free_mb_ignores_placements_on_gpus_that_are_not_present():

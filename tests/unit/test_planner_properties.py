@@ -35,17 +35,21 @@ def gpu_lists(draw, min_size=1, max_size=4, all_available=False):
     indices = sorted(draw(st.sets(st.integers(0, 7), min_size=count, max_size=count)))
     gpus = []
     for index in indices:
-        total = draw(st.sampled_from([2048, 4094, 6144, 8192, 12288, 16384, 24564])
-                     | st.integers(1024, 49152))
-        gpus.append(GpuView(
-            index=index,
-            uuid=f"GPU-{index}",
-            name=f"NVIDIA Test {index}",
-            total_mb=total,
-            foreign_used_mb=draw(st.sampled_from([0, 0, 0, 256]) | st.integers(0, total)),
-            compute_capability=draw(st.sampled_from([(7, 5), (8, 6), (8, 9), (9, 0)])),
-            available=True if all_available else draw(st.booleans() | st.just(True)),
-        ))
+        total = draw(
+            st.sampled_from([2048, 4094, 6144, 8192, 12288, 16384, 24564])
+            | st.integers(1024, 49152)
+        )
+        gpus.append(
+            GpuView(
+                index=index,
+                uuid=f"GPU-{index}",
+                name=f"NVIDIA Test {index}",
+                total_mb=total,
+                foreign_used_mb=draw(st.sampled_from([0, 0, 0, 256]) | st.integers(0, total)),
+                compute_capability=draw(st.sampled_from([(7, 5), (8, 6), (8, 9), (9, 0)])),
+                available=True if all_available else draw(st.booleans() | st.just(True)),
+            )
+        )
     return gpus
 
 
@@ -55,17 +59,22 @@ def service_lists(draw, min_size=0, max_size=8, gpu_indices=range(8)):
     services = []
     for i in range(count):
         adjustable = draw(st.booleans())
-        services.append(ServiceDemand(
-            name=f"svc-{i}",
-            need_mb=draw(st.integers(0, 12000)),
-            latency_critical=draw(st.booleans()),
-            isolated=draw(st.booleans()) and draw(st.booleans()),
-            budget_adjustable=adjustable,
-            default_budget_gb=draw(st.integers(1, 120)) / 10 if adjustable else None,
-            current_gpu=draw(st.none() | st.sampled_from(list(gpu_indices))),
-            budget_gb=(draw(st.none() | st.integers(1, 120).map(lambda t: t / 10))
-                       if adjustable else None),
-        ))
+        services.append(
+            ServiceDemand(
+                name=f"svc-{i}",
+                need_mb=draw(st.integers(0, 12000)),
+                latency_critical=draw(st.booleans()),
+                isolated=draw(st.booleans()) and draw(st.booleans()),
+                budget_adjustable=adjustable,
+                default_budget_gb=draw(st.integers(1, 120)) / 10 if adjustable else None,
+                current_gpu=draw(st.none() | st.sampled_from(list(gpu_indices))),
+                budget_gb=(
+                    draw(st.none() | st.integers(1, 120).map(lambda t: t / 10))
+                    if adjustable
+                    else None
+                ),
+            )
+        )
     return services
 
 
@@ -109,23 +118,31 @@ def test_a_plan_warns_about_exactly_the_over_committed_gpus(gpus, services):
         free = free_mb(gpus, services, result.placements)
         flagged = {i.gpu_index for i in result.issues if i.code == "over_capacity"}
         occupied = {p.gpu_index for p in result.placements}
-        expected = {g.index for g in gpus
-                    if g.available and g.index in occupied and free[g.index] < 0}
+        expected = {
+            g.index for g in gpus if g.available and g.index in occupied and free[g.index] < 0
+        }
         assert flagged == expected
-        assert result.issues[len(result.issues) - len(check(gpus, services, result.placements)):] \
-            == check(gpus, services, result.placements)
+        assert result.issues[
+            len(result.issues) - len(check(gpus, services, result.placements)) :
+        ] == check(gpus, services, result.placements)
 
 
 # Budget suggestions ---------------------------------------------------------------------------
 
 
 @settings(max_examples=200, deadline=None)
-@given(total=st.integers(512, 49152), foreign=st.integers(0, 4096), other=st.integers(0, 8192),
-       default_tenths=st.integers(1, 200))
-def test_a_suggested_budget_fits_with_its_headroom_up_to_rounding(total, foreign, other,
-                                                                   default_tenths):
-    target = ServiceDemand("adjustable", 999999, budget_adjustable=True,
-                           default_budget_gb=default_tenths / 10)
+@given(
+    total=st.integers(512, 49152),
+    foreign=st.integers(0, 4096),
+    other=st.integers(0, 8192),
+    default_tenths=st.integers(1, 200),
+)
+def test_a_suggested_budget_fits_with_its_headroom_up_to_rounding(
+    total, foreign, other, default_tenths
+):
+    target = ServiceDemand(
+        "adjustable", 999999, budget_adjustable=True, default_budget_gb=default_tenths / 10
+    )
     neighbour = ServiceDemand("neighbour", other)
     gpu = GpuView(0, "GPU-0", "NVIDIA Test", total, foreign)
     placements = [Placement("adjustable", 0), Placement("neighbour", 0)]
@@ -183,8 +200,10 @@ def _exhaustive_balanced(gpus, services):
 
 
 @SEARCH
-@given(gpus=gpu_lists(min_size=1, max_size=3, all_available=True),
-       services=service_lists(min_size=1, max_size=8))
+@given(
+    gpus=gpu_lists(min_size=1, max_size=3, all_available=True),
+    services=service_lists(min_size=1, max_size=8),
+)
 def test_balanced_finds_the_exhaustive_optimum(gpus, services):
     result = plan("balanced", gpus, services)
     found = tuple(p.gpu_index for p in result.placements)
@@ -194,29 +213,37 @@ def test_balanced_finds_the_exhaustive_optimum(gpus, services):
 
 
 @SEARCH
-@given(gpus=gpu_lists(min_size=2, max_size=3, all_available=True),
-       needs=st.lists(st.sampled_from([512, 1024, 1536, 2048, 3072, 4096]), min_size=2,
-                      max_size=8))
+@given(
+    gpus=gpu_lists(min_size=2, max_size=3, all_available=True),
+    needs=st.lists(st.sampled_from([512, 1024, 1536, 2048, 3072, 4096]), min_size=2, max_size=8),
+)
 def test_balanced_finds_the_optimum_among_many_equal_services_and_gpus(gpus, needs):
-    gpus = [GpuView(g.index, g.uuid, g.name, gpus[0].total_mb, gpus[0].foreign_used_mb)
-            for g in gpus]
+    gpus = [
+        GpuView(g.index, g.uuid, g.name, gpus[0].total_mb, gpus[0].foreign_used_mb) for g in gpus
+    ]
     services = [ServiceDemand(f"svc-{i}", need) for i, need in enumerate(needs)]
     result = plan("balanced", gpus, services)
     assert tuple(p.gpu_index for p in result.placements) == _exhaustive_balanced(gpus, services)
 
 
 @SEARCH
-@given(gpus=gpu_lists(min_size=2, max_size=4, all_available=True),
-       services=service_lists(min_size=1, max_size=6))
+@given(
+    gpus=gpu_lists(min_size=2, max_size=4, all_available=True),
+    services=service_lists(min_size=1, max_size=6),
+)
 def test_balanced_ignores_unavailable_gpus_in_its_objective(gpus, services):
     lost = GpuView(9, "GPU-9", "NVIDIA Lost", 1024, 0, available=False)
-    assert plan("balanced", [*gpus, lost], services).placements == \
-        plan("balanced", gpus, services).placements
+    assert (
+        plan("balanced", [*gpus, lost], services).placements
+        == plan("balanced", gpus, services).placements
+    )
 
 
 @SEARCH
-@given(gpus=gpu_lists(min_size=4, max_size=4, all_available=True),
-       services=service_lists(min_size=1, max_size=6))
+@given(
+    gpus=gpu_lists(min_size=4, max_size=4, all_available=True),
+    services=service_lists(min_size=1, max_size=6),
+)
 def test_balanced_finds_the_exhaustive_optimum_on_four_gpus(gpus, services):
     result = plan("balanced", gpus, services)
     assert tuple(p.gpu_index for p in result.placements) == _exhaustive_balanced(gpus, services)
@@ -234,8 +261,10 @@ def test_large_plans_are_deterministic_and_complete(gpus, services):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(gpus=gpu_lists(min_size=2, max_size=6, all_available=True),
-       services=service_lists(min_size=13, max_size=30))
+@given(
+    gpus=gpu_lists(min_size=2, max_size=6, all_available=True),
+    services=service_lists(min_size=13, max_size=30),
+)
 def test_balanced_beyond_the_exact_size_is_no_worse_than_vram_based(gpus, services):
     def score(result):
         return _objective(gpus, services, [p.gpu_index for p in result.placements])

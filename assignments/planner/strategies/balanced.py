@@ -75,8 +75,11 @@ def assign(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) -> 
 
 
 def _exact_fits(gpus: int, services: int) -> bool:
-    return (services <= EXACT_MAX_SERVICES and gpus <= EXACT_MAX_GPUS
-            and gpus**services <= EXACT_SEARCH_LIMIT)
+    return (
+        services <= EXACT_MAX_SERVICES
+        and gpus <= EXACT_MAX_GPUS
+        and gpus**services <= EXACT_SEARCH_LIMIT
+    )
 
 
 def _greedy(totals: Sequence[int], base: Sequence[int], needs: Sequence[int]) -> list[int]:
@@ -141,8 +144,13 @@ def _local_search(
         """Whether moving ``amount`` MB of need from GPU a to GPU b makes the plan better."""
         la, lb = loads[a] - amount, loads[b] + amount
         ta, tb = totals[a], totals[b]
-        moved = (overflow + max(0, la - ta) - max(0, loads[a] - ta)
-                 + max(0, lb - tb) - max(0, loads[b] - tb))
+        moved = (
+            overflow
+            + max(0, la - ta)
+            - max(0, loads[a] - ta)
+            + max(0, lb - tb)
+            - max(0, loads[b] - tb)
+        )
         if moved != overflow:
             return moved < overflow
         ua, ub = la / ta, lb / tb
@@ -257,7 +265,7 @@ class _BranchAndBound:
             if count[g] == 0 and twin >= 0 and count[twin] == 0:
                 continue
             before = loads[g]
-            grown = (overflow + max(0, before + need - totals[g]) - max(0, before - totals[g]))
+            grown = overflow + max(0, before + need - totals[g]) - max(0, before - totals[g])
             loads[g] = before + need
             count[g] += 1
             self.slots[k] = g
@@ -277,7 +285,7 @@ class _BranchAndBound:
             if count[g] == 0 and twin >= 0 and count[twin] == 0:
                 continue
             before = loads[g]
-            grown = (overflow + max(0, before + need - totals[g]) - max(0, before - totals[g]))
+            grown = overflow + max(0, before + need - totals[g]) - max(0, before - totals[g])
             best_overflow = self.best_key[0]
             if grown > best_overflow:
                 continue
@@ -335,8 +343,14 @@ class _BranchAndBound:
         ``(m·T_low − S_low)₊² / Σ_{j≤k} total_j²``. The sum is convex in ``m`` on each piece
         and is minimised piece by piece; the smallest piece minimum bounds ``n·Var``.
         """
-        rows = sorted(zip([load / total for load, total in zip(self.loads, self.totals)],
-                          self.loads, self.totals, self.squares))
+        rows = sorted(
+            zip(
+                [load / total for load, total in zip(self.loads, self.totals)],
+                self.loads,
+                self.totals,
+                self.squares,
+            )
+        )
         n = self.n
         target = sum(self.loads) + remaining
         rest_sum = 0.0
@@ -360,8 +374,9 @@ class _BranchAndBound:
             rest_count -= 1
             high = rows[k + 1][0] if rest_count else math.inf
             low_target = target - high_load
-            m = ((rest_sum + low_total * low_target / squares)
-                 / (rest_count + low_total * low_total / squares))
+            m = (rest_sum + low_total * low_target / squares) / (
+                rest_count + low_total * low_total / squares
+            )
             m = max(m, low_target / low_total, low)
             m = min(m, high)
             value = rest_sq - 2 * m * rest_sum + rest_count * m * m

@@ -11,8 +11,9 @@ from ..types import GpuView, ServiceDemand
 
 def fastest_gpu(gpus: Sequence[GpuView]) -> GpuView:
     """Highest compute capability, then most VRAM, then lowest index."""
-    return min(gpus, key=lambda g: (tuple(-part for part in g.compute_capability), -g.total_mb,
-                                    g.index))
+    return min(
+        gpus, key=lambda g: (tuple(-part for part in g.compute_capability), -g.total_mb, g.index)
+    )
 
 
 @register(

@@ -20,6 +20,7 @@ def vram_based(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Pr
     usable = usable_gpus(gpus)
     chosen: list[int | None] = [None] * len(services)
     if usable:
-        spread(services, range(len(services)), [g.index for g in usable], capacity_mb(usable),
-               chosen)
+        spread(
+            services, range(len(services)), [g.index for g in usable], capacity_mb(usable), chosen
+        )
     return Proposal(tuple(chosen))

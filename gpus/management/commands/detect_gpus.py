@@ -21,7 +21,14 @@ class Command(BaseCommand):
         gpus = GpuSerializer(gpu_list(), many=True).data
         if options["json"]:
             self.stdout.write(
-                json.dumps({"backend": summary.get("backend"), "notes": summary.get("notes", []), "gpus": gpus}, indent=2)
+                json.dumps(
+                    {
+                        "backend": summary.get("backend"),
+                        "notes": summary.get("notes", []),
+                        "gpus": gpus,
+                    },
+                    indent=2,
+                )
             )
             return
         self.stdout.write(f"Backend: {summary.get('backend') or 'none'}")
