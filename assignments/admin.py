@@ -3,7 +3,8 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
-from assignments.services import ConfigInvalid, config_save, config_validate
+from assignments.services import config_save, config_validate
+from gpuconfig_site.errors import ApplicationError
 
 
 @admin.register(AiService)
@@ -70,8 +71,8 @@ class AssignmentForm(forms.ModelForm):
             return cleaned
         try:
             config_validate(assignments=[self.as_change()])
-        except ConfigInvalid as exc:
-            raise ValidationError(exc.detail) from exc
+        except ApplicationError as exc:
+            raise ValidationError(exc.message) from exc
         return cleaned
 
 
@@ -87,7 +88,7 @@ class AssignmentAdmin(admin.ModelAdmin):
         "gpu_uuid",
         "vram_budget_override",
         "fallback_gpu_index",
-        "fallback_reason",
+        "fallback_since",
         "updated_at",
     ]
     list_select_related = ["service"]
@@ -95,7 +96,8 @@ class AssignmentAdmin(admin.ModelAdmin):
         "gpu_uuid",
         "fallback_gpu_index",
         "fallback_gpu_uuid",
-        "fallback_reason",
+        "lost_gpu_uuid",
+        "fallback_since",
         "updated_at",
     ]
 
@@ -103,9 +105,7 @@ class AssignmentAdmin(admin.ModelAdmin):
         return [*self.readonly_fields, "service"] if obj else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
-        config_save(
-            assignments=[form.as_change()], user=request.user, actor=request.user.get_username()
-        )
+        config_save(assignments=[form.as_change()], user=request.user)
         saved = Assignment.objects.get(service__name=form.as_change()["service"])
         obj.pk = saved.pk
         obj.refresh_from_db()

@@ -5,3 +5,13 @@ class AssignmentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "assignments"
     verbose_name = "GPU assignments"
+
+    def ready(self) -> None:
+        # The inventory announces its changes; the assignments follow them (gpus does not
+        # import this app).
+        from assignments.services.inventory import inventory_changed_receiver
+        from gpus.signals import inventory_changed
+
+        inventory_changed.connect(
+            inventory_changed_receiver, dispatch_uid="assignments.follow_inventory"
+        )

@@ -2,7 +2,7 @@
 service takes one) for every enabled service.
 
 The form only parses what the page sends; the rules of a valid configuration live in
-``services.config_save``, whose refusals are attached back to the field they concern.
+``services.config_save``, whose refusals are attached back to the field their ``extra`` names.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from assignments import planner
 from assignments.page_selectors import Choice, gpu_options, saved_choices
 from assignments.planner.checks import gpu_label
 from assignments.selectors import PlanningInput
+from gpuconfig_site.errors import ApplicationError
+from gpus.units import MB_PER_GB
 
 GPU_PREFIX = "gpu-"
 BUDGET_PREFIX = "budget-"
@@ -56,7 +58,7 @@ class ConfigForm(forms.Form):
 
         self.fields["strategy"].choices = [(s.name, s.label) for s in planner.STRATEGIES.values()]
         options = [
-            (str(g.index), f"{gpu_label(g)} · {g.total_mb / 1024:.0f} GB")
+            (str(g.index), f"{gpu_label(g)} · {g.total_mb / MB_PER_GB:.0f} GB")
             for g in gpu_options(planning)
         ]
         present = {g.index for g in gpu_options(planning)}
@@ -68,7 +70,7 @@ class ConfigForm(forms.Form):
             if current is not None and current not in present:
                 # Keep a saved choice visible even when its GPU is gone, so nothing changes
                 # silently; saving it is refused with the reason.
-                label = gpu_label(known[current]) if current in known else f"GPU {current}"
+                label = gpu_label(known.get(current), current)
                 choices_for.append((str(current), f"{label} · not available"))
             self.fields[gpu_field_name(name)] = forms.TypedChoiceField(
                 label=f"GPU for {name}",
@@ -143,20 +145,18 @@ class ConfigForm(forms.Form):
             out.append(item)
         return out
 
-    def add_config_error(self, detail: str) -> None:
-        """Attach a refusal of ``config_save`` to the field it names, else to the form."""
-        for d in self.planning.services:
-            if detail.startswith(f"{d.name}:"):
-                budget_key = budget_field_name(d.name)
-                if "budget" in detail.lower() and budget_key in self.fields:
-                    self.add_error(budget_key, detail)
-                else:
-                    self.add_error(gpu_field_name(d.name), detail)
-                return
-        if detail.startswith("Unknown strategy"):
-            self.add_error("strategy", detail)
-            return
-        self.add_error(None, detail)
+    def add_application_error(self, error: ApplicationError) -> None:
+        """Attach a refusal of ``config_save`` to the field its ``extra`` names, else to the
+        form."""
+        field = "strategy" if error.field == "strategy" else None
+        if error.service is not None:
+            budget_key = budget_field_name(error.service)
+            gpu_key = gpu_field_name(error.service)
+            if error.field == "vram_budget_override" and budget_key in self.fields:
+                field = budget_key
+            elif gpu_key in self.fields:
+                field = gpu_key
+        self.add_error(field, error.message)
 
 
 def _as_int(value) -> int | None:

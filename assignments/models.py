@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from assignments import planner
-from assignments.planner.types import MB_PER_GB
+from assignments.planner.registry import UnknownStrategy, get_strategy
+from gpus.units import MB_PER_GB
 
 
 class AiService(models.Model):
@@ -66,8 +66,10 @@ class AiService(models.Model):
 
 
 def validate_strategy(value: str) -> None:
-    if value not in planner.strategy_names():
-        raise ValidationError(f"Unknown strategy {value!r}.")
+    try:
+        get_strategy(value)
+    except UnknownStrategy as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class GpuConfig(models.Model):
@@ -95,9 +97,14 @@ class GpuConfig(models.Model):
 class Assignment(models.Model):
     """A service's saved GPU, remembered by UUID as well as index, with an optional budget.
 
-    ``fallback_*`` is set while the saved GPU is lost: the service runs on the fallback GPU
-    until the saved one returns, when the fallback is cleared and the saved choice applies again.
+    While the saved GPU is lost the service falls back: ``fallback_since`` says since when,
+    ``lost_gpu_uuid`` which card went away and ``fallback_gpu_*`` where the service runs
+    meanwhile (empty: nowhere, no GPU was left). When the saved GPU returns the fallback is
+    cleared and the saved choice applies again. The sentence users read is composed from these
+    at read time (``selectors.fallback_message``).
     """
+
+    FALLBACK_FIELDS = ("fallback_gpu_index", "fallback_gpu_uuid", "lost_gpu_uuid", "fallback_since")
 
     service = models.OneToOneField(AiService, on_delete=models.CASCADE, related_name="assignment")
     gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -107,7 +114,8 @@ class Assignment(models.Model):
     )
     fallback_gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
     fallback_gpu_uuid = models.CharField(max_length=96, blank=True)
-    fallback_reason = models.CharField(max_length=300, blank=True)
+    lost_gpu_uuid = models.CharField(max_length=96, blank=True)
+    fallback_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -123,15 +131,33 @@ class Assignment(models.Model):
         return f"{self.service.name} → GPU {self.effective_gpu_index}"
 
     @property
+    def is_falling_back(self) -> bool:
+        return self.fallback_since is not None
+
+    @property
     def effective_gpu_index(self) -> int | None:
         """The GPU the service runs on now: the fallback while one is active."""
-        if self.fallback_reason:
+        if self.is_falling_back:
             return self.fallback_gpu_index
         return self.gpu_index
 
     @property
     def effective_gpu_uuid(self) -> str:
-        return self.fallback_gpu_uuid if self.fallback_reason else self.gpu_uuid
+        return self.fallback_gpu_uuid if self.is_falling_back else self.gpu_uuid
+
+    def fallback_set(self, *, lost_uuid: str, target, since) -> None:
+        """Run on ``target`` (a Gpu, or None for nowhere) while ``lost_uuid`` is away."""
+        self.lost_gpu_uuid = lost_uuid
+        self.fallback_gpu_index = target.index if target else None
+        self.fallback_gpu_uuid = target.uuid if target else ""
+        if self.fallback_since is None:
+            self.fallback_since = since
+
+    def fallback_clear(self) -> None:
+        self.fallback_gpu_index = None
+        self.fallback_gpu_uuid = ""
+        self.lost_gpu_uuid = ""
+        self.fallback_since = None
 
 
 class ConfigVersion(models.Model):
@@ -200,9 +226,3 @@ class ApplyRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None

@@ -14,11 +14,13 @@ from assignments import planner
 from assignments.models import AiService, ApplyRun, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
+from assignments.runtime.base import Step
 from assignments.selectors import (
     PlanningInput,
     apply_run_list,
     config_preview,
     fallback_issues,
+    fallback_messages,
     planning_input,
     version_list,
 )
@@ -248,9 +250,9 @@ def table_state(
         if i.service in saved and chosen[i.service] == saved[i.service]
     ] + issues
     colours = {s.name: n % SEGMENT_COLOURS for n, s in enumerate(services)}
+    reasons = fallback_messages(data.assignments)
     rows = []
     for demand in services:
-        assignment = data.assignments.get(demand.name)
         rows.append(
             Row(
                 service=data.catalog[demand.name],
@@ -259,7 +261,7 @@ def table_state(
                 chosen=chosen[demand.name],
                 colour=colours[demand.name],
                 issues=[i for i in issues if i.service == demand.name],
-                fallback_reason=assignment.fallback_reason if assignment else "",
+                fallback_reason=reasons.get(demand.name, ""),
             )
         )
     return TableState(
@@ -293,10 +295,7 @@ def current_strategy() -> str:
 
 def gpu_name(gpus: Mapping[int, GpuView], index: int | None) -> str:
     """``GPU 1 (RTX A400)``, or ``Unassigned``."""
-    if index is None:
-        return "Unassigned"
-    gpu = gpus.get(index)
-    return gpu_label(gpu) if gpu else f"GPU {index}"
+    return "Unassigned" if index is None else gpu_label(gpus.get(index), index)
 
 
 @dataclass(frozen=True)
@@ -399,7 +398,7 @@ def apply_plan() -> ApplyPlan:
     from assignments.applying import diff
     from assignments.runtime import get_runtime
     from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
-    from assignments.services import apply_targets
+    from assignments.selectors import apply_targets
 
     try:
         changes = diff(get_runtime(), apply_targets())
@@ -423,23 +422,21 @@ def apply_plan() -> ApplyPlan:
 
 
 STEP_LABELS = {
-    "pending": "Waiting",
-    "stopping": "Stopping",
-    "recreating": "Recreating",
-    "starting": "Starting",
-    "waiting_health": "Waiting for health",
-    "healthy": "Healthy",
-    "rolled_back": "Rolled back",
-    "failed": "Failed",
-    "unchanged": "Unchanged",
-    "skipped": "Skipped",
+    Step.PENDING: "Waiting",
+    Step.STOPPING: "Stopping",
+    Step.RECREATING: "Recreating",
+    Step.STARTING: "Starting",
+    Step.WAITING_HEALTH: "Waiting for health",
+    Step.HEALTHY: "Healthy",
+    Step.ROLLED_BACK: "Rolled back",
+    Step.FAILED: "Failed",
+    Step.UNCHANGED: "Unchanged",
 }
 STEP_TONE = {
-    "healthy": "ok",
-    "unchanged": "muted",
-    "skipped": "muted",
-    "rolled_back": "bad",
-    "failed": "bad",
+    Step.HEALTHY: "ok",
+    Step.UNCHANGED: "muted",
+    Step.ROLLED_BACK: "bad",
+    Step.FAILED: "bad",
 }
 
 

@@ -11,8 +11,11 @@ import time
 
 from django.core.cache import cache
 
+from assignments.runtime.base import Step
+
 TTL = 24 * 3600
-TERMINAL = {"healthy", "rolled_back", "failed", "unchanged", "skipped"}
+TERMINAL = frozenset({Step.HEALTHY, Step.ROLLED_BACK, Step.FAILED, Step.UNCHANGED})
+"""Steps after which a service's part of an apply is over."""
 
 
 def _run_key(operation_id: str) -> str:
@@ -30,11 +33,11 @@ def progress_init(operation_id: str, services: list[str]) -> None:
         {
             _service_key(operation_id, s): {
                 "service": s,
-                "status": "pending",
+                "status": str(Step.PENDING),
                 "message": "Waiting to restart",
                 "started_at": now,
                 "updated_at": now,
-                "history": [{"status": "pending", "at": now}],
+                "history": [{"status": str(Step.PENDING), "at": now}],
             }
             for s in services
         },
@@ -61,7 +64,7 @@ def progress_get(operation_id: str) -> list[dict]:
     for s in services:
         entry = values.get(_service_key(operation_id, s)) or {
             "service": s,
-            "status": "pending",
+            "status": str(Step.PENDING),
             "message": "",
         }
         started = entry.get("started_at") or now

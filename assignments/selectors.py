@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import QuerySet
 
-from assignments import planner
+from assignments import files, planner, progress
+from assignments.applying import Target
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
+from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
+from assignments.runtime import get_runtime
+from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
 from gpus.models import Gpu
 
 
@@ -89,13 +95,35 @@ def planning_input() -> PlanningInput:
     )
 
 
-def fallback_issues(assignments: dict[str, Assignment]) -> list[Issue]:
+def fallback_message(name: str, assignment: Assignment, gpus: Mapping[str, Gpu]) -> str:
+    """The sentence for an active fallback, composed from its data (``gpus``: rows by UUID)."""
+    lost = gpus.get(assignment.lost_gpu_uuid) if assignment.lost_gpu_uuid else None
+    lost_label = gpu_label(lost, assignment.gpu_index)
+    target = gpus.get(assignment.fallback_gpu_uuid) if assignment.fallback_gpu_uuid else None
+    if target is None:
+        return f"{name}: {lost_label} is unavailable and no GPU is left; the service is not placed."
+    return f"{name}: {lost_label} is unavailable; falling back to {gpu_label(target)} until it returns."
+
+
+def fallback_messages(assignments: Mapping[str, Assignment]) -> dict[str, str]:
+    """The fallback sentence of each service that is falling back, by service name."""
+    active = {name: a for name, a in assignments.items() if a.is_falling_back}
+    if not active:
+        return {}
+    gpus = {g.uuid: g for g in Gpu.objects.all()}
+    return {name: fallback_message(name, a, gpus) for name, a in active.items()}
+
+
+def fallback_issues(assignments: Mapping[str, Assignment]) -> list[Issue]:
+    messages = fallback_messages(assignments)
     return [
         Issue(
-            code="fallback", message=a.fallback_reason, service=name, gpu_index=a.fallback_gpu_index
+            code="fallback",
+            message=message,
+            service=name,
+            gpu_index=assignments[name].fallback_gpu_index,
         )
-        for name, a in assignments.items()
-        if a.fallback_reason
+        for name, message in messages.items()
     ]
 
 
@@ -142,3 +170,98 @@ def apply_run_list(*, limit: int = 10) -> QuerySet[ApplyRun]:
 
 def apply_run_latest() -> ApplyRun | None:
     return ApplyRun.objects.order_by("-created_at", "-pk").first()
+
+
+def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
+    """Each enabled service's line in the generated files, as saved (fallbacks applied)."""
+    data = data or planning_input()
+    gpus = {g.uuid: g for g in Gpu.objects.all()}
+    reasons = fallback_messages(data.assignments)
+    entries = []
+    for d in data.services:
+        a = data.assignments.get(d.name)
+        uuid = a.effective_gpu_uuid if a else ""
+        gpu = gpus.get(uuid)
+        entries.append(
+            files.FileEntry(
+                service=d.name,
+                gpu_index=d.current_gpu,
+                gpu_uuid=uuid,
+                gpu_name=gpu.name if gpu else "",
+                budget_gb=d.budget_gb if d.budget_gb is not None else d.default_budget_gb,
+                budget_adjustable=d.budget_adjustable,
+                fallback_reason=reasons.get(d.name, ""),
+            )
+        )
+    return entries
+
+
+def apply_targets(data: PlanningInput | None = None) -> list[Target]:
+    """What each enabled service should run with: device ids (in the configured format) and
+    its VRAM budget."""
+    data = data or planning_input()
+    id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
+    targets = []
+    for entry, demand in zip(config_entries(data), data.services, strict=True):
+        device_ids = () if entry.gpu_index is None else (files.device_id(entry, id_format),)
+        targets.append(
+            Target(
+                service=entry.service,
+                device_ids=device_ids,
+                budget_gb=entry.budget_gb if entry.budget_adjustable else None,
+                latency_critical=demand.latency_critical,
+            )
+        )
+    return targets
+
+
+def apply_status() -> dict:
+    """The latest apply's progress plus each service's live container state."""
+    run = apply_run_latest()
+    entries = progress.progress_get(str(run.operation_id)) if run else []
+    in_progress = bool(run and not run.is_finished)
+    return {
+        "run": run,
+        "in_progress": in_progress,
+        "services_pending": [e["service"] for e in entries if e["status"] not in progress.TERMINAL],
+        "services_completed": [e["service"] for e in entries if e["status"] in progress.TERMINAL],
+        "service_statuses": [
+            {
+                "service": e["service"],
+                "status": e["status"],
+                "message": e.get("message", ""),
+                "elapsed_s": e.get("elapsed_s"),
+            }
+            for e in entries
+        ],
+        "services": services_live(restart={e["service"]: e["status"] for e in entries}),
+    }
+
+
+def services_live(*, restart: dict[str, str] | None = None) -> list[dict]:
+    """Each enabled service's live container status and health, from the engine.
+
+    The engine being unreachable is reported per service (status ``unknown``), not raised.
+    """
+    data = planning_input()
+    restart = restart or {}
+    out = []
+    try:
+        runtime = get_runtime()
+        states = {d.name: runtime.inspect(d.name) for d in data.services}
+        error = ""
+    except (RuntimeUnavailable, RuntimeError_) as exc:
+        states, error = {}, str(exc)
+    for d in data.services:
+        state = states.get(d.name)
+        out.append(
+            {
+                "name": d.name,
+                "status": (state.status if state else ("unknown" if error else "missing")),
+                "health": state.health if state else None,
+                "gpu_index": d.current_gpu,
+                "restart_status": restart.get(d.name),
+                **({"error": error} if error else {}),
+            }
+        )
+    return out

@@ -10,6 +10,7 @@ without JavaScript and no partial has a view of its own. Writes go through
 from __future__ import annotations
 
 from functools import wraps
+from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import urlencode
 
@@ -24,9 +25,10 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from assignments import page_selectors, planner
 from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
-from assignments.runtime.base import RuntimeUnavailable
-from assignments.selectors import PlanningInput, apply_run_latest, planning_input
-from assignments.services import ApplyBusy, ConfigInvalid, apply_start, apply_status, config_save
+from assignments.selectors import PlanningInput, apply_run_latest, apply_status, planning_input
+from assignments.services import apply_start, config_save
+from gpuconfig_site.errors import ApplicationError, http_status
+from gpus.services import gpu_scan_request
 
 TEMPLATE = "settings/gpu.html"
 STOP_POLLING = 286
@@ -68,8 +70,11 @@ def _can_change(request: HttpRequest) -> bool:
     return bool(request.user.is_active and request.user.is_staff)
 
 
-def _actor(request: HttpRequest) -> str:
-    return request.user.get_username()
+def _refusal_status(error: ApplicationError) -> int:
+    """The status of a fragment that shows a refusal: the error's own (409, 502, 503), and 422
+    rather than 400 for a form the page re-renders with the reason at its field."""
+    status = http_status(error)
+    return HTTPStatus.UNPROCESSABLE_ENTITY if status == HTTPStatus.BAD_REQUEST else status
 
 
 def _config_form(
@@ -174,8 +179,6 @@ def gpu_cards(request):
 
 def _scan_now() -> dict:
     """Run a scan on a worker and wait briefly for it, as the detect API does."""
-    from gpus.services import gpu_scan_request
-
     summary, fresh = gpu_scan_request(wait=settings.GPUCONFIG_DETECT_WAIT)
     return summary if fresh else {"queued": True}
 
@@ -225,10 +228,8 @@ def config_preview(request):
     context: dict = {}
     try:
         context["preview"] = page_selectors.preview(strategy)
-    except planner.UnknownStrategy:
-        context["preview_error"] = (
-            f"Unknown strategy {strategy!r}; choose one of: {', '.join(planner.strategy_names())}."
-        )
+    except planner.UnknownStrategy as exc:
+        context["preview_error"] = str(exc)
     if request.method == "POST" and not request.htmx:
         # Without JavaScript the whole form came along: keep the user's unsaved choices.
         planning = planning_input()
@@ -299,13 +300,11 @@ def config_save_view(request):
             strategy=form.cleaned_data["strategy"],
             assignments=form.assignments(),
             user=request.user,
-            actor=_actor(request),
         )
-    except ConfigInvalid as exc:
-        form.add_config_error(exc.detail)
-        return _render(
-            request, "assignments", _config_context(request, form, attempted_save=True), status=422
-        )
+    except ApplicationError as exc:
+        form.add_application_error(exc)
+        context = _config_context(request, form, attempted_save=True)
+        return _render(request, "assignments", context, status=_refusal_status(exc))
     notice = (
         f"Saved as version {result.version.pk}; the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
@@ -334,14 +333,10 @@ def apply_view(request):
             request, "apply-confirm", {"apply": _apply_context(error=NOT_STAFF)}, status=403
         )
     try:
-        _run, pending = apply_start(user=request.user, actor=_actor(request))
-    except ApplyBusy as exc:
-        return _render(
-            request, "apply-confirm", {"apply": _apply_context(error=str(exc))}, status=409
-        )
-    except RuntimeUnavailable as exc:
-        error = f"Cannot reach the container engine, so nothing was restarted: {exc}"
-        return _render(request, "apply-confirm", {"apply": _apply_context(error=error)}, status=503)
+        _run, pending = apply_start(user=request.user)
+    except ApplicationError as exc:
+        context = {"apply": _apply_context(error=exc.message)}
+        return _render(request, "apply-confirm", context, status=_refusal_status(exc))
     if not request.htmx:
         if pending:
             messages.success(request, f"Apply started: restarting {', '.join(pending)}.")

@@ -1,10 +1,13 @@
-"""API-wide pieces: every error leaves as ``{"detail": "..."}``."""
+"""API-wide pieces: every error leaves as ``{"detail": "..."}``; a refusal of a service
+(``ApplicationError``) gets the status its code maps to (``gpuconfig_site.errors``)."""
 
 from __future__ import annotations
 
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from gpuconfig_site.errors import ApplicationError, http_status
 
 
 def _flatten(detail) -> str:
@@ -21,6 +24,8 @@ def _flatten(detail) -> str:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, ApplicationError):
+        return Response({"detail": exc.message}, status=http_status(exc))
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-MB_PER_GB = 1024
+from gpus.units import MB_PER_GB
 
 
 class Gpu(models.Model):
@@ -56,10 +56,6 @@ class Gpu(models.Model):
     @property
     def vram_total_gb(self) -> float | None:
         return None if self.vram_total_mb is None else self.vram_total_mb / MB_PER_GB
-
-    @property
-    def vram_used_gb(self) -> float | None:
-        return None if self.vram_used_mb is None else self.vram_used_mb / MB_PER_GB
 
     @property
     def vram_used_fraction(self) -> float:

@@ -30,10 +30,6 @@ def gpu_list(*, include_unavailable: bool = True) -> QuerySet[Gpu]:
     return qs.order_by("-available", "index", "uuid")
 
 
-def gpu_available_list() -> list[Gpu]:
-    return list(gpu_list(include_unavailable=False))
-
-
 def gpu_samples(
     *, gpu_ids: list[int] | None = None, seconds: int | None = None
 ) -> dict[int, list[GpuSample]]:

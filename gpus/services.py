@@ -12,10 +12,13 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
+from gpus import backends
 from gpus.backends.base import BackendError, BackendUnavailable, GpuReading
 from gpus.models import Gpu, GpuSample
 from gpus.selectors import LAST_SCAN_KEY, last_scan
+from gpus.signals import inventory_changed
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,50 @@ class SyncResult:
         return bool(self.added or self.lost or self.returned or self.reindexed)
 
 
+def _mark_missing_lost(existing: dict[str, Gpu], present_uuids: set[str], result: SyncResult):
+    for gpu in existing.values():
+        if gpu.available and gpu.uuid not in present_uuids:
+            gpu.available = False
+            gpu.utilization_percent = None
+            gpu.save(update_fields=["available", "utilization_percent", "updated_at"])
+            result.lost.append(gpu.uuid)
+            logger.warning(
+                "GPU %s (%s, index %s) is no longer available", gpu.uuid, gpu.name, gpu.index
+            )
+
+
+def _reading_apply(gpu: Gpu, reading: GpuReading, *, backend: str, now) -> None:
+    cc = reading.compute_capability
+    gpu.index = reading.index
+    gpu.name = reading.name
+    gpu.pci_bus_id = reading.pci_bus_id or ""
+    gpu.vram_total_mb = reading.vram_total_mb
+    gpu.vram_used_mb = reading.vram_used_mb
+    gpu.processes_used_mb = reading.processes_used_mb
+    gpu.compute_capability_major = cc[0] if cc else None
+    gpu.compute_capability_minor = cc[1] if cc else None
+    gpu.utilization_percent = reading.utilization_percent
+    gpu.temperature_c = reading.temperature_c
+    gpu.power_w = reading.power_w
+    gpu.available = True
+    gpu.last_seen = now
+    gpu.backend = backend
+    gpu.save()
+
+
+def _mark_reported_lost(
+    existing: dict[str, Gpu], readings: list[GpuReading], result: SyncResult
+) -> None:
+    for reading in readings:
+        if reading.lost and reading.uuid in existing and reading.uuid not in result.lost:
+            gpu = existing[reading.uuid]
+            if gpu.available:
+                gpu.available = False
+                gpu.save(update_fields=["available", "updated_at"])
+                result.lost.append(gpu.uuid)
+                logger.warning("GPU %s (%s) reported lost by the driver", gpu.uuid, gpu.name)
+
+
 @transaction.atomic
 def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> SyncResult:
     """Upsert GPUs by UUID from one scan; GPUs missing from it (or lost) become unavailable.
@@ -49,18 +96,9 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
     result = SyncResult()
     existing = {gpu.uuid: gpu for gpu in Gpu.objects.select_for_update()}
     present = [r for r in readings if not r.lost]
-    present_uuids = {r.uuid for r in present}
 
     # Free the indices first so the "one present GPU per index" constraint holds mid-update.
-    for gpu in existing.values():
-        if gpu.available and gpu.uuid not in present_uuids:
-            gpu.available = False
-            gpu.utilization_percent = None
-            gpu.save(update_fields=["available", "utilization_percent", "updated_at"])
-            result.lost.append(gpu.uuid)
-            logger.warning(
-                "GPU %s (%s, index %s) is no longer available", gpu.uuid, gpu.name, gpu.index
-            )
+    _mark_missing_lost(existing, {r.uuid for r in present}, result)
     moving = [
         existing[r.uuid]
         for r in present
@@ -74,27 +112,11 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
         if gpu is None:
             gpu = Gpu(uuid=reading.uuid)
             result.added.append(reading.uuid)
-        else:
-            if not gpu.available and gpu not in moving:
-                result.returned.append(reading.uuid)
-            elif gpu.index != reading.index:
-                result.reindexed.append(reading.uuid)
-        cc = reading.compute_capability
-        gpu.index = reading.index
-        gpu.name = reading.name
-        gpu.pci_bus_id = reading.pci_bus_id or ""
-        gpu.vram_total_mb = reading.vram_total_mb
-        gpu.vram_used_mb = reading.vram_used_mb
-        gpu.processes_used_mb = reading.processes_used_mb
-        gpu.compute_capability_major = cc[0] if cc else None
-        gpu.compute_capability_minor = cc[1] if cc else None
-        gpu.utilization_percent = reading.utilization_percent
-        gpu.temperature_c = reading.temperature_c
-        gpu.power_w = reading.power_w
-        gpu.available = True
-        gpu.last_seen = now
-        gpu.backend = backend
-        gpu.save()
+        elif not gpu.available and gpu not in moving:
+            result.returned.append(reading.uuid)
+        elif gpu.index != reading.index:
+            result.reindexed.append(reading.uuid)
+        _reading_apply(gpu, reading, backend=backend, now=now)
         GpuSample.objects.create(
             gpu=gpu,
             taken_at=now,
@@ -102,15 +124,7 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
             vram_used_mb=reading.vram_used_mb,
         )
 
-    for reading in readings:
-        if reading.lost and reading.uuid in existing and reading.uuid not in result.lost:
-            gpu = existing[reading.uuid]
-            if gpu.available:
-                gpu.available = False
-                gpu.save(update_fields=["available", "updated_at"])
-                result.lost.append(gpu.uuid)
-                logger.warning("GPU %s (%s) reported lost by the driver", gpu.uuid, gpu.name)
-
+    _mark_reported_lost(existing, readings, result)
     GpuSample.objects.filter(
         taken_at__lt=now - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION)
     ).delete()
@@ -118,14 +132,11 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
 
 
 def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
-    """Run one scan now, sync it, and let the assignments follow the inventory.
+    """Run one scan now, sync it, and announce a changed inventory (``inventory_changed``).
 
     Concurrent calls do not race: one scans, the others wait for it and reuse its result.
     Returns the scan summary (sequence number, backend, notes, error, what changed).
     """
-    from assignments.services import assignments_follow_inventory
-    from gpus.backends import scan
-
     token = uuidlib.uuid4().hex
     if not cache.add(SCAN_LOCK_KEY, token, timeout=max(int(wait), 60)):
         before = (last_scan() or {}).get("seq", 0)
@@ -138,30 +149,8 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
         return last_scan() or {}
 
     try:
-        summary: dict = {"backend": None, "notes": [], "error": None, "changes": {}}
-        try:
-            result = scan(backend)
-        except (BackendUnavailable, BackendError) as exc:
-            # An explicit backend that cannot run: keep the inventory as it is, report why.
-            summary["error"] = str(exc)
-            logger.error("GPU scan failed: %s", exc)
-        else:
-            summary["backend"] = result.backend
-            summary["notes"] = list(result.notes)
-            sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
-            summary["changes"] = {
-                "added": sync.added,
-                "lost": sync.lost,
-                "returned": sync.returned,
-                "reindexed": sync.reindexed,
-            }
-            summary["follow"] = assignments_follow_inventory()
-        try:
-            seq = cache.incr(SCAN_SEQ_KEY)
-        except ValueError:
-            cache.set(SCAN_SEQ_KEY, 1, timeout=None)
-            seq = 1
-        summary["seq"] = seq
+        summary = _scan_and_sync(backend)
+        summary["seq"] = _scan_seq_next()
         summary["finished_at"] = timezone.now().isoformat()
         cache.set(LAST_SCAN_KEY, summary, timeout=None)
         return summary
@@ -170,15 +159,45 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
             cache.delete(SCAN_LOCK_KEY)
 
 
+def _scan_and_sync(backend: str | None) -> dict:
+    summary: dict = {"backend": None, "notes": [], "error": None, "changes": {}}
+    try:
+        result = backends.scan(backend)
+    except (BackendUnavailable, BackendError) as exc:
+        # An explicit backend that cannot run: keep the inventory as it is, report why.
+        summary["error"] = str(exc)
+        logger.error("GPU scan failed: %s", exc)
+        return summary
+    summary["backend"] = result.backend
+    summary["notes"] = list(result.notes)
+    sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
+    summary["changes"] = {
+        "added": sync.added,
+        "lost": sync.lost,
+        "returned": sync.returned,
+        "reindexed": sync.reindexed,
+    }
+    if sync.changed:
+        # The sync's transaction has ended: listeners see the new inventory.
+        inventory_changed.send(sender=gpu_inventory_sync, result=sync)
+    return summary
+
+
+def _scan_seq_next() -> int:
+    try:
+        return cache.incr(SCAN_SEQ_KEY)
+    except ValueError:
+        cache.set(SCAN_SEQ_KEY, 1, timeout=None)
+        return 1
+
+
 def gpu_scan_request(*, wait: float) -> tuple[dict, bool]:
     """Ask a worker for a scan now and wait up to ``wait`` seconds for it (Re-scan GPUs).
 
     Returns the newest scan summary and whether it is fresh (finished after this call).
     Without a reachable broker the scan runs here instead.
     """
-    from kombu.exceptions import OperationalError
-
-    from gpus.tasks import detect_gpus_task
+    from gpus.tasks import detect_gpus_task  # the tasks module imports this one
 
     before = (last_scan() or {}).get("seq", 0)
     try:

@@ -10,19 +10,9 @@ from rest_framework.views import APIView
 
 from assignments import planner
 from assignments.api import serializers as s
-from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
-from assignments.selectors import config_current, config_preview, service_list
-from assignments.services import (
-    ApplyBusy,
-    ConfigInvalid,
-    apply_status,
-    config_save,
-)
+from assignments.selectors import apply_status, config_current, config_preview, service_list
+from assignments.services import apply_start, config_save
 from gpuconfig_site.api import bad_request
-
-
-def _actor(request) -> str:
-    return getattr(request.user, "username", "") or str(request.user)
 
 
 class GpuConfigView(APIView):
@@ -49,15 +39,9 @@ class GpuConfigView(APIView):
             return bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
         if not body:
             return bad_request("Nothing to save: give a strategy, assignments, or both.")
-        try:
-            result = config_save(
-                strategy=body.get("strategy"),
-                assignments=body.get("assignments"),
-                user=request.user,
-                actor=_actor(request),
-            )
-        except ConfigInvalid as exc:
-            return bad_request(exc.detail)
+        result = config_save(
+            strategy=body.get("strategy"), assignments=body.get("assignments"), user=request.user
+        )
         return Response(
             {"success": True, "warnings": result.warnings, "version": result.version.pk}
         )
@@ -79,10 +63,8 @@ class PreviewView(APIView):
             return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
         try:
             plan, _ = config_preview(strategy=strategy)
-        except planner.UnknownStrategy:
-            return bad_request(
-                f"Unknown strategy {strategy!r}; expected one of: {', '.join(planner.strategy_names())}."
-            )
+        except planner.UnknownStrategy as exc:
+            return bad_request(str(exc))
         return Response(
             {
                 "strategy": plan.strategy,
@@ -100,7 +82,10 @@ class PreviewView(APIView):
 
 
 class ApplyView(APIView):
-    """Apply the saved configuration: recreate the containers whose GPU or budget changed."""
+    """Apply the saved configuration: recreate the containers whose GPU or budget changed.
+
+    A refusal (another apply runs, the engine cannot be reached) is an ``ApplicationError``,
+    answered by the API's exception handler with its status (409, 502, 503)."""
 
     @extend_schema(
         request=None,
@@ -113,22 +98,7 @@ class ApplyView(APIView):
         operation_id="gpu_config_apply",
     )
     def post(self, request):
-        from assignments.services import apply_start
-
-        try:
-            run, pending = apply_start(user=request.user, actor=_actor(request))
-        except ApplyBusy as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except RuntimeUnavailable as exc:
-            return Response(
-                {"detail": f"Cannot reach the container engine: {exc}"},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
-        except RuntimeError_ as exc:
-            return Response(
-                {"detail": f"The container engine refused: {exc}"},
-                status=status.HTTP_502_BAD_GATEWAY,
-            )
+        run, pending = apply_start(user=request.user)
         return Response(
             {
                 "success": True,

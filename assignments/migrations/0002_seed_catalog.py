@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-MB_PER_GB = 1024
+from gpus.units import MB_PER_GB
 
 CATALOG = [
     # name, display name, model, VRAM GB, latency-critical, isolated, budget-adjustable, default budget

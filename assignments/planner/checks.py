@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .placing import need_mb, usable_gpus
+from .placing import most_free, need_mb, usable_gpus
 from .types import MB_PER_GB, GpuView, Issue, Placement, ServiceDemand
 
 HEADROOM_MB = MB_PER_GB // 2
@@ -36,7 +36,7 @@ def fallback_gpu(
     if not usable:
         return None
     free = free_mb(usable, services, placements)
-    return min(free, key=lambda index: (-free[index], index))
+    return most_free(free, free)
 
 
 def suggest_budget_gb(
@@ -183,8 +183,14 @@ def check(
     return tuple(issues)
 
 
-def gpu_label(gpu: GpuView) -> str:
-    """``GPU 1 (RTX A400)``: the index and the name without the vendor prefix."""
+def gpu_label(gpu: GpuView | None, index: int | None = None) -> str:
+    """``GPU 1 (RTX A400)``: the index and the name without the vendor prefix.
+
+    The one way gpuconfig names a GPU (planner warnings, fallbacks, the page). ``gpu`` is anything
+    with ``index`` and ``name``; without one (a GPU no longer known), ``GPU <index>``.
+    """
+    if gpu is None:
+        return f"GPU {index}"
     name = gpu.name.strip()
     if name.upper().startswith("NVIDIA "):
         name = name[len("NVIDIA ") :].strip()

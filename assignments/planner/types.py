@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MB_PER_GB = 1024
+from gpus.units import MB_PER_GB
 
 
 def format_budget_gb(budget_gb: float) -> str:

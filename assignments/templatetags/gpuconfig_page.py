@@ -15,7 +15,7 @@ from django import template
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
-from assignments.planner.types import MB_PER_GB
+from gpus.units import MB_PER_GB
 
 register = template.Library()
 

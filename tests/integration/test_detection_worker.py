@@ -42,7 +42,7 @@ def test_beat_scans_follow_a_gpu_that_leaves_and_returns(
         lambda: not Gpu.objects.get(index=1).available, what="the GPU to be marked unavailable"
     )
     wait_for(
-        lambda: Assignment.objects.get(service__name="ai-enrichment").fallback_reason,
+        lambda: Assignment.objects.get(service__name="ai-enrichment").is_falling_back,
         what="the fallback",
     )
     enrichment = Assignment.objects.get(service__name="ai-enrichment")
@@ -54,7 +54,7 @@ def test_beat_scans_follow_a_gpu_that_leaves_and_returns(
 
     simulated_gpus.write_text(yaml.safe_dump(entries))  # the card is back
     wait_for(
-        lambda: not Assignment.objects.get(service__name="ai-enrichment").fallback_reason,
+        lambda: not Assignment.objects.get(service__name="ai-enrichment").is_falling_back,
         what="the saved assignment to be restored",
     )
     wait_for(

@@ -69,7 +69,6 @@ def test_scans_upsert_by_uuid_and_keep_samples(simulated_gpus, django_capture_on
 
 def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     """Two scans at once: one runs the backend, the other waits and reuses its result."""
-    import assignments.services
     import gpus.backends as backends
     import gpus.services
 
@@ -78,7 +77,6 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     monkeypatch.setattr(
         gpus.services, "gpu_inventory_sync", lambda **kw: gpus.services.SyncResult()
     )
-    monkeypatch.setattr(assignments.services, "assignments_follow_inventory", dict)
 
     calls = []
     started = threading.Event()
@@ -180,7 +178,7 @@ def test_a_lost_gpu_is_kept_unavailable_and_its_services_fall_back(
     summary = _scan(django_capture_on_commit_callbacks)
     assert summary["changes"]["returned"] == [A400]
     enrichment.refresh_from_db()
-    assert enrichment.effective_gpu_index == 1 and not enrichment.fallback_reason
+    assert enrichment.effective_gpu_index == 1 and not enrichment.is_falling_back
     assert _override_device(settings, "ai-enrichment") == "1"
     assert not any("falling back" in w for w in config_current()["warnings"])
 
@@ -279,3 +277,62 @@ def test_detect_gpus_command_prints_the_inventory(simulated_gpus, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["backend"] == "simulated"
     assert [g["index"] for g in out["gpus"]] == [0, 1]
+
+
+def test_a_fallback_is_data_and_its_sentence_is_composed_when_read(
+    simulated_gpus, django_capture_on_commit_callbacks
+):
+    """Lost GPU, target GPU and since when are stored; GPU names of any length fit (the
+    sentence is not stored) and the sentence names both GPUs the way the planner does."""
+    entries = _entries(simulated_gpus)
+    entries[0]["name"] = "NVIDIA RTX A5500 " + "x" * 180
+    entries[1]["name"] = "NVIDIA RTX A400 " + "y" * 180
+    _write(simulated_gpus, entries)
+    _scan(django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        config_save(strategy="isolation_first")
+    _write(simulated_gpus, [entries[0]])
+    _scan(django_capture_on_commit_callbacks)
+
+    enrichment = Assignment.objects.get(service__name="ai-enrichment")
+    assert enrichment.is_falling_back and enrichment.fallback_since is not None
+    assert (enrichment.lost_gpu_uuid, enrichment.fallback_gpu_uuid) == (A400, A5500)
+    warning = next(w for w in config_current()["warnings"] if w.startswith("ai-enrichment:"))
+    assert warning == (
+        f"ai-enrichment: GPU 1 (RTX A400 {'y' * 180}) is unavailable; "
+        f"falling back to GPU 0 (RTX A5500 {'x' * 180}) until it returns."
+    )
+    since = enrichment.fallback_since
+    _scan(django_capture_on_commit_callbacks)  # nothing changed: the fallback keeps its start
+    enrichment.refresh_from_db()
+    assert enrichment.fallback_since == since
+
+
+def test_the_fallback_migration_turns_stored_sentences_into_data(transactional_db):
+    """0003 keeps an old fallback (flagged by its sentence) as a fallback from its saved GPU."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    before = [("assignments", "0002_seed_catalog"), ("gpus", "0001_initial")]
+    executor.migrate(before)
+    old_apps = executor.loader.project_state(before).apps
+    Service = old_apps.get_model("assignments", "AiService")
+    OldAssignment = old_apps.get_model("assignments", "Assignment")
+    OldAssignment.objects.create(
+        service=Service.objects.get(name="ai-enrichment"),
+        gpu_index=1,
+        gpu_uuid=A400,
+        fallback_gpu_index=0,
+        fallback_gpu_uuid=A5500,
+        fallback_reason="ai-enrichment: GPU 1 is unavailable; falling back to GPU 0.",
+    )
+    OldAssignment.objects.create(service=Service.objects.get(name="ai-llm"), gpu_index=0)
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    enrichment = Assignment.objects.get(service__name="ai-enrichment")
+    assert enrichment.is_falling_back and enrichment.lost_gpu_uuid == A400
+    assert enrichment.effective_gpu_index == 0
+    assert not Assignment.objects.get(service__name="ai-llm").is_falling_back

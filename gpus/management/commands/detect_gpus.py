@@ -5,6 +5,11 @@ from django.core.management.base import BaseCommand, CommandError
 from gpus.api.serializers import GpuSerializer
 from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list
 from gpus.services import gpu_scan_run
+from gpus.units import MB_PER_GB
+
+
+def _gb(mb: int | None) -> str:
+    return "?" if mb is None else f"{mb / MB_PER_GB:.1f}"
 
 
 class Command(BaseCommand):
@@ -41,9 +46,8 @@ class Command(BaseCommand):
             return
         for g in gpus:
             state = "" if g["available"] else "  (unavailable)"
-            used = "?" if g["vram_used_mb"] is None else f"{g['vram_used_mb'] / 1024:.1f}"
-            total = "?" if g["vram_total_mb"] is None else f"{g['vram_total_mb'] / 1024:.1f}"
+            used, total = _gb(g["vram_used_mb"]), _gb(g["vram_total_mb"])
+            cc = g["compute_capability"] or "?"
             self.stdout.write(
-                f"GPU {g['index']}: {g['name']}  {used}/{total} GB used  cc {g['compute_capability'] or '?'}"
-                f"  {g['uuid']}{state}"
+                f"GPU {g['index']}: {g['name']}  {used}/{total} GB used  cc {cc}  {g['uuid']}{state}"
             )

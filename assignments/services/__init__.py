@@ -1,0 +1,57 @@
+"""Writes of the assignments app, one module per concern.
+
+- ``config``: validate a change, save it with a ConfigVersion, write the generated files;
+- ``inventory``: follow the GPU inventory (initial plan, fallback, restore);
+- ``apply``: the apply lock, starting an apply, carrying it out, recovery.
+
+The names below are the public ones; import them from here.
+"""
+
+from assignments.selectors import apply_status, apply_targets, config_entries, services_live
+from assignments.services.apply import (
+    APPLY_LOCK_KEY,
+    APPLY_QUEUE_TTL,
+    ApplyBusy,
+    apply_recover_stale,
+    apply_start,
+    config_apply,
+)
+from assignments.services.config import (
+    MAX_BUDGET_GB,
+    ConfigInvalid,
+    SaveResult,
+    actor_name,
+    config_files_write,
+    config_save,
+    config_validate,
+    config_version_record,
+)
+from assignments.services.inventory import (
+    assignments_follow_inventory,
+    inventory_changed_receiver,
+)
+from gpuconfig_site.errors import ApplicationError
+
+__all__ = [
+    "APPLY_LOCK_KEY",
+    "APPLY_QUEUE_TTL",
+    "MAX_BUDGET_GB",
+    "ApplicationError",
+    "ApplyBusy",
+    "ConfigInvalid",
+    "SaveResult",
+    "actor_name",
+    "apply_recover_stale",
+    "apply_start",
+    "apply_status",
+    "apply_targets",
+    "assignments_follow_inventory",
+    "config_apply",
+    "config_entries",
+    "config_files_write",
+    "config_save",
+    "config_validate",
+    "config_version_record",
+    "inventory_changed_receiver",
+    "services_live",
+]

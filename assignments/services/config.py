@@ -1,0 +1,261 @@
+"""Writes of the saved configuration: validating a change, saving it with a version, and
+(re)writing the generated files."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from assignments import files, planner
+from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig
+from assignments.planner.registry import get_strategy
+from assignments.selectors import PlanningInput, config_entries, config_issues, planning_input
+from gpuconfig_site.errors import ApplicationError
+from gpus.models import Gpu
+from gpus.units import MB_PER_GB
+
+MAX_BUDGET_GB = 1024.0
+ASSIGNMENT_KEYS = ("service", "gpu_index", "vram_budget_override")
+
+
+class ConfigInvalid(ApplicationError):
+    """A save was refused; ``message`` says why in words, ``extra`` where (service, field)."""
+
+    code = "config_invalid"
+
+
+@dataclass
+class SaveResult:
+    version: ConfigVersion
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Cleaned:
+    """One service's validated change."""
+
+    gpu: Gpu | None
+    budget: float | None
+    budget_given: bool
+
+
+def actor_name(user) -> str:
+    """Who made a change, as text: the signed-in user's name (``api-key`` for the key), else ''."""
+    return user.get_username() if getattr(user, "is_authenticated", False) else ""
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> float | None:
+    if value is None:
+        return None
+
+    def refuse(message: str) -> ConfigInvalid:
+        return ConfigInvalid(f"{name}: {message}", service=name, field="vram_budget_override")
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise refuse(f"vram_budget_override must be a number of GB, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise refuse(f"vram_budget_override must be greater than 0 GB, got {value:g}.")
+    if not svc.budget_adjustable:
+        raise refuse("this service does not take a VRAM budget override.")
+    limit = MAX_BUDGET_GB
+    where = f"the {MAX_BUDGET_GB:g} GB limit"
+    if gpu is not None and gpu.vram_total_mb:
+        limit = gpu.vram_total_mb / MB_PER_GB
+        where = f"the {limit:.1f} GB of GPU {gpu.index} ({gpu.name})"
+    if value > limit:
+        raise refuse(f"a VRAM budget of {value:g} GB is more than {where}.")
+    return round(value, 2)
+
+
+def _validate_strategy(strategy) -> None:
+    if strategy is None:
+        return
+    try:
+        get_strategy(strategy)
+    except planner.UnknownStrategy as exc:
+        raise ConfigInvalid(str(exc), code="unknown_strategy", field="strategy") from None
+
+
+def _validate_gpu_index(name: str, item: dict, gpus: dict[int, Gpu]) -> Gpu | None:
+    if "gpu_index" not in item:
+        raise ConfigInvalid(
+            f"{name}: gpu_index is required (null to leave it unassigned).",
+            service=name,
+            field="gpu_index",
+        )
+    index = item["gpu_index"]
+    if index is None:
+        return None
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ConfigInvalid(
+            f"{name}: gpu_index must be an integer or null, got {index!r}.",
+            service=name,
+            field="gpu_index",
+        )
+    if index not in gpus:
+        present = ", ".join(str(i) for i in sorted(gpus)) or "none"
+        raise ConfigInvalid(
+            f"{name}: there is no available GPU {index} (present: {present}).",
+            code="gpu_unavailable",
+            service=name,
+            field="gpu_index",
+        )
+    return gpus[index]
+
+
+def _validate_item(position: int, item, data: PlanningInput, gpus: dict[int, Gpu]):
+    """One entry of ``assignments``: its service name and cleaned values."""
+    if not isinstance(item, dict):
+        raise ConfigInvalid(f"assignments[{position}] must be an object.", field="assignments")
+    unknown_keys = set(item) - set(ASSIGNMENT_KEYS)
+    if unknown_keys:
+        raise ConfigInvalid(
+            f"assignments[{position}]: unknown field(s) {', '.join(sorted(unknown_keys))}.",
+            field="assignments",
+        )
+    name = item.get("service")
+    if not isinstance(name, str) or not name:
+        raise ConfigInvalid(f"assignments[{position}]: service is required.", field="service")
+    svc = data.catalog.get(name)
+    if svc is None:
+        raise ConfigInvalid(
+            f"Unknown service {name!r}; known: {', '.join(data.catalog)}.",
+            code="unknown_service",
+            field="service",
+        )
+    gpu = _validate_gpu_index(name, item, gpus)
+    budget = _validate_budget(name, item.get("vram_budget_override"), svc=svc, gpu=gpu)
+    return name, _Cleaned(gpu, budget, "vram_budget_override" in item)
+
+
+def _validate(strategy, assignments, data: PlanningInput) -> dict[str, _Cleaned]:
+    """Check a save request completely before anything is written; returns cleaned values."""
+    _validate_strategy(strategy)
+    if assignments is None:
+        return {}
+    if not isinstance(assignments, list):
+        raise ConfigInvalid(
+            "assignments must be a list of {service, gpu_index, vram_budget_override}.",
+            field="assignments",
+        )
+    gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
+    cleaned: dict[str, _Cleaned] = {}
+    for position, item in enumerate(assignments):
+        name, values = _validate_item(position, item, data, gpus)
+        if name in cleaned:
+            raise ConfigInvalid(f"Service {name!r} is listed twice.", service=name, field="service")
+        cleaned[name] = values
+    return cleaned
+
+
+def config_validate(*, strategy=None, assignments=None) -> None:
+    """Check a change the way a save would, without saving; raises ConfigInvalid."""
+    _validate(strategy, assignments, planning_input())
+
+
+# --- saving ----------------------------------------------------------------------------------
+
+
+def _snapshot(data: PlanningInput) -> list[dict]:
+    return [
+        {
+            "service": d.name,
+            "gpu_index": d.current_gpu,
+            "gpu_uuid": data.assignments[d.name].effective_gpu_uuid
+            if d.name in data.assignments
+            else "",
+            "vram_budget_override": d.budget_gb,
+        }
+        for d in data.services
+    ]
+
+
+def config_version_record(
+    *, source: str, strategy: str, user=None, actor: str = ""
+) -> tuple[ConfigVersion, list[str]]:
+    """Snapshot the saved configuration as a ConfigVersion; the files are rewritten after
+    commit. Returns the version and its warnings."""
+    data = planning_input()
+    warnings = [issue.message for issue in config_issues(data)]
+    version = ConfigVersion.objects.create(
+        source=source,
+        strategy=strategy,
+        created_by=user if getattr(user, "pk", None) else None,
+        actor=actor or actor_name(user),
+        assignments=_snapshot(data),
+        warnings=warnings,
+    )
+    transaction.on_commit(config_files_write)
+    return version, warnings
+
+
+def _planned_changes(strategy: str, data: PlanningInput) -> dict[str, _Cleaned]:
+    """An automatic strategy's plan as the changes to save (budgets are kept)."""
+    plan = planner.plan(strategy, data.gpus, data.services)
+    gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
+    return {
+        p.service: _Cleaned(gpus.get(p.gpu_index) if p.gpu_index is not None else None, None, False)
+        for p in plan.placements
+    }
+
+
+def _assignment_set(assignment: Assignment, values: _Cleaned) -> None:
+    gpu = values.gpu
+    if values.budget_given:
+        assignment.vram_budget_override = values.budget
+    if assignment.is_falling_back and gpu is not None and gpu.uuid == assignment.fallback_gpu_uuid:
+        # The row names where the service runs while its GPU is away (a page that saves every
+        # row does that): keep the saved choice, so it comes back with the card.
+        assignment.save()
+        return
+    assignment.gpu_index = gpu.index if gpu else None
+    assignment.gpu_uuid = gpu.uuid if gpu else ""
+    # The user chose another GPU: the fallback no longer applies.
+    assignment.fallback_clear()
+    assignment.save()
+
+
+def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") -> SaveResult:
+    """Validate, then save assignments and a ConfigVersion in one transaction; after commit,
+    write both generated files. A refused request (``ConfigInvalid``) changes nothing.
+
+    With ``assignments`` the given services are set as given (others keep theirs). With only an
+    automatic ``strategy``, its plan becomes the saved assignment (budgets are kept).
+    """
+    data = planning_input()
+    cleaned = _validate(strategy, assignments, data)
+    config = GpuConfig.load()
+    new_strategy = strategy or config.strategy
+    if not cleaned and strategy is not None and strategy != "manual":
+        cleaned = _planned_changes(strategy, data)
+
+    with transaction.atomic():
+        config = GpuConfig.objects.select_for_update().get(pk=config.pk)
+        config.strategy = new_strategy
+        config.updated_by = user if getattr(user, "pk", None) else None
+        config.save()
+        for name, values in cleaned.items():
+            assignment, _ = Assignment.objects.get_or_create(service=data.catalog[name])
+            _assignment_set(assignment, values)
+        version, warnings = config_version_record(
+            source=ConfigVersion.Source.SAVE, strategy=new_strategy, user=user, actor=actor
+        )
+    return SaveResult(version=version, warnings=warnings)
+
+
+def config_files_write() -> dict:
+    """(Re)write both generated files from the saved configuration."""
+    data = planning_input()
+    return files.write_config_files(
+        config_entries(data),
+        strategy=GpuConfig.load().strategy,
+        warnings=[i.message for i in config_issues(data)],
+        generated_at=timezone.now(),
+    )
