@@ -174,7 +174,8 @@ def execute(
 
     for change in work:
         waiting_for = waits[change.service]
-        message = f"queued: {_describe(change.current.device_ids)} → {_describe(change.target.device_ids)}"
+        current, target = change.current.device_ids, change.target.device_ids
+        message = f"queued: {_describe(current)} → {_describe(target)}"
         if waiting_for:
             message += f" (after {', '.join(sorted(waiting_for))} stop)"
         _report(progress, change.service, Step.PENDING, message)

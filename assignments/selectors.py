@@ -102,7 +102,10 @@ def fallback_message(name: str, assignment: Assignment, gpus: Mapping[str, Gpu])
     target = gpus.get(assignment.fallback_gpu_uuid) if assignment.fallback_gpu_uuid else None
     if target is None:
         return f"{name}: {lost_label} is unavailable and no GPU is left; the service is not placed."
-    return f"{name}: {lost_label} is unavailable; falling back to {gpu_label(target)} until it returns."
+    return (
+        f"{name}: {lost_label} is unavailable; falling back to {gpu_label(target)} "
+        "until it returns."
+    )
 
 
 def fallback_messages(assignments: Mapping[str, Assignment]) -> dict[str, str]:

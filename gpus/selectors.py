@@ -14,7 +14,8 @@ from gpus.models import Gpu, GpuSample
 NO_GPUS_DETAIL = "No GPUs detected"
 TROUBLESHOOTING = (
     "Verify NVIDIA drivers are installed: run `nvidia-smi` on the host.",
-    "Check the NVIDIA Container Toolkit: `docker run --rm --gpus all nvidia/cuda:12.0-base nvidia-smi`.",
+    "Check the NVIDIA Container Toolkit: "
+    "`docker run --rm --gpus all nvidia/cuda:12.0-base nvidia-smi`.",
     "Ensure the containers have GPU access in your compose file "
     "(deploy.resources.reservations.devices with driver: nvidia).",
     'Click "Re-scan GPUs" to run detection again.',

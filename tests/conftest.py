@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
@@ -34,6 +35,12 @@ def _isolated(settings, tmp_path, request):
     celery_app.conf.task_always_eager = eager
     yield
     celery_app.conf.task_always_eager = previous
+
+
+def reference_uuid(index: int) -> str:
+    """The UUID of the reference hardware's GPU ``index``, as the fixture file gives it."""
+    entries = yaml.safe_load(REFERENCE_GPUS.read_text())
+    return next(e["uuid"] for e in entries if e["index"] == index)
 
 
 @pytest.fixture

@@ -55,7 +55,8 @@ class GpuHistoryView(APIView):
 
 
 class DetectView(APIView):
-    """Re-scan GPUs now: runs a scan on a worker, waits a few seconds for it, returns the inventory."""
+    """Re-scan GPUs now: runs a scan on a worker, waits a few seconds for it, returns the
+    inventory."""
 
     @extend_schema(request=None, responses=DetectSerializer, operation_id="gpu_config_detect")
     def post(self, request):

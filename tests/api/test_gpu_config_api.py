@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from assignments.models import Assignment, ConfigVersion, GpuConfig
-from tests.conftest import config_files
+from tests.conftest import config_files, reference_uuid
 
 pytestmark = pytest.mark.django_db
 
@@ -161,10 +161,13 @@ def test_device_ids_can_be_uuids(put, staff_client, reference_inventory, setting
     settings.GPUCONFIG_DEVICE_ID_FORMAT = "uuid"
     put(staff_client, {"strategy": "isolation_first"})
     override = yaml.safe_load(config_files(settings)["docker-compose.gpu-override.yml"])
-    ids = override["services"]["ai-llm"]["deploy"]["resources"]["reservations"]["devices"][0][
-        "device_ids"
-    ]
-    assert ids == ["GPU-5c2f1a7e-a5500-0000-0000-000000000000"] or ids[0].startswith("GPU-")
+    services = override["services"]
+
+    def ids(service):
+        return services[service]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+
+    assert ids("ai-llm") == [reference_uuid(0)]
+    assert ids("ai-enrichment") == [reference_uuid(1)]
 
 
 BAD_BODIES = [
@@ -253,7 +256,8 @@ def test_a_non_finite_budget_is_refused(staff_client, reference_inventory, setti
     res = staff_client.generic(
         "PUT",
         URL,
-        '{"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": NaN}]}',
+        '{"assignments": [{"service": "ai-enrichment", "gpu_index": 1, '
+        '"vram_budget_override": NaN}]}',
         content_type="application/json",
     )
     assert res.status_code == 400

@@ -12,10 +12,6 @@ import pytest
 
 from tests.e2e.pages import DESKTOP
 
-# Playwright's sync API runs an event loop in the test thread; Django's ORM calls made from
-# the test itself (fixtures, assertions) are still plain synchronous calls.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 CHROMIUM = os.environ.get("GPUCONFIG_E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -27,9 +23,19 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """One chromium for the whole session."""
+@pytest.fixture(scope="package", autouse=True)
+def _orm_beside_the_event_loop():
+    """Playwright's sync API runs an event loop in the test thread; Django's ORM calls made from
+    the test itself (fixtures, assertions) are still plain synchronous calls. Allowed for these
+    browser tests only, never for the rest of the run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@pytest.fixture(scope="package")
+def browser(_orm_beside_the_event_loop):
+    """One chromium for the browser tests; closed (its event loop with it) when they end."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

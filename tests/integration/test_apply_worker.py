@@ -193,17 +193,19 @@ def test_an_unreachable_engine_is_a_clear_error(
 
 def test_a_worker_killed_mid_apply_is_recovered_on_restart(box, celery_worker_factory):
     stack, client = box
-    env = {"GPUCONFIG_APPLY_LOCK_TTL": "2"}
+    # The broken card never gets healthy and the health timeout is far away: the recreate holds
+    # in waiting_health (old container aside, new one started) until this test kills the worker.
+    env = {"GPUCONFIG_APPLY_LOCK_TTL": "2", "GPUCONFIG_HEALTH_TIMEOUT": "600"}
     worker = celery_worker_factory(env=env)
     before = ids(stack)
     config_save(assignments=[{"service": "ai-clip", "gpu_index": 99}])
     op = client.post("/api/system/gpu-config/apply").json()["operation_id"]
 
-    def started():
+    def held():
         entries = {e["service"]: e for e in progress.progress_get(op)}
-        return entries.get("ai-clip", {}).get("status") in ("starting", "waiting_health")
+        return entries.get("ai-clip", {}).get("status") == "waiting_health"
 
-    wait_for(started, timeout=30, interval=0.02, what="the recreate to reach its new container")
+    wait_for(held, timeout=30, what="the recreate to wait for its new container's health")
     worker.kill()
     names = [c["Names"][0] for c in stack.containers()]
     assert any("-gpuconfig-old-" in n for n in names), names  # left aside by the dead worker

@@ -19,6 +19,8 @@ from assignments.runtime.base import (
 from assignments.runtime.docker import DockerRuntime
 from tests.plugins.dockerd import BROKEN_GPU, SERVICES, proc_environ
 
+pytestmark = pytest.mark.integration
+
 HEALTH_TIMEOUT = 20
 
 
@@ -58,7 +60,6 @@ def ids(compose_stack) -> dict[str, str]:
     return {s: compose_stack.container(s)["Id"] for s in SERVICES}
 
 
-@pytest.mark.integration
 @pytest.mark.docker
 def test_moving_one_service_recreates_only_that_service(runtime, compose_stack):
     """ai-enrichment moves to GPU 1 with a 3.5 GB budget: its new container sees
@@ -104,7 +105,6 @@ def test_moving_one_service_recreates_only_that_service(runtime, compose_stack):
     ]
 
 
-@pytest.mark.integration
 @pytest.mark.docker
 def test_moving_three_services_runs_them_in_parallel(runtime, compose_stack):
     """Three independent moves overlap in time instead of running one after another."""
@@ -130,7 +130,6 @@ def test_moving_three_services_runs_them_in_parallel(runtime, compose_stack):
     assert next(s for _, s, step, _ in progress.events if step == Step.PENDING) == "ai-llm"
 
 
-@pytest.mark.integration
 @pytest.mark.docker
 def test_a_swap_starts_each_new_container_only_after_the_other_old_one_stopped(
     runtime, compose_stack
@@ -179,7 +178,6 @@ def test_a_swap_starts_each_new_container_only_after_the_other_old_one_stopped(
     assert proc_environ(new["ai-clip"])["NVIDIA_VISIBLE_DEVICES"] == "0"
 
 
-@pytest.mark.integration
 @pytest.mark.docker
 def test_a_failing_service_is_rolled_back_while_the_others_go_ahead(runtime, compose_stack):
     """ai-clip's new container never becomes healthy and is rolled back; ai-yolo26, moving at
@@ -200,7 +198,6 @@ def test_a_failing_service_is_rolled_back_while_the_others_go_ahead(runtime, com
     assert runtime.inspect("ai-yolo26").device_ids == ("1",)
 
 
-@pytest.mark.integration
 @pytest.mark.docker
 def test_a_dependency_that_cannot_stop_rolls_back_the_service_waiting_for_it(
     runtime, compose_stack, engine_api
@@ -225,7 +222,6 @@ def test_a_dependency_that_cannot_stop_rolls_back_the_service_waiting_for_it(
     assert compose_stack.container("ai-llm")["State"]["Running"] is True
 
 
-@pytest.mark.integration
 @pytest.mark.docker
 def test_a_service_without_a_container_is_reported_not_created(runtime, compose_stack, engine_api):
     engine_api.remove_container(compose_stack.container("ai-florence")["Id"], force=True)

@@ -8,8 +8,9 @@ import subprocess
 import pytest
 import yaml
 
+from assignments.models import GpuConfig
 from assignments.services import config_save
-from tests.conftest import config_files
+from tests.conftest import config_files, reference_uuid
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -51,15 +52,17 @@ def test_override_merges_with_the_base_file(
     reference_inventory, django_capture_on_commit_callbacks, settings, tmp_path, strategy
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        config_save(
-            strategy=strategy if strategy != "isolation_first" else "manual",
-            assignments=None
-            if strategy != "isolation_first"
-            else [
-                {"service": "ai-llm", "gpu_index": 0},
-                {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5},
-            ],
-        )
+        config_save(strategy=strategy)
+        if strategy == "isolation_first":
+            # The saved strategy stays isolation_first; only the budget is set on top of its plan.
+            config_save(
+                assignments=[
+                    {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 3.5}
+                ]
+            )
+    assert GpuConfig.load().strategy == strategy
+    assignments = yaml.safe_load(config_files(settings)["gpu-assignments.yml"])
+    assert assignments["strategy"] == strategy
     merged = compose_config(tmp_path, config_files(settings)["docker-compose.gpu-override.yml"])
     services = merged["services"]
     assert set(services) == set(BASE["services"])
@@ -73,9 +76,9 @@ def test_override_merges_with_the_base_file(
     assert env["MODEL_ZOO"] == "/models"
     if strategy == "isolation_first":
         assert env["VRAM_BUDGET_GB"] == "3.5"
-        assert services["ai-enrichment"]["deploy"]["resources"]["reservations"]["devices"][0][
-            "device_ids"
-        ] == ["1"]
+        for name in BASE["services"]:
+            devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+            assert devices[0]["device_ids"] == (["0"] if name == "ai-llm" else ["1"]), name
 
 
 def test_uuid_device_ids_merge_too(
@@ -85,7 +88,13 @@ def test_uuid_device_ids_merge_too(
     with django_capture_on_commit_callbacks(execute=True):
         config_save(strategy="vram_based")
     merged = compose_config(tmp_path, config_files(settings)["docker-compose.gpu-override.yml"])
-    ids = merged["services"]["ai-llm"]["deploy"]["resources"]["reservations"]["devices"][0][
-        "device_ids"
-    ]
-    assert ids[0].startswith("GPU-")
+    services = merged["services"]
+
+    def ids(service):
+        return services[service]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+
+    # vram_based: the LLM on the big card, the rest wherever most VRAM is left
+    assert ids("ai-llm") == [reference_uuid(0)]
+    saved = yaml.safe_load(config_files(settings)["gpu-assignments.yml"])["assignments"]
+    for name in BASE["services"]:
+        assert ids(name) == [reference_uuid(saved[name]["gpu"])], name

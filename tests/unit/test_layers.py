@@ -1,4 +1,4 @@
-"""The apps' layering: the inventory knows nothing of the assignments."""
+"""Boundaries: the inventory app knows nothing of the assignments; test-run flags stay local."""
 
 from __future__ import annotations
 
@@ -39,3 +39,10 @@ def test_the_scan_finds_an_import_of_assignments(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from assignments.services import config_save\nimport os\n")
     assert _imported_modules(module) == {"assignments.services", "os"}
+
+
+def test_the_orm_is_not_allowed_beside_an_event_loop_outside_browser_tests():
+    """Only the e2e fixtures allow synchronous ORM calls next to Playwright's event loop."""
+    import os
+
+    assert "DJANGO_ALLOW_ASYNC_UNSAFE" not in os.environ

@@ -49,5 +49,6 @@ class Command(BaseCommand):
             used, total = _gb(g["vram_used_mb"]), _gb(g["vram_total_mb"])
             cc = g["compute_capability"] or "?"
             self.stdout.write(
-                f"GPU {g['index']}: {g['name']}  {used}/{total} GB used  cc {cc}  {g['uuid']}{state}"
+                f"GPU {g['index']}: {g['name']}  {used}/{total} GB used  cc {cc}"
+                f"  {g['uuid']}{state}"
             )
