@@ -5,6 +5,7 @@ Used by :func:`~.planning.plan` for every strategy, and by the save path for man
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from .placing import most_free, need_mb, usable_gpus
@@ -49,8 +50,9 @@ def suggest_budget_gb(
 
     That is what the GPU can give after its foreign use and the other services planned on it,
     less 0.5 GB headroom, rounded to 0.1 GB, and at most the service's default budget. None when
-    the service has no adjustable budget or not even 0.1 GB would be left. A 4094 MB GPU with
-    nothing else on it gives 3.5 GB.
+    the service has no adjustable budget or the result would be below its minimum useful budget
+    (``min_budget_gb``; 0.1 GB when it has none). A 4094 MB GPU with nothing else on it gives
+    3.5 GB.
     """
     if isinstance(service, str):
         try:
@@ -59,23 +61,38 @@ def suggest_budget_gb(
             raise ValueError(f"unknown service {service!r}") from None
     if not service.budget_adjustable:
         return None
-    tenths = _suggested_tenths(_room_mb(gpu, services, placements, service.name))
+    tenths = _suggested_tenths(room_mb(gpu, services, placements, service.name))
     ceiling = service.default_budget_gb
     if ceiling is None:
         ceiling = service.need_mb / MB_PER_GB
-    tenths = min(tenths, int(round(ceiling * 10, 6)))
-    return tenths / 10 if tenths >= 1 else None
+    tenths = min(tenths, _tenths(ceiling))
+    floor = math.ceil(round(min_budget_gb(service) * 10, 6))
+    return tenths / 10 if tenths >= floor else None
+
+
+def min_budget_gb(service: ServiceDemand) -> float:
+    """The smallest budget worth giving ``service``: its own minimum, else 0.1 GB."""
+    return max(service.min_budget_gb or 0.1, 0.1)
+
+
+def overflow_mb(
+    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placements: Sequence[Placement]
+) -> int:
+    """Total VRAM by which the available GPUs are over-committed (0 when the plan fits)."""
+    free = free_mb(usable_gpus(gpus), services, placements)
+    return sum(max(0, -mb) for mb in free.values())
 
 
 def check(
     gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placements: Sequence[Placement]
 ) -> tuple[Issue, ...]:
-    """The warnings for ``placements``, in a stable order.
+    """The warnings for ``placements``, in a stable order, one per problem.
 
     Codes: ``unassigned`` (no GPU chosen although one is available), ``unplaced`` (no GPU is
-    available at all), ``gpu_missing`` (placed on a GPU that is not present or not available),
-    ``over_capacity`` (per GPU), ``budget_too_large`` (a budget override the GPU cannot give)
-    and ``budget_suggestion`` (the default budget does not fit; ``suggested_budget_gb`` does).
+    available at all), ``gpu_missing`` (placed on a GPU that is not present or not available)
+    and ``over_capacity`` (one per over-committed GPU). When lowering the VRAM budget of one
+    service on that GPU would make it fit, the ``over_capacity`` warning names that service and
+    carries the budget as ``suggested_budget_gb``, in the same warning.
     """
     by_name = _services_by_name(services)
     by_index = {g.index: g for g in gpus}
@@ -88,99 +105,79 @@ def check(
     for service in services:
         placement = placed.get(service.name)
         index = placement.gpu_index if placement is not None else None
+        need = need_mb(service, placement)
         if index is None:
-            if any_usable:
-                issues.append(
-                    Issue(
-                        "unassigned", f"{service.name} has no GPU assigned.", service=service.name
-                    )
-                )
-            else:
-                issues.append(
-                    Issue(
-                        "unplaced",
-                        f"{service.name} could not be placed: no GPU is available.",
-                        service=service.name,
-                    )
-                )
-        elif index not in by_index:
-            issues.append(
-                Issue(
-                    "gpu_missing",
-                    f"{service.name} is assigned to GPU {index}, which is not present.",
-                    service=service.name,
-                    gpu_index=index,
-                )
+            code, text = (
+                ("unassigned", f"{service.name} has no GPU assigned.")
+                if any_usable
+                else ("unplaced", f"{service.name} could not be placed: no GPU is available.")
             )
-        elif not by_index[index].available:
+            issues.append(Issue(code, text, service=service.name, needed_mb=need))
+        elif index not in by_index or not by_index[index].available:
+            where = gpu_label(by_index.get(index), index)
+            state = "not present" if index not in by_index else "not available"
             issues.append(
                 Issue(
                     "gpu_missing",
-                    f"{service.name} is assigned to {gpu_label(by_index[index])}, "
-                    "which is not available.",
+                    f"{service.name} is assigned to {where}, which is {state}.",
                     service=service.name,
                     gpu_index=index,
+                    needed_mb=need,
                 )
             )
 
     for gpu in sorted(gpus, key=lambda g: g.index):
-        if not gpu.available:
-            continue
-        on_gpu = [
-            (s, placed[s.name])
-            for s in services
-            if s.name in placed and placed[s.name].gpu_index == gpu.index
-        ]
-        load = gpu.foreign_used_mb + sum(need_mb(s, p) for s, p in on_gpu)
-        if on_gpu and load > gpu.total_mb:
-            needs = ", ".join(f"{s.name} needs {gb(need_mb(s, p))} GB" for s, p in on_gpu)
-            room = gpu.total_mb - gpu.foreign_used_mb
-            issues.append(
-                Issue(
-                    "over_capacity",
-                    f"{gpu_label(gpu)} is over capacity by {gb_up(load - gpu.total_mb)} GB: "
-                    f"{needs}, {gb(max(room, 0))} GB available.",
-                    gpu_index=gpu.index,
-                )
-            )
-
-    for service in services:
-        placement = placed.get(service.name)
-        if placement is None or not service.budget_adjustable:
-            continue
-        gpu = by_index.get(placement.gpu_index)
-        if gpu is None or not gpu.available:
-            continue
-        room = _room_mb(gpu, services, placements, service.name)
-        need = need_mb(service, placement)
-        if need <= room:
-            continue
-        suggestion = suggest_budget_gb(gpu, services, placements, service)
-        explicit = placement.budget_gb if placement.budget_gb is not None else service.budget_gb
-        use = f" Use {suggestion:.1f} GB instead." if suggestion is not None else ""
-        if explicit is not None:
-            issues.append(
-                Issue(
-                    "budget_too_large",
-                    f"The VRAM budget of {service.name} ({gb(need)} GB) is more than "
-                    f"{gpu_label(gpu)} can give it ({gb(max(room, 0))} GB).{use}",
-                    service=service.name,
-                    gpu_index=gpu.index,
-                    suggested_budget_gb=suggestion,
-                )
-            )
-        elif suggestion is not None:
-            issues.append(
-                Issue(
-                    "budget_suggestion",
-                    f"{service.name} needs {gb(need)} GB but {gpu_label(gpu)} can give it "
-                    f"{gb(max(room, 0))} GB: set its VRAM budget to {suggestion:.1f} GB.",
-                    service=service.name,
-                    gpu_index=gpu.index,
-                    suggested_budget_gb=suggestion,
-                )
-            )
+        if gpu.available:
+            issue = _over_capacity(gpu, services, placements, placed)
+            if issue is not None:
+                issues.append(issue)
     return tuple(issues)
+
+
+def _over_capacity(
+    gpu: GpuView,
+    services: Sequence[ServiceDemand],
+    placements: Sequence[Placement],
+    placed: dict[str, Placement],
+) -> Issue | None:
+    """The one warning for an over-committed ``gpu``, with a budget fix when one exists."""
+    on_gpu = [
+        (s, placed[s.name])
+        for s in services
+        if s.name in placed and placed[s.name].gpu_index == gpu.index
+    ]
+    needed = sum(need_mb(s, p) for s, p in on_gpu)
+    room = gpu.total_mb - gpu.foreign_used_mb
+    if not on_gpu or needed <= room:
+        return None
+    needs = ", ".join(f"{s.name} needs {gb(need_mb(s, p))} GB" for s, p in on_gpu)
+    text = (
+        f"{gpu_label(gpu)} is over capacity by {gb_up(needed - room)} GB: "
+        f"{needs}, {gb(max(room, 0))} GB available."
+    )
+    fix: tuple[str, float] | None = None
+    floors: list[str] = []
+    for s, _ in on_gpu:
+        if not s.budget_adjustable:
+            continue
+        suggestion = suggest_budget_gb(gpu, services, placements, s)
+        if suggestion is not None:
+            fix = (s.name, suggestion)
+            break
+        floors.append(f"{s.name} does not fit here even at its minimum of {min_budget_gb(s):.1f} GB")
+    if fix is not None:
+        text += f" {fix[0]} fits if you set its VRAM budget to {fix[1]:.1f} GB."
+    elif floors:
+        text += f" Lowering a VRAM budget is not enough: {'; '.join(floors)}."
+    return Issue(
+        "over_capacity",
+        text,
+        service=fix[0] if fix else None,
+        gpu_index=gpu.index,
+        suggested_budget_gb=fix[1] if fix else None,
+        needed_mb=needed,
+        available_mb=room,
+    )
 
 
 def gpu_label(gpu: GpuView | None, index: int | None = None) -> str:
@@ -212,14 +209,19 @@ def _tenths_nearest(mb: int) -> int:
     return (mb * 10 + MB_PER_GB // 2) // MB_PER_GB
 
 
+def _tenths(value_gb: float) -> int:
+    """Whole tenths of a GB in ``value_gb``, rounded down (float noise aside)."""
+    return math.floor(round(value_gb * 10, 6))
+
+
 def _suggested_tenths(room: int) -> int:
     return _tenths_nearest(room - HEADROOM_MB)
 
 
-def _room_mb(
+def room_mb(
     gpu: GpuView, services: Sequence[ServiceDemand], placements: Sequence[Placement], name: str
 ) -> int:
-    """What ``gpu`` can give one service after its foreign use and the others placed on it."""
+    """What ``gpu`` can give the service ``name`` after its foreign use and the others on it."""
     by_name = _services_by_name(services)
     others = sum(
         need_mb(_service(by_name, p), p)

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from .types import GpuView, Issue, ServiceDemand
 
 
+BUDGET_NOTE = "Lowers an adjustable VRAM budget when that makes the plan fit."
+"""What every automatic strategy's description ends with (see :mod:`.budgets`)."""
+
+
 class UnknownStrategy(ValueError):
     """Raised for a strategy name that is not registered."""
 
@@ -34,24 +38,33 @@ StrategyFunc = Callable[[Sequence[GpuView], Sequence[ServiceDemand]], Proposal]
 
 @dataclass(frozen=True, slots=True)
 class Strategy:
-    """A registered strategy: its stable ``name``, what users see, and the function."""
+    """A registered strategy: its stable ``name``, what users see, and the function.
+
+    An ``automatic`` strategy decides placements itself; the planner then also lowers adjustable
+    VRAM budgets where that makes its plan fit (see :mod:`.budgets`).
+    """
 
     name: str
     label: str
     description: str
     func: StrategyFunc
+    automatic: bool = True
 
 
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register(name: str, *, label: str, description: str) -> Callable[[StrategyFunc], StrategyFunc]:
+def register(
+    name: str, *, label: str, description: str, automatic: bool = True
+) -> Callable[[StrategyFunc], StrategyFunc]:
     """Register the decorated function as the strategy ``name``."""
 
     def decorator(func: StrategyFunc) -> StrategyFunc:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
-        STRATEGIES[name] = Strategy(name=name, label=label, description=description, func=func)
+        STRATEGIES[name] = Strategy(
+            name=name, label=label, description=description, func=func, automatic=automatic
+        )
         return func
 
     return decorator

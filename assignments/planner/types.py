@@ -37,7 +37,9 @@ class ServiceDemand:
     ``need_mb`` is the VRAM the service needs with its default settings. A service with
     ``budget_adjustable`` reads a VRAM budget (``VRAM_BUDGET_GB``); its effective need is
     ``budget_gb`` when set, else ``default_budget_gb`` (both in GB, 1 GB = 1024 MB).
-    ``current_gpu`` is the user's (saved) choice, used by the manual strategy.
+    ``min_budget_gb`` is the smallest budget worth running it with: no budget below it is
+    suggested or applied. ``current_gpu`` is the user's (saved) choice, used by the manual
+    strategy.
     """
 
     name: str
@@ -48,6 +50,7 @@ class ServiceDemand:
     default_budget_gb: float | None = None
     current_gpu: int | None = None
     budget_gb: float | None = None
+    min_budget_gb: float | None = None
 
     @property
     def effective_mb(self) -> int:
@@ -68,15 +71,29 @@ class Placement:
     budget_gb: float | None = None
 
 
+WARNING = "warning"
+NOTICE = "info"
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """A structured warning. ``code`` lets a client act on it (e.g. offer a suggested budget)."""
+    """A structured warning or notice. ``code`` lets a client act on it.
+
+    ``severity`` is ``warning`` for a problem and ``info`` for something the planner did on its
+    own (``budget_auto_adjusted``). ``suggested_budget_gb`` is the fix a client may offer ("Use
+    3.5 GB") for ``service``. ``needed_mb`` and ``available_mb`` are the VRAM the message is
+    about: for a GPU, what its services need and what it offers them (total less foreign use);
+    for one service, its need and what its GPU can give it.
+    """
 
     code: str
     message: str
     service: str | None = None
     gpu_index: int | None = None
     suggested_budget_gb: float | None = None
+    severity: str = WARNING
+    needed_mb: int | None = None
+    available_mb: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +112,12 @@ class Plan:
 
     @property
     def warnings(self) -> list[str]:
-        """Warnings as plain messages, the form API clients expect."""
+        """Warnings and notices as plain messages, the form API clients expect."""
         return [issue.message for issue in self.issues]
+
+    def budget_of(self, service: str) -> float | None:
+        """The VRAM budget (GB) the plan gives ``service``; None keeps its default."""
+        for placement in self.placements:
+            if placement.service == service:
+                return placement.budget_gb
+        raise KeyError(service)

@@ -25,6 +25,7 @@ from assignments.planner import (
     strategy_names,
     suggest_budget_gb,
 )
+from assignments.planner.registry import BUDGET_NOTE
 from assignments.planner.strategies import balanced as balanced_module
 
 A5500 = GpuView(
@@ -48,7 +49,9 @@ LLM = ServiceDemand("ai-llm", 22221, latency_critical=True, isolated=True)
 YOLO = ServiceDemand("ai-yolo26", 666, latency_critical=True)
 FLORENCE = ServiceDemand("ai-florence", 1536)
 CLIP = ServiceDemand("ai-clip", 1229)
-ENRICHMENT = ServiceDemand("ai-enrichment", 6963, budget_adjustable=True, default_budget_gb=6.8)
+ENRICHMENT = ServiceDemand(
+    "ai-enrichment", 6963, budget_adjustable=True, default_budget_gb=6.8, min_budget_gb=2.0
+)
 
 REFERENCE_GPUS = (A5500, A400)
 REFERENCE_SERVICES = (LLM, YOLO, FLORENCE, CLIP, ENRICHMENT)
@@ -132,6 +135,12 @@ def test_every_strategy_has_a_one_line_description_and_a_function():
         assert callable(strategy.func)
 
 
+def test_every_automatic_strategy_says_it_lowers_budgets_and_manual_does_not():
+    assert [s.name for s in STRATEGIES.values() if not s.automatic] == ["manual"]
+    for strategy in STRATEGIES.values():
+        assert strategy.description.endswith(BUDGET_NOTE) == strategy.automatic
+
+
 def test_an_unknown_strategy_is_rejected_as_a_value_error():
     with pytest.raises(UnknownStrategy, match="nonsense"):
         plan("nonsense", REFERENCE_GPUS, REFERENCE_SERVICES)
@@ -209,8 +218,9 @@ def test_manual_keeps_the_budget_override_on_the_placement():
 
 def test_vram_based_puts_the_largest_services_first_on_the_gpu_with_most_free_vram():
     # ai-llm (21.7 GB) takes GPU 0, leaving 2.3 GB there; ai-enrichment goes to the 4 GB GPU;
-    # the rest follow whichever GPU has the most left.
-    assert where(plan("vram_based", REFERENCE_GPUS, REFERENCE_SERVICES)) == {
+    # the rest follow whichever GPU has the most left. (A fixed budget: nothing is lowered.)
+    fixed = (*REFERENCE_SERVICES[:4], replace(ENRICHMENT, budget_adjustable=False))
+    assert where(plan("vram_based", REFERENCE_GPUS, fixed)) == {
         "ai-llm": 0,
         "ai-enrichment": 1,
         "ai-florence": 0,
@@ -402,12 +412,13 @@ def test_balanced_respects_capacity_before_evenness():
 
 
 def test_balanced_minimises_overflow_when_nothing_fits():
-    result = plan("balanced", REFERENCE_GPUS, REFERENCE_SERVICES)
+    fixed = (*REFERENCE_SERVICES[:4], replace(ENRICHMENT, budget_adjustable=False))
+    result = plan("balanced", REFERENCE_GPUS, fixed)
     loads = {0: 0, 1: 0}
-    for service in REFERENCE_SERVICES:
+    for service in fixed:
         loads[result.gpu_of(service.name)] += service.effective_mb
     overflow = max(0, loads[0] - A5500.total_mb) + max(0, loads[1] - A400.total_mb)
-    assert overflow == sum(s.effective_mb for s in REFERENCE_SERVICES) - 24564 - 4094
+    assert overflow == sum(s.effective_mb for s in fixed) - 24564 - 4094
 
 
 def test_balanced_solves_ten_services_on_four_gpus_exactly():
@@ -446,8 +457,10 @@ def test_over_capacity_names_the_gpu_the_services_and_the_shortfall():
     issues = check(REFERENCE_GPUS, [ENRICHMENT], on([ENRICHMENT], 1))
     issue = only(issues, "over_capacity")
     assert issue.gpu_index == 1
+    assert (issue.needed_mb, issue.available_mb) == (6963, 4094)
     assert issue.message == (
-        "GPU 1 (RTX A400) is over capacity by 2.9 GB: ai-enrichment needs 6.8 GB, 4.0 GB available."
+        "GPU 1 (RTX A400) is over capacity by 2.9 GB: ai-enrichment needs 6.8 GB, 4.0 GB "
+        "available. ai-enrichment fits if you set its VRAM budget to 3.5 GB."
     )
 
 
@@ -470,24 +483,22 @@ def test_a_4_gb_gpu_suggests_a_3_5_gb_budget_for_ai_enrichment():
     placements = on([ENRICHMENT], 1)
     assert suggest_budget_gb(A400, [ENRICHMENT], placements, ENRICHMENT) == 3.5
     assert suggest_budget_gb(A400, [ENRICHMENT], placements, "ai-enrichment") == 3.5
-    issue = only(check(REFERENCE_GPUS, [ENRICHMENT], placements), "budget_suggestion")
+    # One problem, one warning: the over-capacity warning carries the suggestion.
+    (issue,) = check(REFERENCE_GPUS, [ENRICHMENT], placements)
+    assert issue.code == "over_capacity"
     assert issue.suggested_budget_gb == 3.5
     assert issue.service == "ai-enrichment" and issue.gpu_index == 1
-    assert issue.message == (
-        "ai-enrichment needs 6.8 GB but GPU 1 (RTX A400) can give it "
-        "4.0 GB: set its VRAM budget to 3.5 GB."
-    )
+    assert issue.severity == "warning"
+    assert issue.message.count("3.5 GB") == 1
 
 
 def test_the_suggested_budget_fits_with_its_headroom():
-    result = plan("vram_based", REFERENCE_GPUS, REFERENCE_SERVICES)
-    suggestion = only(result.issues, "budget_suggestion").suggested_budget_gb
-    fixed = [
-        replace(ENRICHMENT, budget_gb=suggestion) if s is ENRICHMENT else s
-        for s in REFERENCE_SERVICES
-    ]
-    free = free_mb(REFERENCE_GPUS, fixed, on(fixed, *[p.gpu_index for p in result.placements]))
-    assert free[1] >= 0
+    services = [FLORENCE, ENRICHMENT]
+    placements = on(services, 1, 1)
+    suggestion = only(check(REFERENCE_GPUS, services, placements), "over_capacity")
+    assert suggestion.suggested_budget_gb == 2.0
+    fixed = [FLORENCE, replace(ENRICHMENT, budget_gb=suggestion.suggested_budget_gb)]
+    assert free_mb(REFERENCE_GPUS, fixed, on(fixed, 1, 1))[1] >= 0
 
 
 def test_the_suggestion_leaves_room_for_the_other_services_and_foreign_use():
@@ -524,11 +535,11 @@ def test_an_accepted_budget_override_clears_the_warnings():
 
 def test_a_budget_override_the_gpu_cannot_give_is_too_large():
     greedy = replace(ENRICHMENT, budget_gb=5.0)
-    issue = only(check(REFERENCE_GPUS, [greedy], on([greedy], 1)), "budget_too_large")
+    (issue,) = check(REFERENCE_GPUS, [greedy], on([greedy], 1))
     assert issue.suggested_budget_gb == 3.5
     assert issue.message == (
-        "The VRAM budget of ai-enrichment (5.0 GB) is more than "
-        "GPU 1 (RTX A400) can give it (4.0 GB). Use 3.5 GB instead."
+        "GPU 1 (RTX A400) is over capacity by 1.1 GB: ai-enrichment needs 5.0 GB, 4.0 GB "
+        "available. ai-enrichment fits if you set its VRAM budget to 3.5 GB."
     )
 
 
@@ -553,6 +564,144 @@ def test_every_plan_carries_the_capacity_warnings():
     assert over.gpu_index == 1
     assert over.message.startswith("GPU 1 (RTX A400) is over capacity by 6.2 GB: ")
     assert result.warnings == [issue.message for issue in result.issues]
+
+
+# Budgets in automatic plans --------------------------------------------------------------------
+
+
+def fixed_budget(services):
+    """The same services with budgets that cannot be lowered."""
+    return [replace(s, budget_adjustable=False) for s in services]
+
+
+@pytest.mark.parametrize("strategy", ["vram_based", "latency_optimized", "balanced"])
+def test_automatic_plans_for_the_reference_box_fit_by_lowering_the_enrichment_budget(strategy):
+    result = plan(strategy, REFERENCE_GPUS, REFERENCE_SERVICES)
+    # At full budgets no placement fits (32.6 GB of need, 28.0 GB of VRAM). With ai-enrichment
+    # at 2.0 GB plus headroom, only LLM + Florence + YOLO on GPU 0 and CLIP + enrichment on
+    # GPU 1 fit; the budget then grows to what GPU 1 gives: 4094 - 1229 - 512 MB = 2.3 GB.
+    assert where(result) == {
+        "ai-llm": 0,
+        "ai-yolo26": 0,
+        "ai-florence": 0,
+        "ai-clip": 1,
+        "ai-enrichment": 1,
+    }
+    assert result.budget_of("ai-enrichment") == 2.3
+    assert result.budget_of("ai-clip") is None
+    notice = only(result.issues, "budget_auto_adjusted")
+    assert notice.severity == "info"
+    assert (notice.service, notice.gpu_index, notice.suggested_budget_gb) == ("ai-enrichment", 1, 2.3)
+    assert (notice.needed_mb, notice.available_mb) == (6963, 4094 - 1229)
+    assert notice.message == (
+        "The VRAM budget of ai-enrichment was lowered from 6.8 GB to 2.3 GB so that it fits on "
+        "GPU 1 (RTX A400)."
+    )
+    assert codes(result.issues) == ["budget_auto_adjusted"]
+    # The headroom is 0.5 GB, less the rounding of the budget to 0.1 GB.
+    assert free_mb(REFERENCE_GPUS, REFERENCE_SERVICES, result.placements)[1] >= 512 - 51
+
+
+def test_the_balanced_reference_plan_is_no_longer_170_against_104_percent():
+    fixed = plan("balanced", REFERENCE_GPUS, fixed_budget(REFERENCE_SERVICES))
+    assert codes(fixed.issues) == ["over_capacity", "over_capacity"]
+    result = plan("balanced", REFERENCE_GPUS, REFERENCE_SERVICES)
+    free = free_mb(REFERENCE_GPUS, REFERENCE_SERVICES, result.placements)
+    assert min(free.values()) >= 0
+
+
+def test_a_budget_is_lowered_only_on_a_gpu_it_over_commits():
+    gpus = [gpu(0, 24 * GB), gpu(1, 12 * GB)]
+    result = plan("vram_based", gpus, REFERENCE_SERVICES[1:])
+    assert result.budget_of("ai-enrichment") is None
+    assert "budget_auto_adjusted" not in codes(result.issues)
+
+
+def test_an_explicit_budget_that_fits_is_kept():
+    services = [replace(ENRICHMENT, budget_gb=2.5), CLIP]
+    result = plan("vram_based", [A400], services)
+    assert result.budget_of("ai-enrichment") == 2.5
+    assert result.issues == ()
+
+
+def test_an_explicit_budget_that_does_not_fit_is_lowered_like_the_default():
+    services = [replace(ENRICHMENT, budget_gb=5.0)]
+    result = plan("balanced", [A400], services)
+    assert result.budget_of("ai-enrichment") == 3.5
+    assert only(result.issues, "budget_auto_adjusted").needed_mb == 5120
+
+
+def test_manual_plans_never_change_a_budget():
+    services = [replace(ENRICHMENT, current_gpu=1)]
+    result = plan("manual", REFERENCE_GPUS, services)
+    assert result.budget_of("ai-enrichment") is None
+    assert codes(result.issues) == ["over_capacity"]
+    assert result.issues[0].suggested_budget_gb == 3.5
+
+
+def test_a_gpu_that_budgets_cannot_rescue_keeps_its_budgets_and_warns():
+    gpus = [gpu(0, 4 * GB)]
+    services = [svc("big", 3 * GB), ENRICHMENT]
+    result = plan("vram_based", gpus, services)
+    # 4096 - 3072 = 1024 MB left: below 2.0 GB + headroom, so ai-enrichment keeps 6.8 GB.
+    assert result.budget_of("ai-enrichment") is None
+    issue = only(result.issues, "over_capacity")
+    assert issue.suggested_budget_gb is None and issue.service is None
+    assert issue.message.endswith(
+        "Lowering a VRAM budget is not enough: ai-enrichment does not fit here even at its "
+        "minimum of 2.0 GB."
+    )
+
+
+def test_two_adjustable_services_on_one_gpu_share_what_is_left():
+    other = replace(ENRICHMENT, name="zoo-2")
+    result = plan("vram_based", [gpu(0, 8 * GB)], [ENRICHMENT, other])
+    # 8192 MB: the second keeps its 2.0 GB minimum, the first gets 8192 - 2048 - 512 = 5.5 GB.
+    assert result.budget_of("ai-enrichment") == 5.5
+    assert result.budget_of("zoo-2") == 2.0
+    assert codes(result.issues) == ["budget_auto_adjusted", "budget_auto_adjusted"]
+
+
+def test_the_second_pass_places_an_adjustable_service_where_its_minimum_fits():
+    # At 6.8 GB ai-enrichment fits nowhere beside the 7 GB service; at 2.0 GB it fits GPU 1.
+    gpus = [gpu(0, 8 * GB), gpu(1, 4 * GB)]
+    services = [svc("big", 7 * GB), svc("small", GB), ENRICHMENT]
+    first = plan("vram_based", gpus, fixed_budget(services))
+    assert "over_capacity" in codes(first.issues)
+    result = plan("vram_based", gpus, services)
+    assert where(result) == {"big": 0, "small": 0, "ai-enrichment": 1}
+    assert result.budget_of("ai-enrichment") == 3.5
+    assert codes(result.issues) == ["budget_auto_adjusted"]
+
+
+# The minimum budget -------------------------------------------------------------------------
+
+
+def test_no_budget_below_the_minimum_is_suggested():
+    services = [YOLO, FLORENCE, CLIP, ENRICHMENT]
+    placements = on(services, 1, 1, 1, 1)
+    # 4094 - 666 - 1536 - 1229 - 512 = 151 MB: 0.1 GB, far below the 2.0 GB minimum.
+    assert suggest_budget_gb(A400, services, placements, ENRICHMENT) is None
+    without_floor = replace(ENRICHMENT, min_budget_gb=None)
+    others = [YOLO, FLORENCE, CLIP, without_floor]
+    assert suggest_budget_gb(A400, others, placements, without_floor) == 0.1
+
+
+def test_the_minimum_budget_itself_may_be_suggested():
+    services = [FLORENCE, ENRICHMENT]
+    # 4094 - 1536 - 512 = 2046 MB, which rounds to 2.0 GB: exactly the minimum.
+    assert suggest_budget_gb(A400, services, on(services, 1, 1), ENRICHMENT) == 2.0
+    above = replace(ENRICHMENT, min_budget_gb=2.05)
+    assert suggest_budget_gb(A400, [FLORENCE, above], on(services, 1, 1), above) is None
+
+
+def test_isolation_first_on_the_reference_box_warns_without_suggesting_a_useless_budget():
+    result = plan("isolation_first", REFERENCE_GPUS, REFERENCE_SERVICES)
+    assert result.budget_of("ai-enrichment") is None
+    issue = only(result.issues, "over_capacity")
+    assert issue.suggested_budget_gb is None
+    assert "0.1 GB" not in " ".join(result.warnings)
+    assert "even at its minimum of 2.0 GB" in issue.message
 
 
 # free_mb and fallback_gpu ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 
 from ..placing import largest_first, usable_gpus
-from ..registry import Proposal, register
+from ..registry import BUDGET_NOTE, Proposal, register
 from ..types import GpuView, ServiceDemand
 
 EXACT_SEARCH_LIMIT = 4**10
@@ -38,7 +38,10 @@ _IMPROVEMENT = 1e-12
 @register(
     "balanced",
     label="Balanced",
-    description="Spreads memory use so that every GPU is filled to a similar level.",
+    description=(
+        "Over-commits as little memory as possible, then fills every GPU to a similar "
+        "fraction of its memory. " + BUDGET_NOTE
+    ),
 )
 def balanced(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Proposal:
     """Minimise the variance of VRAM utilisation across available GPUs (see the module)."""

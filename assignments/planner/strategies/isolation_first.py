@@ -6,14 +6,17 @@ from collections.abc import Sequence
 
 from ..checks import gpu_label
 from ..placing import capacity_mb, spread, usable_gpus
-from ..registry import Proposal, register
+from ..registry import BUDGET_NOTE, Proposal, register
 from ..types import GpuView, Issue, ServiceDemand
 
 
 @register(
     "isolation_first",
     label="Isolation-First",
-    description="Gives the LLM the largest GPU to itself; all other services share the rest.",
+    description=(
+        "Gives isolated services (the LLM) the largest GPU to themselves; all other services "
+        "share the remaining GPUs. " + BUDGET_NOTE
+    ),
 )
 def isolation_first(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Proposal:
     """Isolated services alone on the largest GPU (most total VRAM, ties: lower index); all

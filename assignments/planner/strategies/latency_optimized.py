@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..placing import capacity_mb, largest_first, most_free, usable_gpus
-from ..registry import Proposal, register
+from ..registry import BUDGET_NOTE, Proposal, register
 from ..types import GpuView, ServiceDemand
 
 
@@ -19,7 +19,10 @@ def fastest_gpu(gpus: Sequence[GpuView]) -> GpuView:
 @register(
     "latency_optimized",
     label="Latency-Optimized",
-    description="Keeps time-critical services on the fastest GPU and moves the rest to the others.",
+    description=(
+        "Keeps latency-critical services on the fastest GPU while they fit there, and puts "
+        "every other service on another GPU wherever it fits. " + BUDGET_NOTE
+    ),
 )
 def latency_optimized(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Proposal:
     """Latency-critical services, largest first, go to the fastest GPU while they fit there.

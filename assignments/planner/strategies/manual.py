@@ -11,7 +11,8 @@ from ..types import GpuView, ServiceDemand
 @register(
     "manual",
     label="Manual",
-    description="You choose the GPU for each service yourself.",
+    description="You choose the GPU and VRAM budget of each service yourself.",
+    automatic=False,
 )
 def manual(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Proposal:
     """Keep each service's ``current_gpu``. A service without one stays unplaced (and is

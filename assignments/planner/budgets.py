@@ -1,0 +1,141 @@
+"""Adjustable VRAM budgets in automatic plans.
+
+A service with an adjustable budget (the enrichment model zoo) runs with less VRAM than its
+default, down to its minimum useful budget. An automatic strategy places services by their
+current need; where that leaves a GPU over-committed, the planner lowers the budgets of the
+adjustable services on it to what the GPU can give them (the suggestion of
+:func:`~.checks.suggest_budget_gb`), if that makes the GPU fit, and says so with a
+``budget_auto_adjusted`` notice. When the plan still does not fit, the strategy is asked again
+with each adjustable service counted at its minimum budget plus headroom, and that plan (with
+its budgets raised again as far as its GPU allows) is taken when it over-commits less.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .checks import (
+    HEADROOM_MB,
+    free_mb,
+    gb,
+    gpu_label,
+    min_budget_gb,
+    overflow_mb,
+    room_mb,
+    suggest_budget_gb,
+)
+from .placing import need_mb, planned_budget_gb, usable_gpus
+from .registry import Proposal, Strategy
+from .types import MB_PER_GB, NOTICE, GpuView, Issue, Placement, ServiceDemand
+
+
+def fitted_plan(
+    strategy: Strategy, gpus: Sequence[GpuView], services: Sequence[ServiceDemand]
+) -> tuple[Proposal, tuple[Placement, ...], tuple[Issue, ...]]:
+    """The strategy's proposal, its placements with budgets, and the budget notices.
+
+    Only an automatic strategy's budgets are lowered; a manual plan is taken as it is.
+    """
+    proposal = propose(strategy, gpus, services)
+    placements = placements_of(services, proposal)
+    if not strategy.automatic:
+        return proposal, placements, ()
+    placements, notices = lower_budgets(gpus, services, placements)
+    if overflow_mb(gpus, services, placements) == 0:
+        return proposal, placements, notices
+    shrunk = [_at_floor(s) for s in services]
+    if shrunk == list(services):
+        return proposal, placements, notices
+    second = propose(strategy, gpus, shrunk)
+    again, again_notices = lower_budgets(gpus, services, placements_of(services, second))
+    if overflow_mb(gpus, services, again) < overflow_mb(gpus, services, placements):
+        return second, again, again_notices
+    return proposal, placements, notices
+
+
+def propose(
+    strategy: Strategy, gpus: Sequence[GpuView], services: Sequence[ServiceDemand]
+) -> Proposal:
+    proposal = strategy.func(gpus, services)
+    if len(proposal.gpu_indices) != len(services):
+        raise RuntimeError(f"strategy {strategy.name!r} did not place every service exactly once")
+    return proposal
+
+
+def placements_of(services: Sequence[ServiceDemand], proposal: Proposal) -> tuple[Placement, ...]:
+    return tuple(
+        Placement(service=s.name, gpu_index=index, budget_gb=planned_budget_gb(s))
+        for s, index in zip(services, proposal.gpu_indices)
+    )
+
+
+def lower_budgets(
+    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placements: Sequence[Placement]
+) -> tuple[tuple[Placement, ...], tuple[Issue, ...]]:
+    """Lower adjustable budgets on each over-committed GPU where that makes it fit.
+
+    On one GPU the adjustable services are taken in input order; each gets what the GPU can
+    give it with the later ones at their minimum (less headroom), never more than it had. A GPU
+    that would still be over-committed keeps its budgets, and is warned about by the checks.
+    """
+    result = list(placements)
+    notices: list[Issue] = []
+    for gpu in usable_gpus(gpus):
+        if free_mb([gpu], services, result)[gpu.index] >= 0:
+            continue
+        positions = [
+            i
+            for i, (s, p) in enumerate(zip(services, result))
+            if p.gpu_index == gpu.index and s.budget_adjustable
+        ]
+        trial = list(result)
+        for i in positions:
+            trial[i] = replace(trial[i], budget_gb=min_budget_gb(services[i]))
+        changed = []
+        for i in positions:
+            suggestion = suggest_budget_gb(gpu, services, trial, services[i])
+            before = need_mb(services[i], result[i])
+            if suggestion is None or round(suggestion * MB_PER_GB) >= before:
+                trial[i] = result[i]
+                continue
+            trial[i] = replace(trial[i], budget_gb=suggestion)
+            changed.append(i)
+        if not changed or free_mb([gpu], services, trial)[gpu.index] < 0:
+            continue
+        for i in changed:
+            before = need_mb(services[i], result[i])
+            notices.append(_notice(gpu, services, trial, services[i], before))
+        result = trial
+    return tuple(result), tuple(notices)
+
+
+def _notice(
+    gpu: GpuView,
+    services: Sequence[ServiceDemand],
+    placements: Sequence[Placement],
+    service: ServiceDemand,
+    before_mb: int,
+) -> Issue:
+    budget = next(p.budget_gb for p in placements if p.service == service.name)
+    return Issue(
+        "budget_auto_adjusted",
+        f"The VRAM budget of {service.name} was lowered from {gb(before_mb)} GB to "
+        f"{budget:.1f} GB so that it fits on {gpu_label(gpu)}.",
+        service=service.name,
+        gpu_index=gpu.index,
+        suggested_budget_gb=budget,
+        severity=NOTICE,
+        needed_mb=before_mb,
+        available_mb=room_mb(gpu, services, placements, service.name),
+    )
+
+
+def _at_floor(service: ServiceDemand) -> ServiceDemand:
+    """``service`` counted at its minimum budget plus headroom, when that is less."""
+    if not service.budget_adjustable:
+        return service
+    floor_mb = round(min_budget_gb(service) * MB_PER_GB) + HEADROOM_MB
+    if floor_mb >= service.effective_mb:
+        return service
+    return replace(service, budget_gb=floor_mb / MB_PER_GB)
