@@ -35,6 +35,11 @@ class AiService(models.Model):
         default=False, help_text="Reads a VRAM budget from VRAM_BUDGET_GB."
     )
     default_budget_gb = models.FloatField(null=True, blank=True)
+    min_budget_gb = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Smallest VRAM budget worth running it with; no smaller budget is suggested.",
+    )
     enabled = models.BooleanField(default=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
 
@@ -48,6 +53,10 @@ class AiService(models.Model):
                 condition=Q(default_budget_gb__isnull=True) | Q(default_budget_gb__gt=0),
                 name="aiservice_default_budget_positive",
             ),
+            models.CheckConstraint(
+                condition=Q(min_budget_gb__isnull=True) | Q(min_budget_gb__gt=0),
+                name="aiservice_min_budget_positive",
+            ),
         ]
         verbose_name = "AI service"
 
@@ -58,6 +67,14 @@ class AiService(models.Model):
         if self.budget_adjustable and self.default_budget_gb is None:
             raise ValidationError(
                 {"default_budget_gb": "A budget-adjustable service needs a default budget."}
+            )
+        if (
+            self.min_budget_gb is not None
+            and self.default_budget_gb is not None
+            and self.min_budget_gb > self.default_budget_gb
+        ):
+            raise ValidationError(
+                {"min_budget_gb": "The minimum budget cannot be above the default budget."}
             )
 
     @property

@@ -71,6 +71,7 @@ def planning_input() -> PlanningInput:
                 isolated=svc.isolated,
                 budget_adjustable=svc.budget_adjustable,
                 default_budget_gb=svc.default_budget_gb,
+                min_budget_gb=svc.min_budget_gb,
                 current_gpu=a.effective_gpu_index if a else None,
                 budget_gb=a.vram_budget_override if a else None,
             )

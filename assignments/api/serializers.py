@@ -95,6 +95,7 @@ class AiServiceSerializer(serializers.ModelSerializer):
             "isolated",
             "budget_adjustable",
             "default_budget_gb",
+            "min_budget_gb",
         ]
         read_only_fields = fields
 

@@ -2,7 +2,7 @@
 no settings, no I/O."""
 
 from . import strategies  # noqa: F401  (registers the strategies, in order)
-from .checks import check, fallback_gpu, free_mb, suggest_budget_gb
+from .checks import check, fallback_gpu, free_mb, min_budget_gb, overflow_mb, suggest_budget_gb
 from .planning import plan
 from .registry import STRATEGIES, Strategy, UnknownStrategy, register, strategy_names
 from .types import GpuView, Issue, Placement, Plan, ServiceDemand
@@ -19,6 +19,8 @@ __all__ = [
     "check",
     "fallback_gpu",
     "free_mb",
+    "min_budget_gb",
+    "overflow_mb",
     "plan",
     "register",
     "strategy_names",

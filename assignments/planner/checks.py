@@ -164,7 +164,9 @@ def _over_capacity(
         if suggestion is not None:
             fix = (s.name, suggestion)
             break
-        floors.append(f"{s.name} does not fit here even at its minimum of {min_budget_gb(s):.1f} GB")
+        floors.append(
+            f"{s.name} does not fit here even at its minimum of {min_budget_gb(s):.1f} GB"
+        )
     if fix is not None:
         text += f" {fix[0]} fits if you set its VRAM budget to {fix[1]:.1f} GB."
     elif floors:

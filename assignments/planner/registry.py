@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from .types import GpuView, Issue, ServiceDemand
 
-
 BUDGET_NOTE = "Lowers an adjustable VRAM budget when that makes the plan fit."
 """What every automatic strategy's description ends with (see :mod:`.budgets`)."""
 

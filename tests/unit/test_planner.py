@@ -91,6 +91,11 @@ def on(services, *gpu_indices: int | None) -> list[Placement]:
     ]
 
 
+def fixed_budget(services):
+    """The same services and needs, with budgets that cannot be lowered."""
+    return [replace(s, budget_adjustable=False, need_mb=s.effective_mb) for s in services]
+
+
 def where(result) -> dict[str, int | None]:
     return {p.service: p.gpu_index for p in result.placements}
 
@@ -219,7 +224,7 @@ def test_manual_keeps_the_budget_override_on_the_placement():
 def test_vram_based_puts_the_largest_services_first_on_the_gpu_with_most_free_vram():
     # ai-llm (21.7 GB) takes GPU 0, leaving 2.3 GB there; ai-enrichment goes to the 4 GB GPU;
     # the rest follow whichever GPU has the most left. (A fixed budget: nothing is lowered.)
-    fixed = (*REFERENCE_SERVICES[:4], replace(ENRICHMENT, budget_adjustable=False))
+    fixed = fixed_budget(REFERENCE_SERVICES)
     assert where(plan("vram_based", REFERENCE_GPUS, fixed)) == {
         "ai-llm": 0,
         "ai-enrichment": 1,
@@ -412,7 +417,7 @@ def test_balanced_respects_capacity_before_evenness():
 
 
 def test_balanced_minimises_overflow_when_nothing_fits():
-    fixed = (*REFERENCE_SERVICES[:4], replace(ENRICHMENT, budget_adjustable=False))
+    fixed = fixed_budget(REFERENCE_SERVICES)
     result = plan("balanced", REFERENCE_GPUS, fixed)
     loads = {0: 0, 1: 0}
     for service in fixed:
@@ -569,11 +574,6 @@ def test_every_plan_carries_the_capacity_warnings():
 # Budgets in automatic plans --------------------------------------------------------------------
 
 
-def fixed_budget(services):
-    """The same services with budgets that cannot be lowered."""
-    return [replace(s, budget_adjustable=False) for s in services]
-
-
 @pytest.mark.parametrize("strategy", ["vram_based", "latency_optimized", "balanced"])
 def test_automatic_plans_for_the_reference_box_fit_by_lowering_the_enrichment_budget(strategy):
     result = plan(strategy, REFERENCE_GPUS, REFERENCE_SERVICES)
@@ -591,7 +591,11 @@ def test_automatic_plans_for_the_reference_box_fit_by_lowering_the_enrichment_bu
     assert result.budget_of("ai-clip") is None
     notice = only(result.issues, "budget_auto_adjusted")
     assert notice.severity == "info"
-    assert (notice.service, notice.gpu_index, notice.suggested_budget_gb) == ("ai-enrichment", 1, 2.3)
+    assert (notice.service, notice.gpu_index, notice.suggested_budget_gb) == (
+        "ai-enrichment",
+        1,
+        2.3,
+    )
     assert (notice.needed_mb, notice.available_mb) == (6963, 4094 - 1229)
     assert notice.message == (
         "The VRAM budget of ai-enrichment was lowered from 6.8 GB to 2.3 GB so that it fits on "

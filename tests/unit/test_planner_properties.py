@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from fractions import Fraction
 
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ from assignments.planner import (
     ServiceDemand,
     check,
     free_mb,
+    overflow_mb,
     plan,
     strategy_names,
     suggest_budget_gb,
@@ -54,23 +56,27 @@ def gpu_lists(draw, min_size=1, max_size=4, all_available=False):
 
 
 @st.composite
-def service_lists(draw, min_size=0, max_size=8, gpu_indices=range(8)):
+def service_lists(draw, min_size=0, max_size=8, gpu_indices=range(8), adjustable=True):
+    """Services; ``adjustable=False`` gives none whose budget the planner could lower."""
     count = draw(st.integers(min_size, max_size))
     services = []
     for i in range(count):
-        adjustable = draw(st.booleans())
+        can_adjust = adjustable and draw(st.booleans())
         services.append(
             ServiceDemand(
                 name=f"svc-{i}",
                 need_mb=draw(st.integers(0, 12000)),
                 latency_critical=draw(st.booleans()),
                 isolated=draw(st.booleans()) and draw(st.booleans()),
-                budget_adjustable=adjustable,
-                default_budget_gb=draw(st.integers(1, 120)) / 10 if adjustable else None,
+                budget_adjustable=can_adjust,
+                default_budget_gb=draw(st.integers(1, 120)) / 10 if can_adjust else None,
+                min_budget_gb=draw(st.none() | st.integers(1, 40).map(lambda t: t / 10))
+                if can_adjust
+                else None,
                 current_gpu=draw(st.none() | st.sampled_from(list(gpu_indices))),
                 budget_gb=(
                     draw(st.none() | st.integers(1, 120).map(lambda t: t / 10))
-                    if adjustable
+                    if can_adjust
                     else None
                 ),
             )
@@ -125,6 +131,74 @@ def test_a_plan_warns_about_exactly_the_over_committed_gpus(gpus, services):
         assert result.issues[
             len(result.issues) - len(check(gpus, services, result.placements)) :
         ] == check(gpus, services, result.placements)
+
+
+# Budgets in automatic plans ------------------------------------------------------------------
+
+
+def _fixed(services):
+    """The same needs, with budgets the planner may not lower."""
+    return [replace(s, budget_adjustable=False, need_mb=s.effective_mb) for s in services]
+
+
+@FAST
+@given(gpus=gpu_lists(), services=service_lists())
+def test_automatic_plans_lower_budgets_only_to_fit_and_never_below_the_minimum(gpus, services):
+    by_name = {s.name: s for s in services}
+    for name in AUTOMATIC:
+        result = plan(name, gpus, services)
+        fixed = plan(name, gpus, _fixed(services))
+        # Never more over-committed than without lowering a budget; untouched when that fits.
+        assert overflow_mb(gpus, services, result.placements) <= overflow_mb(
+            gpus, services, fixed.placements
+        )
+        notices = [i for i in result.issues if i.code == "budget_auto_adjusted"]
+        if overflow_mb(gpus, services, fixed.placements) == 0:
+            assert notices == []
+            assert [p.gpu_index for p in result.placements] == [
+                p.gpu_index for p in fixed.placements
+            ]
+        free = free_mb(gpus, services, result.placements)
+        adjusted = {i.service for i in notices}
+        for placement in result.placements:
+            service = by_name[placement.service]
+            own = service.budget_gb if service.budget_adjustable else None
+            assert (placement.budget_gb != own) == (placement.service in adjusted)
+        for notice in notices:
+            service = by_name[notice.service]
+            assert notice.severity == "info"
+            assert result.budget_of(notice.service) == notice.suggested_budget_gb
+            assert notice.suggested_budget_gb >= (service.min_budget_gb or 0.1) - 1e-9
+            assert notice.suggested_budget_gb * 1024 < notice.needed_mb
+            assert result.gpu_of(notice.service) == notice.gpu_index
+            assert free[notice.gpu_index] >= 0
+
+
+# Latency-optimized ----------------------------------------------------------------------------
+
+
+def _fastest(gpus):
+    return min(
+        (g for g in gpus if g.available and g.total_mb > 0),
+        key=lambda g: (tuple(-c for c in g.compute_capability), -g.total_mb, g.index),
+    )
+
+
+@FAST
+@given(gpus=gpu_lists(min_size=2), services=service_lists(adjustable=False))
+def test_latency_optimized_keeps_other_services_off_the_fastest_gpu_when_they_fit(gpus, services):
+    usable = [g for g in gpus if g.available and g.total_mb > 0]
+    if not usable:
+        return
+    fast = _fastest(gpus).index
+    result = plan("latency_optimized", gpus, services)
+    free = free_mb(usable, services, result.placements)
+    for service, placement in zip(services, result.placements):
+        if placement.gpu_index == fast and not service.latency_critical:
+            # It went to the fastest GPU only because no other GPU had room for it.
+            assert all(service.effective_mb > free[g.index] for g in usable if g.index != fast)
+        if placement.gpu_index != fast and service.latency_critical:
+            assert service.effective_mb > free[fast]
 
 
 # Budget suggestions ---------------------------------------------------------------------------
@@ -202,7 +276,7 @@ def _exhaustive_balanced(gpus, services):
 @SEARCH
 @given(
     gpus=gpu_lists(min_size=1, max_size=3, all_available=True),
-    services=service_lists(min_size=1, max_size=8),
+    services=service_lists(min_size=1, max_size=8, adjustable=False),
 )
 def test_balanced_finds_the_exhaustive_optimum(gpus, services):
     result = plan("balanced", gpus, services)
@@ -242,7 +316,7 @@ def test_balanced_ignores_unavailable_gpus_in_its_objective(gpus, services):
 @SEARCH
 @given(
     gpus=gpu_lists(min_size=4, max_size=4, all_available=True),
-    services=service_lists(min_size=1, max_size=6),
+    services=service_lists(min_size=1, max_size=6, adjustable=False),
 )
 def test_balanced_finds_the_exhaustive_optimum_on_four_gpus(gpus, services):
     result = plan("balanced", gpus, services)
@@ -263,7 +337,7 @@ def test_large_plans_are_deterministic_and_complete(gpus, services):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     gpus=gpu_lists(min_size=2, max_size=6, all_available=True),
-    services=service_lists(min_size=13, max_size=30),
+    services=service_lists(min_size=13, max_size=30, adjustable=False),
 )
 def test_balanced_beyond_the_exact_size_is_no_worse_than_vram_based(gpus, services):
     def score(result):

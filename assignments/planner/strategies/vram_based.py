@@ -13,8 +13,7 @@ from ..types import GpuView, ServiceDemand
     "vram_based",
     label="VRAM-Based (Recommended)",
     description=(
-        "Places the largest models first, each on the GPU with the most free memory. "
-        + BUDGET_NOTE
+        "Places the largest models first, each on the GPU with the most free memory. " + BUDGET_NOTE
     ),
 )
 def vram_based(gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Proposal:
