@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-sqlite test-postgres test-fast bench migrate lint clean dockerd-start dockerd-stop
+.PHONY: help run test test-sqlite test-postgres test-fast bench mutation migrate lint clean dockerd-start dockerd-stop
 
 help:
 	@echo "make run    serve gpuconfig on http://127.0.0.1:8000 (worker and beat beside it)"
@@ -59,6 +59,14 @@ test-fast: $(STAMP)
 bench: $(STAMP) dockerd-start
 	eval "$$(bash scripts/test-dockerd.sh env)"; \
 	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m bench
+
+# Mutation check of the planner and the apply diff (pyproject's [tool.mutmut]); CPU-heavy.
+MUTANTS ?= 'assignments.planner.*' $(foreach f,diff differs _same_budget _holds \
+	freed_gpus_needed dependencies,'assignments.applying.x_$(f)__mutmut_*')
+mutation: $(STAMP)
+	rm -rf mutants
+	REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut results
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
