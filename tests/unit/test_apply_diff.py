@@ -48,6 +48,8 @@ def move(service, current, target, *, recreate=True) -> Change:
         ((), None, ("0",), None, True),
         (("0",), 6.8, ("0",), 6.8, False),
         (("0",), 6.8, ("0",), 6.8000001, False),  # budgets compare to the thousandth
+        (("0",), 6.8004, ("0",), 6.8, False),
+        (("0",), 6.8, ("0",), 6.8004, False),
         (("0",), 6.8, ("0",), 6.801, True),
         (("0",), 6.8, ("0",), 3.5, True),
         (("0",), None, ("0",), 3.5, True),  # a budget appears

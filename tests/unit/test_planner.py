@@ -517,6 +517,11 @@ def test_the_suggestion_is_never_more_than_the_default_budget():
     assert suggest_budget_gb(A5500, [ENRICHMENT], on([ENRICHMENT], 0), ENRICHMENT) == 6.8
 
 
+def test_the_suggestion_is_rounded_down_to_a_default_budget_off_the_tenths():
+    odd = replace(ENRICHMENT, default_budget_gb=6.86)
+    assert suggest_budget_gb(A5500, [odd], on([odd], 0), odd) == 6.8
+
+
 def test_no_suggestion_for_a_service_without_an_adjustable_budget():
     assert suggest_budget_gb(A400, [LLM], on([LLM], 1), LLM) is None
     assert "budget_suggestion" not in codes(check(REFERENCE_GPUS, [LLM], on([LLM], 1)))
@@ -619,6 +624,11 @@ def test_a_budget_is_lowered_only_on_a_gpu_it_over_commits():
     result = plan("vram_based", gpus, REFERENCE_SERVICES[1:])
     assert result.budget_of("ai-enrichment") is None
     assert "budget_auto_adjusted" not in codes(result.issues)
+
+
+def test_a_plan_knows_no_budget_for_a_service_it_does_not_place():
+    with pytest.raises(KeyError, match="ai-ghost"):
+        plan("vram_based", REFERENCE_GPUS, REFERENCE_SERVICES).budget_of("ai-ghost")
 
 
 def test_an_explicit_budget_that_fits_is_kept():

@@ -15,7 +15,7 @@ def seed(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('assignments', '0002_seed_catalog'),
+        ('assignments', '0003_fallback_as_data'),
     ]
 
     operations = [
