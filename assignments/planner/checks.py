@@ -5,7 +5,7 @@ Used by :func:`~.planning.plan` for every strategy, and by the save path for man
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .placing import most_free, need_mb, usable_gpus
 from .types import MB_PER_GB, GpuView, Issue, Placement, ServiceDemand
@@ -78,51 +78,43 @@ def check(
     and ``budget_suggestion`` (the default budget does not fit; ``suggested_budget_gb`` does).
     """
     by_name = _services_by_name(services)
-    by_index = {g.index: g for g in gpus}
     placed = {p.service: p for p in placements}
     for placement in placements:
         _service(by_name, placement)
-    any_usable = bool(usable_gpus(gpus))
+    return (
+        *_placement_issues(gpus, services, placed),
+        *_capacity_issues(gpus, services, placed),
+        *_budget_issues(gpus, services, placements),
+    )
 
-    issues: list[Issue] = []
+
+def _placement_issues(
+    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placed: dict[str, Placement]
+) -> Iterator[Issue]:
+    """``unassigned``, ``unplaced`` and ``gpu_missing``, service by service."""
+    by_index = {g.index: g for g in gpus}
+    any_usable = bool(usable_gpus(gpus))
     for service in services:
         placement = placed.get(service.name)
         index = placement.gpu_index if placement is not None else None
-        if index is None:
-            if any_usable:
-                issues.append(
-                    Issue(
-                        "unassigned", f"{service.name} has no GPU assigned.", service=service.name
-                    )
-                )
-            else:
-                issues.append(
-                    Issue(
-                        "unplaced",
-                        f"{service.name} could not be placed: no GPU is available.",
-                        service=service.name,
-                    )
-                )
+        name = service.name
+        if index is None and any_usable:
+            yield Issue("unassigned", f"{name} has no GPU assigned.", service=name)
+        elif index is None:
+            message = f"{name} could not be placed: no GPU is available."
+            yield Issue("unplaced", message, service=name)
         elif index not in by_index:
-            issues.append(
-                Issue(
-                    "gpu_missing",
-                    f"{service.name} is assigned to GPU {index}, which is not present.",
-                    service=service.name,
-                    gpu_index=index,
-                )
-            )
+            message = f"{name} is assigned to GPU {index}, which is not present."
+            yield Issue("gpu_missing", message, service=name, gpu_index=index)
         elif not by_index[index].available:
-            issues.append(
-                Issue(
-                    "gpu_missing",
-                    f"{service.name} is assigned to {gpu_label(by_index[index])}, "
-                    "which is not available.",
-                    service=service.name,
-                    gpu_index=index,
-                )
-            )
+            message = f"{name} is assigned to {gpu_label(by_index[index])}, which is not available."
+            yield Issue("gpu_missing", message, service=name, gpu_index=index)
 
+
+def _capacity_issues(
+    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placed: dict[str, Placement]
+) -> Iterator[Issue]:
+    """``over_capacity``, available GPU by GPU."""
     for gpu in sorted(gpus, key=lambda g: g.index):
         if not gpu.available:
             continue
@@ -135,15 +127,21 @@ def check(
         if on_gpu and load > gpu.total_mb:
             needs = ", ".join(f"{s.name} needs {gb(need_mb(s, p))} GB" for s, p in on_gpu)
             room = gpu.total_mb - gpu.foreign_used_mb
-            issues.append(
-                Issue(
-                    "over_capacity",
-                    f"{gpu_label(gpu)} is over capacity by {gb_up(load - gpu.total_mb)} GB: "
-                    f"{needs}, {gb(max(room, 0))} GB available.",
-                    gpu_index=gpu.index,
-                )
+            yield Issue(
+                "over_capacity",
+                f"{gpu_label(gpu)} is over capacity by {gb_up(load - gpu.total_mb)} GB: "
+                f"{needs}, {gb(max(room, 0))} GB available.",
+                gpu_index=gpu.index,
             )
 
+
+def _budget_issues(
+    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placements: Sequence[Placement]
+) -> Iterator[Issue]:
+    """``budget_too_large`` and ``budget_suggestion`` for budget-adjustable services that do not
+    fit the room their GPU has left."""
+    by_index = {g.index: g for g in gpus}
+    placed = {p.service: p for p in placements}
     for service in services:
         placement = placed.get(service.name)
         if placement is None or not service.budget_adjustable:
@@ -157,30 +155,22 @@ def check(
             continue
         suggestion = suggest_budget_gb(gpu, services, placements, service)
         explicit = placement.budget_gb if placement.budget_gb is not None else service.budget_gb
-        use = f" Use {suggestion:.1f} GB instead." if suggestion is not None else ""
+        where = dict(service=service.name, gpu_index=gpu.index, suggested_budget_gb=suggestion)
         if explicit is not None:
-            issues.append(
-                Issue(
-                    "budget_too_large",
-                    f"The VRAM budget of {service.name} ({gb(need)} GB) is more than "
-                    f"{gpu_label(gpu)} can give it ({gb(max(room, 0))} GB).{use}",
-                    service=service.name,
-                    gpu_index=gpu.index,
-                    suggested_budget_gb=suggestion,
-                )
+            use = f" Use {suggestion:.1f} GB instead." if suggestion is not None else ""
+            yield Issue(
+                "budget_too_large",
+                f"The VRAM budget of {service.name} ({gb(need)} GB) is more than "
+                f"{gpu_label(gpu)} can give it ({gb(max(room, 0))} GB).{use}",
+                **where,
             )
         elif suggestion is not None:
-            issues.append(
-                Issue(
-                    "budget_suggestion",
-                    f"{service.name} needs {gb(need)} GB but {gpu_label(gpu)} can give it "
-                    f"{gb(max(room, 0))} GB: set its VRAM budget to {suggestion:.1f} GB.",
-                    service=service.name,
-                    gpu_index=gpu.index,
-                    suggested_budget_gb=suggestion,
-                )
+            yield Issue(
+                "budget_suggestion",
+                f"{service.name} needs {gb(need)} GB but {gpu_label(gpu)} can give it "
+                f"{gb(max(room, 0))} GB: set its VRAM budget to {suggestion:.1f} GB.",
+                **where,
             )
-    return tuple(issues)
 
 
 def gpu_label(gpu: GpuView | None, index: int | None = None) -> str:
