@@ -137,6 +137,55 @@ class DependencyNotFreed(Exception):
     """A service this one waits for did not stop, so the VRAM it needs was not freed."""
 
 
+def _report_unchanged(changes: Sequence[Change], progress: ServiceProgress) -> None:
+    for change in changes:
+        if change.needs_recreate:
+            continue
+        if change.current is None:
+            message = f"no container for {change.service}: nothing to recreate"
+        else:
+            message = f"already on {_describe(change.current.device_ids)}"
+        _report(progress, change.service, Step.UNCHANGED, message)
+
+
+class _StopGate:
+    """Who has stopped their old container, so the services waiting on its GPU may start."""
+
+    def __init__(
+        self,
+        waits: dict[str, dict[str, list[str]]],
+        progress: ServiceProgress,
+        timeout: float,
+    ) -> None:
+        self.waits = waits
+        self.progress = progress
+        self.timeout = timeout
+        self.stopped = {service: threading.Event() for service in waits}
+        self.stopped_ok = dict.fromkeys(waits, False)
+
+    def release(self, service: str) -> None:
+        """Whatever happened to ``service``, those waiting on it must not wait forever."""
+        self.stopped[service].set()
+
+    def before_start(self, service: str) -> None:
+        """``service`` has stopped; wait until every service leaving its new GPU has too."""
+        self.stopped_ok[service] = True
+        self.stopped[service].set()
+        deadline = time.monotonic() + self.timeout
+        for other, gpus in sorted(self.waits[service].items()):
+            if not self.stopped[other].is_set():
+                message = f"stopped; waiting for {other} to leave {_describe(gpus)}"
+                _report(self.progress, service, Step.STOPPING, message)
+            if not self.stopped[other].wait(max(deadline - time.monotonic(), 0)):
+                raise DependencyNotFreed(
+                    f"{other} did not leave {_describe(gpus)} within {self.timeout:g}s"
+                )
+            if not self.stopped_ok[other]:
+                raise DependencyNotFreed(
+                    f"{other} could not be stopped, so {_describe(gpus)} was not freed"
+                )
+
+
 def execute(
     runtime: ContainerRuntime,
     changes: Sequence[Change],
@@ -154,23 +203,14 @@ def execute(
     use. Services that need nothing, or have no container, are only reported through
     ``progress`` (``unchanged``) and get no result.
     """
-    for change in changes:
-        if change.needs_recreate:
-            continue
-        if change.current is None:
-            message = f"no container for {change.service}: nothing to recreate"
-        else:
-            message = f"already on {_describe(change.current.device_ids)}"
-        _report(progress, change.service, Step.UNCHANGED, message)
-
+    _report_unchanged(changes, progress)
     work = sorted(
         (c for c in changes if c.needs_recreate), key=lambda c: not c.target.latency_critical
     )
     if not work:
         return {}
     waits = dependencies(work)
-    stopped = {c.service: threading.Event() for c in work}
-    stopped_ok: dict[str, bool] = {c.service: False for c in work}
+    gate = _StopGate(waits, progress, health_timeout)
 
     for change in work:
         waiting_for = waits[change.service]
@@ -180,27 +220,6 @@ def execute(
             message += f" (after {', '.join(sorted(waiting_for))} stop)"
         _report(progress, change.service, Step.PENDING, message)
 
-    def before_start(service: str) -> None:
-        stopped_ok[service] = True
-        stopped[service].set()
-        deadline = time.monotonic() + health_timeout
-        for other, gpus in sorted(waits[service].items()):
-            if not stopped[other].is_set():
-                _report(
-                    progress,
-                    service,
-                    Step.STOPPING,
-                    f"stopped; waiting for {other} to leave {_describe(gpus)}",
-                )
-            if not stopped[other].wait(max(deadline - time.monotonic(), 0)):
-                raise DependencyNotFreed(
-                    f"{other} did not leave {_describe(gpus)} within {health_timeout:g}s"
-                )
-            if not stopped_ok[other]:
-                raise DependencyNotFreed(
-                    f"{other} could not be stopped, so {_describe(gpus)} was not freed"
-                )
-
     def recreate(change: Change) -> RecreateResult:
         service = change.service
         try:
@@ -209,7 +228,7 @@ def execute(
                 device_ids=change.target.device_ids,
                 budget_gb=change.target.budget_gb,
                 progress=lambda step, message: _report(progress, service, step, message),
-                before_start=lambda: before_start(service),
+                before_start=lambda: gate.before_start(service),
                 health_timeout=health_timeout,
             )
         except Exception as exc:  # one service's error must not sink the others
@@ -218,8 +237,7 @@ def execute(
             _report(progress, service, Step.FAILED, message)
             return RecreateResult(Outcome.FAILED, message)
         finally:
-            # Whatever happened, those waiting on this service must not wait forever.
-            stopped[service].set()
+            gate.release(service)
 
     with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="gpuconfig-apply") as pool:
         futures = {change.service: pool.submit(recreate, change) for change in work}

@@ -61,47 +61,30 @@ class ConfigForm(forms.Form):
             (str(g.index), f"{gpu_label(g)} · {g.total_mb / MB_PER_GB:.0f} GB")
             for g in gpu_options(planning)
         ]
-        present = {g.index for g in gpu_options(planning)}
-        known = {g.index: g for g in planning.gpus}
         for demand in planning.services:
             name = demand.name
-            choices_for = [("", "Unassigned"), *options]
-            current = shown[name].gpu_index
-            if current is not None and current not in present:
-                # Keep a saved choice visible even when its GPU is gone, so nothing changes
-                # silently; saving it is refused with the reason.
-                label = gpu_label(known.get(current), current)
-                choices_for.append((str(current), f"{label} · not available"))
-            self.fields[gpu_field_name(name)] = forms.TypedChoiceField(
-                label=f"GPU for {name}",
-                choices=choices_for,
-                coerce=int,
-                empty_value=None,
-                required=False,
-            )
+            self.fields[gpu_field_name(name)] = self._gpu_field(name, options, shown[name])
             if demand.budget_adjustable:
-                default = demand.default_budget_gb
-                self.fields[budget_field_name(name)] = forms.FloatField(
-                    label=f"VRAM budget for {name} (GB)",
-                    required=False,
-                    localize=False,
-                    widget=forms.NumberInput(
-                        attrs={
-                            "step": "0.1",
-                            "min": "0.1",
-                            "inputmode": "decimal",
-                            "placeholder": f"{default:g}" if default is not None else "",
-                            "class": "budget-input",
-                        }
-                    ),
-                    help_text=(
-                        f"Empty: the default of {default:g} GB." if default is not None else ""
-                    ),
-                )
+                self.fields[budget_field_name(name)] = _budget_field(name, demand.default_budget_gb)
             if not can_change:
                 self.fields[gpu_field_name(name)].disabled = True
                 if demand.budget_adjustable:
                     self.fields[budget_field_name(name)].disabled = True
+
+    def _gpu_field(self, name: str, options: list, shown: Choice) -> forms.Field:
+        choices = [("", "Unassigned"), *options]
+        present = {g.index for g in gpu_options(self.planning)}
+        current = shown.gpu_index
+        if current is not None and current not in present:
+            # Keep a saved choice visible even when its GPU is gone, so nothing changes
+            # silently; saving it is refused with the reason.
+            known = {g.index: g for g in self.planning.gpus}
+            choices.append(
+                (str(current), f"{gpu_label(known.get(current), current)} · not available")
+            )
+        return forms.TypedChoiceField(
+            label=f"GPU for {name}", choices=choices, coerce=int, empty_value=None, required=False
+        )
 
     # -- reading the choices ------------------------------------------------------------------
 
@@ -157,6 +140,24 @@ class ConfigForm(forms.Form):
             elif gpu_key in self.fields:
                 field = gpu_key
         self.add_error(field, error.message)
+
+
+def _budget_field(name: str, default: float | None) -> forms.FloatField:
+    return forms.FloatField(
+        label=f"VRAM budget for {name} (GB)",
+        required=False,
+        localize=False,
+        widget=forms.NumberInput(
+            attrs={
+                "step": "0.1",
+                "min": "0.1",
+                "inputmode": "decimal",
+                "placeholder": f"{default:g}" if default is not None else "",
+                "class": "budget-input",
+            }
+        ),
+        help_text=f"Empty: the default of {default:g} GB." if default is not None else "",
+    )
 
 
 def _as_int(value) -> int | None:

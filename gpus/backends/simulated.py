@@ -23,6 +23,35 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _check_keys(entry: dict, where: str) -> None:
+    missing = [key for key in REQUIRED_KEYS if key not in entry]
+    if missing:
+        raise BackendError(f"{where}: missing {', '.join(missing)}")
+    unknown = sorted(str(key) for key in entry if key not in REQUIRED_KEYS + OPTIONAL_KEYS)
+    if unknown:
+        raise BackendError(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+
+# (field, check, what it must be): in the order they are checked.
+REQUIRED_RULES = (
+    ("index", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    ("name", _is_text, "a non-empty string"),
+    ("uuid", _is_text, "a non-empty string"),
+    ("vram_total_mb", lambda v: _is_int(v) and v > 0, "a positive integer"),
+    ("vram_used_mb", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+)
+OPTIONAL_RULES = (
+    ("utilization_percent", lambda v: _is_int(v) and 0 <= v <= 100, "an integer from 0 to 100"),
+    ("temperature_c", _is_int, "an integer"),
+    ("power_w", lambda v: _is_number(v) and v >= 0, "a non-negative number"),
+    ("pci_bus_id", lambda v: isinstance(v, str), "a string"),
+)
+
+
 def _compute_capability(value: object) -> tuple[int, int] | None:
     """``"8.6"``, ``8.6`` (YAML reads an unquoted 8.6 as a float) or ``[8, 6]``."""
     if isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_int, value)):
@@ -98,46 +127,26 @@ class SimulatedBackend(GpuBackend):
             raise BackendError(f"{where}: expected a mapping of GPU fields, got {entry!r}")
         if "index" in entry:
             where += f" (index {entry['index']!r})"
-        missing = [key for key in REQUIRED_KEYS if key not in entry]
-        if missing:
-            raise BackendError(f"{where}: missing {', '.join(missing)}")
-        unknown = sorted(str(key) for key in entry if key not in REQUIRED_KEYS + OPTIONAL_KEYS)
-        if unknown:
-            raise BackendError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        _check_keys(entry, where)
 
         def problem(key: str, expected: str) -> BackendError:
             return BackendError(f"{where}: {key} must be {expected}, got {entry[key]!r}")
 
-        if not _is_int(entry["index"]) or entry["index"] < 0:
-            raise problem("index", "a non-negative integer")
-        for key in ("name", "uuid"):
-            if not isinstance(entry[key], str) or not entry[key].strip():
-                raise problem(key, "a non-empty string")
-        if not _is_int(entry["vram_total_mb"]) or entry["vram_total_mb"] <= 0:
-            raise problem("vram_total_mb", "a positive integer")
-        if not _is_int(entry["vram_used_mb"]) or entry["vram_used_mb"] < 0:
-            raise problem("vram_used_mb", "a non-negative integer")
+        for key, valid, expected in REQUIRED_RULES:
+            if not valid(entry[key]):
+                raise problem(key, expected)
         if entry["vram_used_mb"] > entry["vram_total_mb"]:
             raise problem("vram_used_mb", f"at most vram_total_mb ({entry['vram_total_mb']})")
         capability = _compute_capability(entry["compute_capability"])
         if capability is None:
             raise problem("compute_capability", 'like "8.6" or [8, 6]')
-
-        utilization = entry.get("utilization_percent")
-        if utilization is not None and (not _is_int(utilization) or not 0 <= utilization <= 100):
-            raise problem("utilization_percent", "an integer from 0 to 100")
-        temperature = entry.get("temperature_c")
-        if temperature is not None and not _is_int(temperature):
-            raise problem("temperature_c", "an integer")
-        power = entry.get("power_w")
-        if power is not None and (not _is_number(power) or power < 0):
-            raise problem("power_w", "a non-negative number")
-        bus_id = entry.get("pci_bus_id")
-        if bus_id is not None and not isinstance(bus_id, str):
-            raise problem("pci_bus_id", "a string")
+        for key, valid, expected in OPTIONAL_RULES:
+            if entry.get(key) is not None and not valid(entry[key]):
+                raise problem(key, expected)
         available = entry.get("available", True)
         if not isinstance(available, bool):
             raise problem("available", "true or false")
+        power = entry.get("power_w")
 
         return GpuReading(
             index=entry["index"],
@@ -146,10 +155,10 @@ class SimulatedBackend(GpuBackend):
             vram_total_mb=entry["vram_total_mb"],
             vram_used_mb=entry["vram_used_mb"],
             compute_capability=capability,
-            utilization_percent=utilization,
-            temperature_c=temperature,
+            utilization_percent=entry.get("utilization_percent"),
+            temperature_c=entry.get("temperature_c"),
             power_w=float(power) if power is not None else None,
-            pci_bus_id=bus_id,
+            pci_bus_id=entry.get("pci_bus_id"),
             lost=not available,
         )
 
