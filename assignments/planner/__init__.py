@@ -2,6 +2,7 @@
 no settings, no I/O."""
 
 from . import strategies  # noqa: F401  (registers the strategies, in order)
+from .budgets import budgets_lowered
 from .checks import check, fallback_gpu, free_mb, min_budget_gb, overflow_mb, suggest_budget_gb
 from .planning import plan
 from .registry import STRATEGIES, Strategy, UnknownStrategy, register, strategy_names
@@ -16,6 +17,7 @@ __all__ = [
     "ServiceDemand",
     "Strategy",
     "UnknownStrategy",
+    "budgets_lowered",
     "check",
     "fallback_gpu",
     "free_mb",

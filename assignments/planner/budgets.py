@@ -27,7 +27,7 @@ from .checks import (
 )
 from .placing import need_mb, planned_budget_gb, usable_gpus
 from .registry import Proposal, Strategy
-from .types import MB_PER_GB, NOTICE, GpuView, Issue, Placement, ServiceDemand
+from .types import MB_PER_GB, NOTICE, GpuView, Issue, Placement, Plan, ServiceDemand
 
 
 def fitted_plan(
@@ -139,3 +139,14 @@ def _at_floor(service: ServiceDemand) -> ServiceDemand:
     if floor_mb >= service.effective_mb:
         return service
     return replace(service, budget_gb=floor_mb / MB_PER_GB)
+
+
+def budgets_lowered(plan: Plan, services: Sequence[ServiceDemand]) -> dict[str, float]:
+    """The budgets (GB) ``plan`` gives adjustable services in place of their own: what a save
+    of the plan must keep as overrides so that the saved configuration is the plan shown."""
+    own = {s.name: s.budget_gb for s in services if s.budget_adjustable}
+    return {
+        p.service: p.budget_gb
+        for p in plan.placements
+        if p.service in own and p.budget_gb is not None and p.budget_gb != own[p.service]
+    }

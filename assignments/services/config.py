@@ -197,11 +197,17 @@ def config_version_record(
 
 
 def _planned_changes(strategy: str, data: PlanningInput) -> dict[str, _Cleaned]:
-    """An automatic strategy's plan as the changes to save (budgets are kept)."""
+    """An automatic strategy's plan as the changes to save: its GPUs, and the budgets it lowered
+    to make a GPU fit (other budgets are kept)."""
     plan = planner.plan(strategy, data.gpus, data.services)
     gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
+    lowered = planner.budgets_lowered(plan, data.services)
     return {
-        p.service: _Cleaned(gpus.get(p.gpu_index) if p.gpu_index is not None else None, None, False)
+        p.service: _Cleaned(
+            gpus.get(p.gpu_index) if p.gpu_index is not None else None,
+            lowered.get(p.service),
+            p.service in lowered,
+        )
         for p in plan.placements
     }
 

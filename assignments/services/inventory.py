@@ -60,12 +60,14 @@ def _assignments_initial() -> dict:
     strategy = "vram_based" if configured == "manual" else configured
     plan = planner.plan(strategy, gpus, data.services)
     by_index = {g.index: g for g in Gpu.objects.filter(available=True)}
+    lowered = planner.budgets_lowered(plan, data.services)
     for p in plan.placements:
         gpu = by_index.get(p.gpu_index) if p.gpu_index is not None else None
         Assignment.objects.create(
             service=data.catalog[p.service],
             gpu_index=gpu.index if gpu else None,
             gpu_uuid=gpu.uuid if gpu else "",
+            vram_budget_override=lowered.get(p.service),
         )
     config_version_record(source=ConfigVersion.Source.INITIAL, strategy=configured, actor=ACTOR)
     logger.info("Initial GPU assignments saved from the %s plan", strategy)

@@ -131,6 +131,25 @@ def test_saving_a_strategy_saves_its_plan_and_writes_both_files(
     assert ConfigVersion.objects.filter(source="save").count() == 1
 
 
+def test_saving_an_automatic_strategy_keeps_the_budgets_its_plan_lowered(
+    put, staff_client, reference_inventory
+):
+    """The saved configuration is the plan shown in the preview, budgets included."""
+    preview = staff_client.get(f"{URL}/preview", {"strategy": "vram_based"}).json()
+    planned = {a["service"]: a for a in preview["proposed_assignments"]}
+    res = put(staff_client, {"strategy": "vram_based"})
+    assert res.status_code == 200, res.json()
+    saved = {a["service"]: a for a in staff_client.get(URL).json()["assignments"]}
+    assert {s: a["gpu_index"] for s, a in saved.items()} == {
+        s: a["gpu_index"] for s, a in planned.items()
+    }
+    enrichment = saved["ai-enrichment"]["vram_budget_override"]
+    assert enrichment is not None and enrichment < 6.8  # lowered so that its GPU fits
+    assert enrichment == planned["ai-enrichment"]["vram_budget_override"]
+    assert saved["ai-llm"]["vram_budget_override"] is None  # not adjustable: left alone
+    assert not [w for w in staff_client.get(URL).json()["warnings"] if "over" in w.lower()]
+
+
 def test_enrichment_on_the_4gb_gpu_warns_and_suggests_3_5_gb(
     put, staff_client, reference_inventory, settings
 ):

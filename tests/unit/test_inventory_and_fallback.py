@@ -55,6 +55,22 @@ def test_first_scan_creates_gpus_samples_and_an_initial_plan(
     assert _override_device(settings, "ai-llm") == "0"
 
 
+def test_the_first_scans_plan_is_saved_with_the_budgets_it_lowered(
+    simulated_gpus, django_capture_on_commit_callbacks, settings
+):
+    """On the reference box the initial plan only fits with ai-enrichment's budget lowered:
+    the saved configuration (and the override file) carry that budget, not the 6.8 GB
+    default that would over-commit its GPU."""
+    _scan(django_capture_on_commit_callbacks)
+    enrichment = Assignment.objects.get(service__name="ai-enrichment")
+    assert enrichment.vram_budget_override is not None
+    assert 2.0 <= enrichment.vram_budget_override < 6.8
+    doc = yaml.safe_load(config_files(settings)["docker-compose.gpu-override.yml"])
+    env = doc["services"]["ai-enrichment"]["environment"]
+    assert f"VRAM_BUDGET_GB={enrichment.vram_budget_override:g}" in env
+    assert not [w for w in config_current()["warnings"] if "over" in w.lower()]
+
+
 def test_scans_upsert_by_uuid_and_keep_samples(simulated_gpus, django_capture_on_commit_callbacks):
     _scan(django_capture_on_commit_callbacks)
     entries = _entries(simulated_gpus)
