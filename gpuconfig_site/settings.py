@@ -75,9 +75,12 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "rest_framework_api_key",
     "django_htmx",
     "gpus",
     "assignments",
+    "apikeys",
 ]
 if django.VERSION < (6, 0):
     # Template partials ({% partialdef %}) are built into Django 6; on 5.2 the package adds them.
@@ -225,6 +228,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(GPUCONFIG_SCAN_INTERVAL),
         "options": {"expires": max(GPUCONFIG_SCAN_INTERVAL - 1, 1)},
     },
+    "refresh-live-containers": {
+        "task": "assignments.tasks.live_refresh_task",
+        "schedule": 10.0,
+        "options": {"expires": 9},
+    },
 }
 
 REST_FRAMEWORK = {
@@ -248,7 +256,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc from the installed sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
+# Named API keys: looked up in the ``X-API-Key`` header.
+API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
 
 LOGGING = {
     "version": 1,
