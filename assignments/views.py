@@ -37,6 +37,7 @@ NOT_STAFF = (
     "You can look at everything here, but not save, apply or re-scan."
 )
 INVENTORY_CHANGED = "gpuconfig:inventory-changed"
+APPLY_STARTED = "gpuconfig:apply-started"
 DEMO_REAL_GPUS = (
     "Simulated containers go with simulated GPUs only; this machine's GPUs are real. "
     "Start Docker or Podman to apply."
@@ -334,7 +335,7 @@ def config_save_view(request):
         context = _config_context(request, form, attempted_save=True)
         return _render(request, "assignments", context, status=_refusal_status(exc))
     notice = (
-        f"Saved as version {result.version.pk} ({planner.STRATEGIES[strategy].label}); "
+        f"Saved as version {result.version.pk}, strategy {planner.STRATEGIES[strategy].label}; "
         "the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
     )
@@ -375,7 +376,9 @@ def apply_view(request):
             )
         return redirect(f"{reverse('settings-gpu')}#apply")
     progress = page_selectors.apply_progress(apply_status(live=False))
-    return _render(request, "apply-started", {"apply": _apply_context(progress=progress)})
+    response = _render(request, "apply-started", {"apply": _apply_context(progress=progress)})
+    trigger_client_event(response, APPLY_STARTED)
+    return response
 
 
 @page_login_required
