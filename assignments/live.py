@@ -124,6 +124,7 @@ def service_rows(snapshot: dict | None, *, restart: dict[str, str] | None = None
             "restart_status": restart.get(d.name),
             "runtime": snapshot.get("runtime"),
             "container": (container or {}).get("id", ""),
+            "device_ids": (container or {}).get("device_ids"),
             "started_at": last.get("finished_at") if last.get("outcome") == "healthy" else None,
             "last_apply": last.get("outcome"),
         }

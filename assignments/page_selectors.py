@@ -509,6 +509,17 @@ class ServiceRow:
         return STEP_LABELS.get(self.last_apply or "", "–")
 
 
+def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
+    """Where the container runs (its device request), else where the service is assigned."""
+    devices = row.get("device_ids")
+    if devices is None:
+        return gpu_name(gpus, row["gpu_index"])
+    if not devices:
+        return "No GPU"
+    by_id = {str(g.index): g for g in gpus.values()} | {g.uuid: g for g in gpus.values()}
+    return ", ".join(gpu_label(by_id[d]) if d in by_id else f"GPU {d}" for d in devices)
+
+
 def services_panel() -> dict:
     """The services panel from the stored container state and the latest apply's progress."""
     from assignments.live import NO_ENGINE_HELP, live_cached
@@ -528,7 +539,7 @@ def services_panel() -> dict:
             name=r["name"],
             status=r["status"],
             health=r["health"],
-            gpu_label=gpu_name(gpus, r["gpu_index"]),
+            gpu_label=_running_on(gpus, r),
             runtime=label,
             restart_status=r["restart_status"] if status["in_progress"] else None,
             started_at=r["started_at"],

@@ -155,9 +155,7 @@ def test_without_an_engine_the_page_says_so_before_anyone_clicks(
 def demo_worker(reference_gpus, no_engine, celery_worker_factory):
     """A real worker that, like the page, finds no engine; demo recreate steps slow enough to
     watch."""
-    celery_worker_factory(
-        env={"DOCKER_HOST": no_engine, "GPUCONFIG_SIMULATED_RUNTIME_STEP": "1.0"}
-    )
+    celery_worker_factory(env={"DOCKER_HOST": no_engine, "GPUCONFIG_SIMULATED_RUNTIME_STEP": "1.0"})
     celery_app.conf.task_always_eager = False
 
 
@@ -173,14 +171,14 @@ def test_the_demo_runtime_applies_a_plan_and_the_services_panel_follows_it(
     enrichment = services.locator("#svc-ai-enrichment")
     expect(enrichment).to_contain_text("running")
     expect(enrichment).to_contain_text("healthy")
-    expect(enrichment).to_contain_text("GPU 0")
+    expect(enrichment).to_contain_text("GPU 1")
 
     choose_budget_suggestion(page)
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator("#assignments")).to_contain_text("Saved as version")
     page.get_by_role("button", name="Apply & Restart Services").click()
     confirm = page.locator("#apply-confirm")
-    expect(confirm).to_contain_text("ai-enrichment: GPU 0 → GPU 1; VRAM budget 6.8 GB → 3.5 GB")
+    expect(confirm).to_contain_text("ai-enrichment: VRAM budget 6.8 GB → 3.5 GB")
     confirm.get_by_role("button", name="Restart 1 service").click()
 
     # While it runs, the panel shows the restart step of the service being recreated.
@@ -189,7 +187,6 @@ def test_the_demo_runtime_applies_a_plan_and_the_services_panel_follows_it(
     expect(page.locator("#apply-progress .result")).to_contain_text(
         "Done: all services healthy", timeout=APPLY_TIMEOUT_MS
     )
-    expect(enrichment).to_contain_text("GPU 1", timeout=APPLY_TIMEOUT_MS)
     expect(enrichment).to_contain_text("healthy")
     expect(enrichment.locator("td[data-label='Last apply']")).to_have_text("Healthy")
     screenshot(page, "flow-demo-apply-done-desktop")
@@ -200,3 +197,4 @@ def test_the_demo_runtime_applies_a_plan_and_the_services_panel_follows_it(
     assert live["ai-enrichment"]["runtime"] == "simulated"
     assert live["ai-enrichment"]["health"] == "healthy"
     assert live["ai-enrichment"]["gpu_index"] == 1
+    assert live["ai-enrichment"]["last_apply"] == "healthy"
