@@ -102,3 +102,21 @@ def test_a_recreate_that_overfills_its_gpu_is_rolled_back(demo):
 )
 def test_health_is_one_of_five_words(status, health, expected):
     assert health_of(status, health) == expected
+
+
+def test_page_renders_ask_no_engine_while_the_stored_state_is_fresh(
+    reference_inventory, staff_user, client, monkeypatch
+):
+    from assignments import runtime
+    from assignments.live import live_refresh
+
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    live_refresh()
+
+    def no_engine_calls(*args, **kwargs):
+        raise AssertionError("a page render asked the container engine")
+
+    monkeypatch.setattr(runtime, "get_runtime", no_engine_calls)
+    client.force_login(staff_user)
+    for url in ("/settings/gpu/", "/settings/gpu/services/", "/settings/gpu/apply/progress/"):
+        assert client.get(url).status_code == 200, url
