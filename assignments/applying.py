@@ -53,15 +53,21 @@ class Change:
         return self.current is None
 
 
-def _same_budget(a: float | None, b: float | None) -> bool:
+def same_budget(a: float | None, b: float | None) -> bool:
+    """Whether two VRAM budgets (GB, None: unset) are the same to the MB."""
     if a is None or b is None:
         return a is b
     return round(a, 3) == round(b, 3)
 
 
+def devices_differ(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two device requests name different GPUs (order does not matter)."""
+    return frozenset(a) != frozenset(b)
+
+
 def differs(current: ContainerState, target: Target) -> bool:
     """Whether a container must be recreated to match a target (device order does not matter)."""
-    return frozenset(current.device_ids) != frozenset(target.device_ids) or not _same_budget(
+    return devices_differ(current.device_ids, target.device_ids) or not same_budget(
         current.budget_gb, target.budget_gb
     )
 

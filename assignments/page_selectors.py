@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from django.utils.dateparse import parse_datetime
 
 from assignments import planner
+from assignments.applying import devices_differ, same_budget
 from assignments.models import AiService, ApplyRun, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
@@ -44,6 +45,15 @@ class Sparkline:
     count: int
     width: int = SPARK_WIDTH
     height: int = SPARK_HEIGHT
+
+    @property
+    def mid(self) -> float:
+        """The y of the 50 % grid line."""
+        return _y(50)
+
+    @property
+    def bottom(self) -> float:
+        return _y(0)
 
 
 @dataclass(frozen=True)
@@ -279,7 +289,277 @@ def plan_choices(strategy: str, *, keep: Mapping[str, Choice] | None = None) -> 
     plan, data = config_preview(strategy=strategy)
     saved = saved_choices(data)
     budgets = {name: (keep or saved).get(name, saved[name]).budget_gb for name in saved}
-    return {p.service: Choice(p.gpu_index, budgets[p.service]) for p in plan.placements}
+    return {
+        p.service: Choice(
+            p.gpu_index, p.budget_gb if p.budget_gb is not None else budgets[p.service]
+        )
+        for p in plan.placements
+    }
+
+
+def strategy_to_save(strategy: str, choices: Mapping[str, Choice]) -> str:
+    """The strategy a save of ``choices`` records: ``strategy`` while the table shows its plan
+    (or is left as saved under it), else ``manual``: an edited plan is the user's own."""
+    if strategy == "manual" or strategy not in planner.STRATEGIES:
+        return strategy
+    data = planning_input()
+    if strategy == current_strategy() and dict(choices) == saved_choices(data):
+        return strategy
+    try:
+        proposed = plan_choices(strategy, keep=choices)
+    except planner.UnknownStrategy:
+        return strategy
+    same = all(
+        proposed.get(name, choice).gpu_index == choice.gpu_index
+        and same_budget(proposed.get(name, choice).budget_gb, choice.budget_gb)
+        for name, choice in choices.items()
+    )
+    return strategy if same else "manual"
+
+
+# --- problems: one per problem, each with the fixes the page can offer ------------------------
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A one-click fix: put ``value`` into the field of ``service`` (its budget or its GPU)."""
+
+    label: str
+    service: str
+    kind: str  # "budget" or "gpu"
+    value: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    severity: str  # "error" or "warning"
+    message: str
+    fixes: tuple[Fix, ...] = ()
+    details: tuple[str, ...] = ()
+
+
+SEVERE = {"over_capacity", "gpu_missing", "unplaced", "budget_too_large"}
+
+
+def _move_fix(gpu_index: int, table: TableState) -> Fix | None:
+    """Move one service off an over-full GPU onto another available GPU where it fits; the
+    smallest service that clears the overflow, else the largest that fits."""
+    services = [r.demand for r in table.rows]
+    placements = [Placement(d.name, d.current_gpu, d.budget_gb) for d in services]
+    free = planner.free_mb(table.gpus, services, placements)
+    overflow = -free.get(gpu_index, 0)
+    here = sorted((d for d in services if d.current_gpu == gpu_index), key=lambda d: d.effective_mb)
+    others = [g for g in table.gpus if g.available and g.index != gpu_index]
+    fitting = [
+        (d, g)
+        for d in here
+        for g in sorted(others, key=lambda g: -free[g.index])
+        if free[g.index] >= d.effective_mb
+    ]
+    if not fitting:
+        return None
+    clears = [(d, g) for d, g in fitting if d.effective_mb >= overflow]
+    demand, gpu = clears[0] if clears else fitting[-1]
+    return Fix(f"Move {demand.name} to GPU {gpu.index}", demand.name, "gpu", str(gpu.index))
+
+
+def problems(table: TableState) -> list[Problem]:
+    """The table's warnings, one per problem: a GPU's over-capacity and the budget warnings of
+    the services on it are one problem, whose fixes are the suggested budget and a move."""
+    out: list[Problem] = []
+    by_gpu: dict[int, list[Issue]] = {}
+    seen: set[str] = set()
+    for issue in table.issues:
+        if issue.message in seen:
+            continue
+        seen.add(issue.message)
+        if issue.code in ("over_capacity", "budget_suggestion", "budget_too_large"):
+            gpu = issue.gpu_index
+            if gpu is None and issue.service:
+                gpu = next(
+                    (r.chosen.gpu_index for r in table.rows if r.service.name == issue.service),
+                    None,
+                )
+            if gpu is not None:
+                by_gpu.setdefault(gpu, []).append(issue)
+                continue
+        out.append(
+            Problem(issue.code, "error" if issue.code in SEVERE else "warning", issue.message)
+        )
+    for gpu, issues in sorted(by_gpu.items()):
+        main = next((i for i in issues if i.code == "over_capacity"), issues[0])
+        fixes = [
+            Fix(
+                f"Use {i.suggested_budget_gb:.1f} GB",
+                i.service,
+                "budget",
+                f"{i.suggested_budget_gb:.1f}",
+            )
+            for i in issues
+            if i.suggested_budget_gb is not None and i.service
+        ]
+        if any(i.code == "over_capacity" for i in issues):
+            move = _move_fix(gpu, table)
+            if move is not None:
+                fixes.append(move)
+        out.insert(
+            0,
+            Problem(
+                main.code,
+                "error" if any(i.code in SEVERE for i in issues) else "warning",
+                main.message,
+                tuple(fixes),
+                tuple(i.message for i in issues if i is not main),
+            ),
+        )
+    return out
+
+
+# --- the status strip ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusStrip:
+    """The state in one line: where the GPUs come from, how many, the problems, the last apply
+    and the container runtime (from the worker's stored copy; no engine call)."""
+
+    simulated: bool
+    backend: str
+    gpus_present: int
+    gpus_lost: int
+    problem_count: int
+    apply_run: ApplyRun | None
+    runtime_label: str
+    engine_reachable: bool | None
+    engine_error: str
+
+    @property
+    def apply_state(self) -> str:
+        run = self.apply_run
+        if run is None:
+            return "Never applied"
+        if not run.is_finished:
+            return "Applying…"
+        return f"Last apply {run.get_status_display().lower()}"
+
+    @property
+    def apply_tone(self) -> str:
+        run = self.apply_run
+        if run is None:
+            return "muted"
+        if not run.is_finished:
+            return "busy"
+        return "ok" if run.status == ApplyRun.Status.SUCCEEDED else "bad"
+
+
+def status_strip(*, problem_count: int) -> StatusStrip:
+    from assignments.live import live_cached
+    from assignments.selectors import apply_run_latest
+    from gpus.selectors import detection_mode
+
+    mode = detection_mode()
+    gpus = list(gpu_list())
+    live = live_cached() or {}
+    return StatusStrip(
+        simulated=mode["simulated"],
+        backend=mode["backend"] or "",
+        gpus_present=sum(g.available for g in gpus),
+        gpus_lost=sum(not g.available for g in gpus),
+        problem_count=problem_count,
+        apply_run=apply_run_latest(),
+        runtime_label=live.get("runtime_label", ""),
+        engine_reachable=live.get("reachable"),
+        engine_error=live.get("error", ""),
+    )
+
+
+# --- the services panel ----------------------------------------------------------------------
+
+HEALTH_TONE = {"healthy": "ok", "unhealthy": "bad", "starting": "busy"}
+STATUS_TONE = {"running": "ok", "exited": "bad", "dead": "bad", "restarting": "busy"}
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    name: str
+    status: str
+    health: str
+    gpu_label: str
+    runtime: str
+    restart_status: str | None
+    started_at: object
+    last_apply: str | None
+    colour: int
+
+    @property
+    def status_tone(self) -> str:
+        return STATUS_TONE.get(self.status, "muted")
+
+    @property
+    def health_tone(self) -> str:
+        return HEALTH_TONE.get(self.health, "muted")
+
+    @property
+    def restart_label(self) -> str:
+        return STEP_LABELS.get(self.restart_status or "", "")
+
+    @property
+    def last_apply_label(self) -> str:
+        return STEP_LABELS.get(self.last_apply or "", "–")
+
+
+def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
+    """Where the container runs (its device request), else where the service is assigned."""
+    devices = row.get("device_ids")
+    if devices is None:
+        return gpu_name(gpus, row["gpu_index"])
+    if not devices:
+        return "No GPU"
+    by_id = {str(g.index): g for g in gpus.values()} | {g.uuid: g for g in gpus.values()}
+    return ", ".join(gpu_label(by_id[d]) if d in by_id else f"GPU {d}" for d in devices)
+
+
+def services_panel() -> dict:
+    """The services panel from the stored container state and the latest apply's progress."""
+    from assignments.live import NO_ENGINE_HELP, live_cached
+    from assignments.runtime.simulated import LABEL as SIMULATED_LABEL
+    from assignments.runtime.simulated import simulated_runtime_enabled
+    from assignments.selectors import apply_status
+    from gpus.selectors import detection_mode
+
+    status = apply_status(live=False)
+    live = live_cached()
+    data = planning_input()
+    gpus = {g.index: g for g in data.gpus}
+    colours = {d.name: n % SEGMENT_COLOURS for n, d in enumerate(data.services)}
+    label = (live or {}).get("runtime_label", "")
+    rows = [
+        ServiceRow(
+            name=r["name"],
+            status=r["status"],
+            health=r["health"],
+            gpu_label=_running_on(gpus, r),
+            runtime=label,
+            restart_status=r["restart_status"] if status["in_progress"] else None,
+            started_at=r["started_at"],
+            last_apply=r["last_apply"],
+            colour=colours.get(r["name"], 0),
+        )
+        for r in status["services"]
+    ]
+    return {
+        "rows": rows,
+        "in_progress": status["in_progress"],
+        "checked": live is not None,
+        "reachable": (live or {}).get("reachable"),
+        "error": (live or {}).get("error", ""),
+        "help": NO_ENGINE_HELP,
+        "runtime_label": label,
+        "demo_on": simulated_runtime_enabled(),
+        "demo_offered": detection_mode()["simulated"],
+        "demo_label": SIMULATED_LABEL,
+    }
 
 
 # --- strategies and the preview --------------------------------------------------------------
@@ -363,18 +643,15 @@ class ApplyChange:
 
     @property
     def devices_changed(self) -> bool:
-        return self.current_devices is not None and frozenset(self.current_devices) != frozenset(
-            self.target_devices
+        return self.current_devices is not None and devices_differ(
+            self.current_devices, self.target_devices
         )
 
     @property
     def budget_changed(self) -> bool:
         if self.current_devices is None:
             return False
-        a, b = self.current_budget, self.target_budget
-        if a is None or b is None:
-            return a is not b
-        return round(a, 3) != round(b, 3)
+        return not same_budget(self.current_budget, self.target_budget)
 
 
 @dataclass(frozen=True)

@@ -13,5 +13,7 @@ urlpatterns = [
     path("gpu/save/", views.config_save_view, name="settings-gpu-save"),
     path("gpu/apply/", views.apply_view, name="settings-gpu-apply"),
     path("gpu/apply/progress/", views.apply_progress, name="settings-gpu-apply-progress"),
+    path("gpu/services/", views.services_view, name="settings-gpu-services"),
+    path("gpu/demo-runtime/", views.demo_runtime_view, name="settings-gpu-demo-runtime"),
     path("gpu/history/", views.history_view, name="settings-gpu-history"),
 ]

@@ -12,9 +12,8 @@ from assignments import files, planner, progress
 from assignments.applying import Target
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
+from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
-from assignments.runtime import get_runtime
-from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
 from gpus.models import Gpu
 
 
@@ -138,10 +137,54 @@ def config_issues(data: PlanningInput | None = None) -> list[Issue]:
     return fallback_issues(data.assignments) + issues
 
 
+ERROR_CODES = frozenset({"over_capacity", "gpu_missing", "unplaced", "budget_too_large"})
+
+
+def issue_details(
+    issues, *, gpus: tuple[GpuView, ...], placements: list[Placement], services
+) -> list[dict]:
+    """Structured warnings for API clients: each issue with its severity and the VRAM figures
+    behind it (``needed_mb`` against ``available_mb`` on its GPU, when it concerns one)."""
+    free = planner.free_mb(gpus, services, placements)
+    usable = {g.index: g.total_mb - g.foreign_used_mb for g in gpus}
+    by_name = {s.name: s for s in services}
+    placed = {p.service: p for p in placements}
+    out = []
+    for issue in issues:
+        needed = getattr(issue, "needed_mb", None)
+        available = getattr(issue, "available_mb", None)
+        index = issue.gpu_index
+        if index is None and issue.service in placed:
+            index = placed[issue.service].gpu_index
+        if needed is None and index in free:
+            demand = by_name.get(issue.service) if issue.service else None
+            if demand is not None:
+                needed = need_mb(demand, placed.get(demand.name))
+                available = max(free[index] + needed, 0)
+            else:
+                needed = usable[index] - free[index]
+                available = max(usable[index], 0)
+        out.append(
+            {
+                "code": issue.code,
+                "severity": getattr(issue, "severity", None)
+                or ("error" if issue.code in ERROR_CODES else "warning"),
+                "service": issue.service,
+                "gpu_index": index,
+                "needed_mb": needed,
+                "available_mb": available,
+                "suggested_budget_gb": issue.suggested_budget_gb,
+                "message": issue.message,
+            }
+        )
+    return out
+
+
 def config_current() -> dict:
     """The saved configuration in the API's shape."""
     config = GpuConfig.load()
     data = planning_input()
+    issues = config_issues(data)
     return {
         "strategy": config.strategy,
         "strategies": planner.strategy_names(),
@@ -153,9 +196,22 @@ def config_current() -> dict:
             }
             for d in data.services
         ],
-        "warnings": [issue.message for issue in config_issues(data)],
+        "warnings": [issue.message for issue in issues],
+        "warning_details": issue_details(
+            issues,
+            gpus=data.gpus,
+            placements=data.current_placements(),
+            services=data.services,
+        ),
         "updated_at": config.updated_at,
     }
+
+
+def plan_details(plan: planner.Plan, data: PlanningInput) -> list[dict]:
+    """``issue_details`` for a strategy's plan."""
+    return issue_details(
+        plan.issues, gpus=data.gpus, placements=list(plan.placements), services=data.services
+    )
 
 
 def config_preview(*, strategy: str) -> tuple[planner.Plan, PlanningInput]:
@@ -219,8 +275,8 @@ def apply_targets(data: PlanningInput | None = None) -> list[Target]:
     return targets
 
 
-def apply_status() -> dict:
-    """The latest apply's progress plus each service's live container state."""
+def apply_status(*, live: bool = True) -> dict:
+    """The latest apply's progress plus each service's container state (``services_live``)."""
     run = apply_run_latest()
     entries = progress.progress_get(str(run.operation_id)) if run else []
     in_progress = bool(run and not run.is_finished)
@@ -238,34 +294,14 @@ def apply_status() -> dict:
             }
             for e in entries
         ],
-        "services": services_live(restart={e["service"]: e["status"] for e in entries}),
+        "services": services_live(restart={e["service"]: e["status"] for e in entries}, live=live),
     }
 
 
-def services_live(*, restart: dict[str, str] | None = None) -> list[dict]:
-    """Each enabled service's live container status and health, from the engine.
+def services_live(*, restart: dict[str, str] | None = None, live: bool = True) -> list[dict]:
+    """Each enabled service's container status and health: asked of the engine now (``live``,
+    which also refreshes the stored copy), else the copy the worker keeps (no engine call).
+    The engine being unreachable is reported per service (status ``unknown``), not raised."""
+    from assignments.live import live_cached, live_refresh, service_rows
 
-    The engine being unreachable is reported per service (status ``unknown``), not raised.
-    """
-    data = planning_input()
-    restart = restart or {}
-    out = []
-    try:
-        runtime = get_runtime()
-        states = {d.name: runtime.inspect(d.name) for d in data.services}
-        error = ""
-    except (RuntimeUnavailable, RuntimeError_) as exc:
-        states, error = {}, str(exc)
-    for d in data.services:
-        state = states.get(d.name)
-        out.append(
-            {
-                "name": d.name,
-                "status": (state.status if state else ("unknown" if error else "missing")),
-                "health": state.health if state else None,
-                "gpu_index": d.current_gpu,
-                "restart_status": restart.get(d.name),
-                **({"error": error} if error else {}),
-            }
-        )
-    return out
+    return service_rows(live_refresh() if live else live_cached(), restart=restart)

@@ -3,6 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
+from assignments.live import live_refresh
 from assignments.services import apply_recover_stale, config_apply
 
 
@@ -10,6 +11,12 @@ from assignments.services import apply_recover_stale, config_apply
 @shared_task(ignore_result=True, acks_late=False)
 def apply_config_task(run_id: int) -> str:
     return config_apply(run_id=run_id).status
+
+
+@shared_task(ignore_result=True)
+def live_refresh_task() -> None:
+    """Ask the engine for the services' containers and keep the answer for the page."""
+    live_refresh()
 
 
 @worker_ready.connect

@@ -37,6 +37,11 @@ NOT_STAFF = (
     "You can look at everything here, but not save, apply or re-scan."
 )
 INVENTORY_CHANGED = "gpuconfig:inventory-changed"
+APPLY_STARTED = "gpuconfig:apply-started"
+DEMO_REAL_GPUS = (
+    "Simulated containers go with simulated GPUs only; this machine's GPUs are real. "
+    "Start Docker or Podman to apply."
+)
 
 
 class FormRow(NamedTuple):
@@ -109,10 +114,13 @@ def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extr
         for row in table.rows
     ]
     saved_strategy = page_selectors.current_strategy()
+    problems = page_selectors.problems(table)
     return {
         "form": form,
         "table": table,
         "rows": rows,
+        "problems": problems,
+        "strip": page_selectors.status_strip(problem_count=len(problems)),
         "strategies": page_selectors.strategy_list(),
         "saved_strategy": saved_strategy,
         "selected_strategy": form.selected_strategy(saved_strategy),
@@ -124,7 +132,7 @@ def _apply_context(**given) -> dict:
     """The apply panel: a confirmation, the progress of the latest run, or nothing yet."""
     apply = {"plan": None, "progress": None, "error": "", "running": False, **given}
     if apply["progress"] is None and apply_run_latest() is not None:
-        apply["progress"] = page_selectors.apply_progress(apply_status())
+        apply["progress"] = page_selectors.apply_progress(apply_status(live=False))
     if apply["progress"] is not None:
         apply["running"] = apply["progress"].in_progress
     return apply
@@ -142,6 +150,9 @@ def _render(
 
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
+    from assignments.live import live_refresh_request
+
+    live_refresh_request()
     page = {"can_change": _can_change(request), **context}
     page.setdefault("inventory", page_selectors.gpu_cards())
     if "form" not in page:
@@ -149,7 +160,16 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context())
     page.setdefault("history", page_selectors.history())
+    page.setdefault("services", _services_context())
     return render(request, TEMPLATE, page, status=status)
+
+
+def _services_context() -> dict:
+    """The services panel; asks the worker to refresh its stored engine state when stale."""
+    from assignments.live import live_refresh_request
+
+    live_refresh_request()
+    return page_selectors.services_panel()
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -258,6 +278,8 @@ def config_check(request):
     planning = planning_input()
     form = _config_form(request, request.POST, planning=planning)
     use = request.POST.get("use")
+    if not use and "preview" in request.POST:
+        use = request.POST.get("strategy")
     if use:
         try:
             choices = page_selectors.plan_choices(use, keep=form.choices())
@@ -265,17 +287,23 @@ def config_check(request):
             choices = None
         if choices is not None:
             form = _config_form(request, planning=planning, strategy=use, choices=choices)
+            moved = sum(c.gpu_index != form.saved[name].gpu_index for name, c in choices.items())
             notice = (
-                f"Loaded the {planner.STRATEGIES[use].label} plan into the table. "
-                "Nothing is saved until you press Save."
+                f"Preview of {planner.STRATEGIES[use].label}: "
+                f"{moved} service{'s' if moved != 1 else ''} would move (highlighted). "
+                "Press Save to keep it."
             )
             return _render(request, "assignments", _config_context(request, form, notice=notice))
-    fill = request.POST.get("fill", "")
-    if "=" in fill:
-        service, _, value = fill.partition("=")
-        data = request.POST.copy()
-        data[budget_field_name(service)] = value
+    data = request.POST.copy()
+    for key, field_name in (("fill", budget_field_name), ("move", gpu_field_name)):
+        service, sep, value = request.POST.get(key, "").partition("=")
+        if sep:
+            data[field_name(service)] = value
+            data["strategy"] = "manual"
+    if data != request.POST:
         form = _config_form(request, data, planning=planning)
+    if not request.htmx:
+        return _page(request, _config_context(request, form))
     return _render(request, "check-result", _config_context(request, form))
 
 
@@ -295,9 +323,10 @@ def config_save_view(request):
         return _render(
             request, "assignments", _config_context(request, form, attempted_save=True), status=422
         )
+    strategy = page_selectors.strategy_to_save(form.cleaned_data["strategy"], form.choices())
     try:
         result = config_save(
-            strategy=form.cleaned_data["strategy"],
+            strategy=strategy,
             assignments=form.assignments(),
             user=request.user,
         )
@@ -306,7 +335,8 @@ def config_save_view(request):
         context = _config_context(request, form, attempted_save=True)
         return _render(request, "assignments", context, status=_refusal_status(exc))
     notice = (
-        f"Saved as version {result.version.pk}; the generated files are updated. "
+        f"Saved as version {result.version.pk}, strategy {planner.STRATEGIES[strategy].label}; "
+        "the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
     )
     if not request.htmx:
@@ -345,8 +375,10 @@ def apply_view(request):
                 request, "Apply started: every service already runs with its assignment."
             )
         return redirect(f"{reverse('settings-gpu')}#apply")
-    progress = page_selectors.apply_progress(apply_status())
-    return _render(request, "apply-started", {"apply": _apply_context(progress=progress)})
+    progress = page_selectors.apply_progress(apply_status(live=False))
+    response = _render(request, "apply-started", {"apply": _apply_context(progress=progress)})
+    trigger_client_event(response, APPLY_STARTED)
+    return response
 
 
 @page_login_required
@@ -354,7 +386,9 @@ def apply_view(request):
 def apply_progress(request):
     """Live progress of the latest apply; once it has finished the answer is 286, which stops
     the page's polling."""
-    progress = page_selectors.apply_progress(apply_status()) if apply_run_latest() else None
+    progress = (
+        page_selectors.apply_progress(apply_status(live=False)) if apply_run_latest() else None
+    )
     context = {"apply": _apply_context(progress=progress)}
     finished = progress is None or progress.finished
     if finished:
@@ -370,3 +404,35 @@ def apply_progress(request):
 def history_view(request):
     """The last saved configurations and apply runs."""
     return _render(request, "history", {"history": page_selectors.history()})
+
+
+# --- services --------------------------------------------------------------------------------
+
+
+@page_login_required
+@require_GET
+def services_view(request):
+    """The services panel: container status and health from the worker's stored copy (the page
+    polls this; it never waits on the engine)."""
+    return _render(request, "services", {"services": _services_context()})
+
+
+@page_login_required
+@require_POST
+def demo_runtime_view(request):
+    """Switch the "Simulated containers" demo runtime on or off (simulated GPUs only)."""
+    from assignments.live import demo_runtime_disable, demo_runtime_enable
+    from gpus.selectors import detection_mode
+
+    if not _can_change(request):
+        return _render(request, "services", {"services": _services_context()}, status=403)
+    if request.POST.get("on") == "1":
+        if not detection_mode()["simulated"]:
+            context = {"services": _services_context(), "demo_error": DEMO_REAL_GPUS}
+            return _render(request, "services", context, status=422)
+        demo_runtime_enable()
+    else:
+        demo_runtime_disable()
+    if not request.htmx:
+        return redirect(f"{reverse('settings-gpu')}#services")
+    return _render(request, "services", {"services": _services_context()})

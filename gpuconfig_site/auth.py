@@ -6,6 +6,7 @@ import hmac
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 
@@ -13,6 +14,11 @@ class ApiKeyUser(AnonymousUser):
     """The identity of a request carrying the configured API key: may read and change."""
 
     username = "api-key"
+
+    def __init__(self, name: str = ""):
+        super().__init__()
+        if name:
+            self.username = f"api-key:{name}"
 
     @property
     def is_authenticated(self) -> bool:  # type: ignore[override]
@@ -29,24 +35,47 @@ class ApiKeyUser(AnonymousUser):
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """Accepts ``X-API-Key`` when it matches ``GPUCONFIG_API_KEY``; a wrong key is refused.
-
-    With no key configured, key auth is off and the header is ignored.
-    """
+    """Accepts ``X-API-Key`` when it matches ``GPUCONFIG_API_KEY`` or a named key of the admin
+    (``apikeys.ApiKey``: not revoked, not expired). Any other key is refused with "Invalid API
+    key."; a request without the header goes on to the session."""
 
     header = "HTTP_X_API_KEY"
+    keyword = "X-API-Key"
 
     def authenticate(self, request):
+        from apikeys.selectors import api_key_find
+        from apikeys.services import api_key_touch
+
         supplied = request.META.get(self.header)
-        expected = settings.GPUCONFIG_API_KEY
-        if supplied is None or not expected:
+        if supplied is None:
             return None
-        if not hmac.compare_digest(supplied.encode(), expected.encode()):
+        supplied = supplied.strip()
+        expected = (settings.GPUCONFIG_API_KEY or "").strip()
+        if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
+            return (ApiKeyUser(), "api-key")
+        named = api_key_find(key=supplied) if supplied else None
+        if named is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        return (ApiKeyUser(), "api-key")
+        api_key_touch(api_key=named)
+        return (ApiKeyUser(name=named.name), named)
 
     def authenticate_header(self, request) -> str:
-        return "X-API-Key"
+        return self.keyword
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Documents ``X-API-Key`` in the OpenAPI schema (and the docs' Authorize dialog)."""
+
+    target_class = "gpuconfig_site.auth.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": ApiKeyAuthentication.keyword,
+            "description": "GPUCONFIG_API_KEY, or a named key created in the admin (API keys).",
+        }
 
 
 class ReadAuthenticatedWriteStaff(permissions.BasePermission):

@@ -75,9 +75,12 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "rest_framework_api_key",
     "django_htmx",
     "gpus",
     "assignments",
+    "apikeys",
 ]
 if django.VERSION < (6, 0):
     # Template partials ({% partialdef %}) are built into Django 6; on 5.2 the package adds them.
@@ -216,6 +219,8 @@ GPUCONFIG_SAMPLE_RETENTION = env_int("GPUCONFIG_SAMPLE_RETENTION", 3600)  # seco
 # An apply holds a lock it refreshes while it runs; a worker that dies frees it this soon.
 GPUCONFIG_APPLY_LOCK_TTL = env_int("GPUCONFIG_APPLY_LOCK_TTL", 30)
 GPUCONFIG_HEALTH_GRACE = float(os.environ.get("GPUCONFIG_HEALTH_GRACE", "3"))
+# Seconds each step of a "Simulated containers" recreate takes (so its progress can be watched).
+GPUCONFIG_SIMULATED_RUNTIME_STEP = float(os.environ.get("GPUCONFIG_SIMULATED_RUNTIME_STEP", "0.6"))
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
 GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
 
@@ -224,6 +229,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gpus.tasks.detect_gpus_task",
         "schedule": float(GPUCONFIG_SCAN_INTERVAL),
         "options": {"expires": max(GPUCONFIG_SCAN_INTERVAL - 1, 1)},
+    },
+    "refresh-live-containers": {
+        "task": "assignments.tasks.live_refresh_task",
+        "schedule": 10.0,
+        "options": {"expires": 9},
     },
 }
 
@@ -248,7 +258,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc from the installed sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
+# Named API keys: looked up in the ``X-API-Key`` header.
+API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
 
 LOGGING = {
     "version": 1,

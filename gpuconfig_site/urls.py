@@ -4,6 +4,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+admin.site.site_header = "gpuconfig administration"
+admin.site.site_title = "gpuconfig admin"
+admin.site.index_title = "GPUs, services and their assignments"
+
 api_patterns = [
     path("", include("gpus.api.urls")),
     path("", include("assignments.api.urls")),

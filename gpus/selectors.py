@@ -49,3 +49,21 @@ def gpu_samples(
 def last_scan() -> dict | None:
     """What the last scan reported (backend, notes, error, sequence number), if any ran."""
     return cache.get(LAST_SCAN_KEY)
+
+
+def detection_mode() -> dict:
+    """Which backend the inventory comes from and whether it is simulated (not this machine's
+    drivers). The configured backend until a scan has reported the one it used."""
+    backend = (last_scan() or {}).get("backend") or settings.GPUCONFIG_GPU_BACKEND
+    simulated = (
+        bool(settings.GPUCONFIG_SIMULATED_GPUS)
+        or settings.GPUCONFIG_GPU_BACKEND == "simulated"
+        or backend == "simulated"
+    )
+    return {"backend": backend, "simulated": simulated}
+
+
+def gpu_sample_page(*, limit: int, offset: int = 0) -> tuple[list[GpuSample], int]:
+    """Recorded samples, newest first, one page of them, and how many there are in all."""
+    qs = GpuSample.objects.select_related("gpu").order_by("-taken_at", "-pk")
+    return list(qs[offset : offset + limit]), qs.count()

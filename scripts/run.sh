@@ -41,6 +41,8 @@ fi
 
 "$PY" manage.py migrate --noinput >/dev/null
 "$PY" manage.py ensure_admin
+# A first-run API key for scripts, kept like the first-run password: a file only its owner reads.
+"$PY" manage.py create_api_key first-run --if-none --file var/first-run-api-key
 "$PY" manage.py detect_gpus || true
 
 "$PY" -m celery -A gpuconfig_site worker --beat --loglevel INFO --concurrency 2 \

@@ -11,11 +11,28 @@ class AssignmentSerializer(serializers.Serializer):
     vram_budget_override = serializers.FloatField(allow_null=True, required=False, help_text="GB")
 
 
+class WarningDetailSerializer(serializers.Serializer):
+    """One warning as data: what a script can act on without parsing the message."""
+
+    code = serializers.CharField(
+        help_text="over_capacity, budget_suggestion, budget_too_large, gpu_missing, unassigned, "
+        "unplaced, fallback, ..."
+    )
+    severity = serializers.ChoiceField(choices=["error", "warning", "info"])
+    service = serializers.CharField(allow_null=True)
+    gpu_index = serializers.IntegerField(allow_null=True)
+    needed_mb = serializers.IntegerField(allow_null=True)
+    available_mb = serializers.IntegerField(allow_null=True)
+    suggested_budget_gb = serializers.FloatField(allow_null=True)
+    message = serializers.CharField()
+
+
 class GpuConfigSerializer(serializers.Serializer):
     strategy = serializers.CharField()
     strategies = serializers.ListField(child=serializers.CharField())
     assignments = AssignmentSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())
+    warning_details = WarningDetailSerializer(many=True)
     updated_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -27,15 +44,22 @@ class GpuConfigUpdateSerializer(serializers.Serializer):
 
 
 class SaveResultSerializer(serializers.Serializer):
+    """The saved configuration as it now stands, after a PUT."""
+
     success = serializers.BooleanField()
-    warnings = serializers.ListField(child=serializers.CharField())
     version = serializers.IntegerField()
+    strategy = serializers.CharField()
+    assignments = AssignmentSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+    warning_details = WarningDetailSerializer(many=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
 
 
 class PreviewSerializer(serializers.Serializer):
     strategy = serializers.CharField()
     proposed_assignments = AssignmentSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())
+    warning_details = WarningDetailSerializer(many=True)
 
 
 class ServiceStatusSerializer(serializers.Serializer):
@@ -48,9 +72,17 @@ class ServiceStatusSerializer(serializers.Serializer):
 class LiveServiceSerializer(serializers.Serializer):
     name = serializers.CharField()
     status = serializers.CharField()
-    health = serializers.CharField(allow_null=True)
+    health = serializers.ChoiceField(
+        choices=["healthy", "unhealthy", "starting", "none", "unknown"],
+        help_text="none: the container has no healthcheck; unknown: no container, or the "
+        "engine did not answer.",
+    )
     gpu_index = serializers.IntegerField(allow_null=True)
     restart_status = serializers.CharField(allow_null=True)
+    runtime = serializers.CharField(required=False, allow_null=True)
+    container = serializers.CharField(required=False, allow_blank=True)
+    started_at = serializers.DateTimeField(required=False, allow_null=True)
+    last_apply = serializers.CharField(required=False, allow_null=True)
     error = serializers.CharField(required=False)
 
 
@@ -61,6 +93,7 @@ class ApplySerializer(serializers.Serializer):
     restarted = serializers.ListField(child=serializers.CharField())
     failed = serializers.ListField(child=serializers.CharField())
     warnings = serializers.ListField(child=serializers.CharField())
+    warning_details = WarningDetailSerializer(many=True)
     service_statuses = ServiceStatusSerializer(many=True)
 
 

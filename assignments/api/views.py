@@ -10,9 +10,17 @@ from rest_framework.views import APIView
 
 from assignments import planner
 from assignments.api import serializers as s
-from assignments.selectors import apply_status, config_current, config_preview, service_list
+from assignments.selectors import (
+    apply_status,
+    config_current,
+    config_preview,
+    plan_details,
+    service_list,
+)
 from assignments.services import apply_start, config_save
 from gpuconfig_site.api import bad_request
+
+ALREADY_APPLIED = "Every service already runs with its assignment."
 
 
 class GpuConfigView(APIView):
@@ -42,8 +50,9 @@ class GpuConfigView(APIView):
         result = config_save(
             strategy=body.get("strategy"), assignments=body.get("assignments"), user=request.user
         )
+        current = config_current()
         return Response(
-            {"success": True, "warnings": result.warnings, "version": result.version.pk}
+            s.SaveResultSerializer({"success": True, "version": result.version.pk, **current}).data
         )
 
 
@@ -62,7 +71,7 @@ class PreviewView(APIView):
         if not strategy:
             return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
         try:
-            plan, _ = config_preview(strategy=strategy)
+            plan, data = config_preview(strategy=strategy)
         except planner.UnknownStrategy as exc:
             return bad_request(str(exc))
         return Response(
@@ -77,6 +86,7 @@ class PreviewView(APIView):
                     for p in plan.placements
                 ],
                 "warnings": plan.warnings,
+                "warning_details": plan_details(plan, data),
             }
         )
 
@@ -106,7 +116,21 @@ class ApplyView(APIView):
                 "restarted_services": pending,
                 "restarted": [],
                 "failed": [],
-                "warnings": [] if pending else ["Every service already runs with its assignment."],
+                "warnings": [] if pending else [ALREADY_APPLIED],
+                "warning_details": []
+                if pending
+                else [
+                    {
+                        "code": "nothing_to_restart",
+                        "severity": "info",
+                        "service": None,
+                        "gpu_index": None,
+                        "needed_mb": None,
+                        "available_mb": None,
+                        "suggested_budget_gb": None,
+                        "message": ALREADY_APPLIED,
+                    }
+                ],
                 "service_statuses": [
                     {"service": name, "status": "pending", "message": "Waiting to restart"}
                     for name in pending

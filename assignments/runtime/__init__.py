@@ -19,6 +19,7 @@ from .base import (
 
 RUNTIMES: dict[str, str] = {
     "docker": "assignments.runtime.docker.DockerRuntime",
+    "simulated": "assignments.runtime.simulated.SimulatedRuntime",
 }
 
 __all__ = [
@@ -58,8 +59,12 @@ def get_runtime(name: str | None = None) -> ContainerRuntime:
         raise ImproperlyConfigured(
             f"GPUCONFIG_CONTAINER_RUNTIME={choice!r}: {path} is not a ContainerRuntime"
         )
-    return runtime_class(
-        project=getattr(settings, "GPUCONFIG_COMPOSE_PROJECT", None) or None,
-        health_timeout=float(getattr(settings, "GPUCONFIG_HEALTH_TIMEOUT", 180)),
-        health_grace=float(getattr(settings, "GPUCONFIG_HEALTH_GRACE", 3)),
-    )
+    options = {
+        "project": getattr(settings, "GPUCONFIG_COMPOSE_PROJECT", None) or None,
+        "health_timeout": float(getattr(settings, "GPUCONFIG_HEALTH_TIMEOUT", 180)),
+        "health_grace": float(getattr(settings, "GPUCONFIG_HEALTH_GRACE", 3)),
+    }
+    # The demo runtime, when switched on, stands in only for an engine that does not answer.
+    from .simulated import SimulatedRuntime, demo_fallback
+
+    return demo_fallback(runtime_class(**options), build=lambda: SimulatedRuntime(**options))

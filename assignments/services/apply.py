@@ -210,6 +210,8 @@ class _Apply:
     def report(self, service: str, step, message: str = "") -> None:
         progress.progress_update(self.op, service, str(step), message)
         self.log.append(f"{timezone.now():%H:%M:%S} {service}: {step} {message}".rstrip())
+        if str(step) in progress.TERMINAL or str(step) == Step.STARTING:
+            _live_refresh_quietly()
 
     def carry_out(self) -> tuple[str, str]:
         config_files_write()
@@ -260,5 +262,16 @@ def config_apply(*, run_id: int) -> ApplyRun:
             log="\n".join(work.log),
             finished_at=timezone.now(),
         )
+    _live_refresh_quietly()
     run.refresh_from_db()
     return run
+
+
+def _live_refresh_quietly() -> None:
+    """Keep the page's copy of the containers' state current while an apply runs."""
+    from assignments.live import live_refresh
+
+    try:
+        live_refresh()
+    except Exception:  # the apply's outcome matters more than the page's copy
+        logger.exception("could not refresh the live container state")

@@ -89,3 +89,19 @@ def code_spans(value: str) -> str:
     """Escape ``value`` and show its `backticked` parts as code."""
     escaped = conditional_escape(value)
     return mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escaped)))
+
+
+ISSUE_SHORT = {
+    "over_capacity": "GPU over capacity",
+    "budget_suggestion": "does not fit",
+    "budget_too_large": "budget too large",
+    "gpu_missing": "GPU not available",
+    "unassigned": "no GPU",
+    "unplaced": "not placed",
+}
+
+
+@register.filter
+def issue_short(code: str) -> str:
+    """A warning code as a short flag for its table row (the full message is its title)."""
+    return ISSUE_SHORT.get(code, code.replace("_", " "))

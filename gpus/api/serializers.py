@@ -31,12 +31,17 @@ class GpuSerializer(serializers.ModelSerializer):
 
 class GpuListSerializer(serializers.Serializer):
     gpus = GpuSerializer(many=True)
+    backend = serializers.CharField(
+        allow_null=True, help_text="Detection backend: nvml, nvidia-smi, simulated, ..."
+    )
+    simulated = serializers.BooleanField(
+        help_text="True when the GPUs come from a simulated inventory, not this machine."
+    )
     detail = serializers.CharField(required=False, help_text="Set when no GPU is detected.")
     troubleshooting = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class DetectSerializer(GpuListSerializer):
-    backend = serializers.CharField(allow_null=True)
     notes = serializers.ListField(child=serializers.CharField())
     error = serializers.CharField(allow_null=True)
     fresh = serializers.BooleanField(
@@ -60,3 +65,29 @@ class GpuHistorySerializer(serializers.Serializer):
 
 class GpuHistoryListSerializer(serializers.Serializer):
     gpus = GpuHistorySerializer(many=True)
+
+
+class GpuHistoryItemSerializer(serializers.Serializer):
+    """One recorded sample of one GPU, in the history client's field names."""
+
+    recorded_at = serializers.DateTimeField(source="taken_at")
+    gpu_index = serializers.IntegerField(source="gpu.index")
+    gpu_uuid = serializers.CharField(source="gpu.uuid")
+    gpu_name = serializers.CharField(source="gpu.name")
+    gpu_utilization = serializers.IntegerField(source="utilization_percent", allow_null=True)
+    memory_used = serializers.IntegerField(source="vram_used_mb", allow_null=True, help_text="MB")
+    memory_total = serializers.IntegerField(
+        source="gpu.vram_total_mb", allow_null=True, help_text="MB"
+    )
+
+
+class PaginationSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    has_more = serializers.BooleanField()
+
+
+class GpuHistoryPageSerializer(serializers.Serializer):
+    items = GpuHistoryItemSerializer(many=True)
+    pagination = PaginationSerializer()

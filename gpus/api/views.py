@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gpuconfig_site.api import bad_request
 from gpus.api.serializers import (
     DetectSerializer,
     GpuHistoryListSerializer,
+    GpuHistoryPageSerializer,
     GpuListSerializer,
     GpuSerializer,
 )
-from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples
+from gpus.selectors import (
+    NO_GPUS_DETAIL,
+    TROUBLESHOOTING,
+    detection_mode,
+    gpu_list,
+    gpu_sample_page,
+    gpu_samples,
+)
 from gpus.services import gpu_scan_request
+
+HISTORY_LIMIT_DEFAULT = 100
+HISTORY_LIMIT_MAX = 1000
 
 
 def inventory_payload() -> dict:
     gpus = list(gpu_list())
-    payload: dict = {"gpus": GpuSerializer(gpus, many=True).data}
+    payload: dict = {"gpus": GpuSerializer(gpus, many=True).data, **detection_mode()}
     if not any(g.available for g in gpus):
         payload["detail"] = NO_GPUS_DETAIL
         payload["troubleshooting"] = list(TROUBLESHOOTING)
@@ -54,6 +67,59 @@ class GpuHistoryView(APIView):
         return Response(GpuHistoryListSerializer({"gpus": data}).data)
 
 
+def _bounded_int(value: str | None, *, name: str, default: int, low: int, high: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}.") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}.")
+    return number
+
+
+class GpuSampleHistoryView(APIView):
+    """Recorded GPU samples, newest first, paged as ``{items, pagination}`` (the shape of the
+    Home Security Intelligence history client)."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "limit", int, description=f"1–{HISTORY_LIMIT_MAX}, default {HISTORY_LIMIT_DEFAULT}"
+            ),
+            OpenApiParameter("offset", int, description="samples to skip, default 0"),
+        ],
+        responses={200: GpuHistoryPageSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_history_list",
+    )
+    def get(self, request):
+        try:
+            limit = _bounded_int(
+                request.query_params.get("limit"),
+                name="limit",
+                default=HISTORY_LIMIT_DEFAULT,
+                low=1,
+                high=HISTORY_LIMIT_MAX,
+            )
+            offset = _bounded_int(
+                request.query_params.get("offset"), name="offset", default=0, low=0, high=10**9
+            )
+        except ValueError as exc:
+            return bad_request(str(exc))
+        items, total = gpu_sample_page(limit=limit, offset=offset)
+        page = {
+            "items": items,
+            "pagination": {
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+                "has_more": offset + len(items) < total,
+            },
+        }
+        return Response(GpuHistoryPageSerializer(page).data)
+
+
 class DetectView(APIView):
     """Re-scan GPUs now: runs a scan on a worker, waits a few seconds for it, returns the
     inventory."""
@@ -63,7 +129,7 @@ class DetectView(APIView):
         summary, fresh = gpu_scan_request(wait=settings.GPUCONFIG_DETECT_WAIT)
         payload = inventory_payload()
         payload.update(
-            backend=summary.get("backend"),
+            backend=summary.get("backend") or payload["backend"],
             notes=summary.get("notes", []),
             error=summary.get("error"),
             fresh=fresh,

@@ -35,3 +35,13 @@
     if (box && event.detail.successful) box.hidden = true;
   });
 })();
+
+// An edit of the table after a plan was loaded makes the plan the user's own: show Manual.
+(function () {
+  "use strict";
+  document.addEventListener("change", function (event) {
+    if (!event.target.closest || !event.target.closest(".assign-table")) return;
+    var select = document.getElementById("id_strategy");
+    if (select && select.value !== "manual") select.value = "manual";
+  });
+})();
