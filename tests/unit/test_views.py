@@ -11,6 +11,7 @@ from django.core.cache import cache
 from assignments import planner, progress
 from assignments.models import ApplyRun, Assignment, ConfigVersion
 from assignments.runtime.base import ContainerRuntime, ContainerState
+from assignments.selectors import config_preview
 from assignments.services import APPLY_LOCK_KEY
 from tests.conftest import config_files
 
@@ -474,7 +475,10 @@ def test_progress_before_any_apply_stops_polling(staff, reference_inventory):
 
 
 def test_history_lists_saves_and_apply_runs(staff, reference_inventory):
-    staff.post("/settings/gpu/save/", form_data(strategy="balanced"), **HTMX)
+    plan, _ = config_preview(strategy="balanced")
+    shown = {f"gpu-{p.service}": str(p.gpu_index) for p in plan.placements}
+    shown["budget-ai-enrichment"] = f"{plan.budget_of('ai-enrichment') or ''}"
+    staff.post("/settings/gpu/save/", form_data(strategy="balanced", **shown), **HTMX)
     ApplyRun.objects.create(status=ApplyRun.Status.FAILED, actor="staff", error="engine went away")
     body = text(staff.get("/settings/gpu/history/", **HTMX))
     assert (
