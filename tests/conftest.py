@@ -62,19 +62,26 @@ def reference_inventory(db, simulated_gpus):
     The layout is set here rather than left to the first scan's plan, so that tests of the
     page, the API and applying do not change when the planner's choices do.
     """
-    from assignments.models import Assignment
-    from gpus.models import Gpu
     from gpus.services import gpu_scan_run
 
     summary = gpu_scan_run()
     assert summary["backend"] == "simulated", summary
+    guide_layout()
+    return simulated_gpus
+
+
+def guide_layout() -> None:
+    """Put the saved assignments in the user guide's starting layout: every service on GPU 0
+    except ai-enrichment, alone on GPU 1 at its default budget (over capacity on both GPUs)."""
+    from assignments.models import Assignment
+    from gpus.models import Gpu
+
     gpus = {g.index: g for g in Gpu.objects.all()}
     for assignment in Assignment.objects.select_related("service"):
         gpu = gpus[1 if assignment.service.name == "ai-enrichment" else 0]
         Assignment.objects.filter(pk=assignment.pk).update(
             gpu_index=gpu.index, gpu_uuid=gpu.uuid, vram_budget_override=None
         )
-    return simulated_gpus
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import guide_layout
 from tests.e2e.pages import DESKTOP
 
 CHROMIUM = os.environ.get("GPUCONFIG_E2E_CHROMIUM", "/usr/bin/chromium")
@@ -56,6 +57,17 @@ def _fast_passwords(settings):
 def e2e(live_db, live_server):
     """The live server over a committed database that holds the service catalog."""
     return live_server
+
+
+@pytest.fixture
+def reference_gpus(e2e, simulated_gpus):
+    """The reference hardware scanned into the committed database, in the user guide's
+    starting layout (over capacity on both GPUs)."""
+    from gpus.services import gpu_scan_run
+
+    assert gpu_scan_run()["backend"] == "simulated"
+    guide_layout()
+    return simulated_gpus
 
 
 class Browsing:

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from gpuconfig_site.celery import app as celery_app
+from tests.conftest import guide_layout
 from tests.e2e.pages import PHONE, STAFF, choose_budget_suggestion, screenshot
 from tests.plugins.dockerd import BROKEN_GPU
 
@@ -26,6 +27,7 @@ def stack_with_worker(e2e, simulated_gpus, compose_stack, celery_worker_factory,
     settings.GPUCONFIG_COMPOSE_PROJECT = compose_stack.project
     settings.GPUCONFIG_HEALTH_TIMEOUT = 30
     assert gpu_scan_run()["backend"] == "simulated"
+    guide_layout()
     celery_worker_factory()
     # The apply goes to the worker, not inline (conftest makes tasks eager unless a test
     # asks for ``real_worker``; this one starts its worker itself).

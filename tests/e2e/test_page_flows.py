@@ -20,14 +20,6 @@ APPLY_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
-def reference_gpus(e2e, simulated_gpus):
-    from gpus.services import gpu_scan_run
-
-    assert gpu_scan_run()["backend"] == "simulated"
-    return simulated_gpus
-
-
-@pytest.fixture
 def no_engine(monkeypatch, tmp_path):
     """The container engine's socket points at nothing."""
     host = f"unix://{tmp_path}/no-engine.sock"
