@@ -25,6 +25,7 @@ from assignments.selectors import (
     planning_input,
     version_list,
 )
+from gpuconfig_site.live import REDIS_DOWN
 from gpus.models import Gpu, GpuSample
 from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
 
@@ -111,7 +112,10 @@ def gpu_cards() -> dict:
         )
         for g in gpus
     ]
-    scan = last_scan() or {}
+    try:
+        scan = last_scan() or {}
+    except REDIS_DOWN:
+        scan = {}  # the base page's banner says Redis is down
     return {
         "cards": cards,
         "no_gpus": not any(g.available for g in gpus),

@@ -28,6 +28,7 @@ from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
 from assignments.selectors import PlanningInput, apply_run_latest, apply_status, planning_input
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.live import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
 
 TEMPLATE = "settings/gpu.html"
@@ -128,11 +129,22 @@ def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extr
     }
 
 
+def _live_progress():
+    """The latest run's progress, or None when there is no run or Redis (which holds the live
+    progress) is away; the page's banner says so."""
+    if apply_run_latest() is None:
+        return None
+    try:
+        return page_selectors.apply_progress(apply_status(live=False))
+    except REDIS_DOWN:
+        return None
+
+
 def _apply_context(**given) -> dict:
     """The apply panel: a confirmation, the progress of the latest run, or nothing yet."""
     apply = {"plan": None, "progress": None, "error": "", "running": False, **given}
-    if apply["progress"] is None and apply_run_latest() is not None:
-        apply["progress"] = page_selectors.apply_progress(apply_status(live=False))
+    if apply["progress"] is None:
+        apply["progress"] = _live_progress()
     if apply["progress"] is not None:
         apply["running"] = apply["progress"].in_progress
     return apply
@@ -214,7 +226,10 @@ def gpu_rescan(request):
             "scan_failed": True,
         }
         return _render(request, "gpu-cards", context, status=403)
-    summary = _scan_now()
+    try:
+        summary = _scan_now()
+    except REDIS_DOWN as exc:
+        summary = {"error": redis_down_detail(exc), "status": 503}
     failed = bool(summary.get("error"))
     if summary.get("queued"):
         notice = "The scan is queued; the cards update when it finishes."
@@ -230,7 +245,7 @@ def gpu_rescan(request):
         "scan_notice": notice,
         "scan_failed": failed,
     }
-    response = _render(request, "gpu-cards", context)
+    response = _render(request, "gpu-cards", context, status=summary.get("status", 200))
     if any((summary.get("changes") or {}).values()):
         trigger_client_event(response, INVENTORY_CHANGED)
     return response
@@ -367,6 +382,9 @@ def apply_view(request):
     except ApplicationError as exc:
         context = {"apply": _apply_context(error=exc.message)}
         return _render(request, "apply-confirm", context, status=_refusal_status(exc))
+    except REDIS_DOWN as exc:
+        error = f"Nothing was restarted: {redis_down_detail(exc)}"
+        return _render(request, "apply-confirm", {"apply": _apply_context(error=error)}, status=503)
     if not request.htmx:
         if pending:
             messages.success(request, f"Apply started: restarting {', '.join(pending)}.")
@@ -386,9 +404,7 @@ def apply_view(request):
 def apply_progress(request):
     """Live progress of the latest apply; once it has finished the answer is 286, which stops
     the page's polling."""
-    progress = (
-        page_selectors.apply_progress(apply_status(live=False)) if apply_run_latest() else None
-    )
+    progress = _live_progress()
     context = {"apply": _apply_context(progress=progress)}
     finished = progress is None or progress.finished
     if finished:

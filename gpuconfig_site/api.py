@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -14,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.live import is_redis_down, redis_down_detail
 
 logger = logging.getLogger(__name__)
 
@@ -31,28 +31,6 @@ def _flatten(detail) -> str:
     if isinstance(detail, (list, tuple)):
         return "; ".join(_flatten(item) for item in detail)
     return str(detail)
-
-
-def redis_location() -> str:
-    """Where Redis is expected, without any password the URL may hold."""
-    url = urlsplit(settings.REDIS_URL)
-    return f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"
-
-
-def redis_down_detail(exc: BaseException) -> str:
-    return (
-        f"Redis at {redis_location()} is not reachable ({exc}); live progress, apply and "
-        "re-scan need it. Start Redis (or `make run` again) and retry."
-    )
-
-
-def is_redis_down(exc: BaseException) -> bool:
-    """True for the errors Redis (the cache and the Celery broker) raises when it is away."""
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError | OperationalError)
 
 
 def exception_handler(exc, context):

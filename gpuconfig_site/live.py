@@ -1,0 +1,58 @@
+"""Redis, the live store (cache, progress, locks) and the Celery broker: telling when it is away.
+
+Pages degrade when it is (a banner, the database parts still shown); API calls that need it
+answer 503 naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+PING_KEY = "live:ping"
+
+
+def redis_location() -> str:
+    """Where Redis is expected, without any password the URL may hold."""
+    url = urlsplit(settings.REDIS_URL)
+    return f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"
+
+
+# What the cache (redis-py) and the Celery broker (kombu) raise when Redis cannot be reached.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OperationalError)
+
+
+def is_redis_down(exc: BaseException) -> bool:
+    return isinstance(exc, REDIS_DOWN)
+
+
+def redis_down_detail(exc: BaseException | str) -> str:
+    return (
+        f"Redis at {redis_location()} is not reachable ({exc}); live progress, apply and "
+        "re-scan need it. Start Redis (or `make run` again) and retry."
+    )
+
+
+def redis_problem() -> str:
+    """Why Redis cannot be used now, or "" when it answers (or is not in use)."""
+    if settings.GPUCONFIG_EMBEDDED:
+        return ""
+    try:
+        cache.get(PING_KEY)
+    except REDIS_DOWN as exc:
+        logger.warning("Redis is not reachable: %s", exc)
+        return redis_down_detail(exc)
+    return ""
+
+
+def live_store(request) -> dict:
+    """Context processor: every page shows a banner while Redis is away."""
+    return {"redis_problem": redis_problem()}
