@@ -23,6 +23,18 @@ TROUBLESHOOTING = (
 LAST_SCAN_KEY = "gpus:last-scan"
 
 
+def gpu_index_holder(*, gpu: Gpu) -> Gpu | None:
+    """Another present GPU at ``gpu``'s index (so ``gpu`` cannot be present under it), if any."""
+    return Gpu.objects.filter(index=gpu.index, available=True).exclude(pk=gpu.pk).first()
+
+
+def index_taken_detail(*, gpu: Gpu, holder: Gpu) -> str:
+    return (
+        f"GPU {holder.index} is another card now ({holder.name}, {holder.uuid}); this one cannot "
+        "be present under the same index. Re-scan: a scan gives it its current index."
+    )
+
+
 def gpu_list(*, include_unavailable: bool = True) -> QuerySet[Gpu]:
     """GPUs, present ones first by index, then lost ones."""
     qs = Gpu.objects.all()

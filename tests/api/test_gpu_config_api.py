@@ -367,3 +367,21 @@ def test_schema_is_served(staff_client):
     res = staff_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert res.status_code == 200
     assert "/api/system/gpu-config" in res.json()["paths"]
+
+
+def test_detect_reports_a_scan_the_database_refused(staff_client, simulated_gpus, db, monkeypatch):
+    """A database error while saving the scan is reported as the scan's error, not ``null``."""
+    from django.db import DataError
+
+    from gpus import services
+
+    def refused(**kwargs):
+        raise DataError("value too long for type character varying(200)")
+
+    monkeypatch.setattr(services, "gpu_inventory_sync", refused)
+    res = staff_client.post(URL + "/detect")
+    assert res.status_code == 200
+    body = res.json()
+    assert "could not be saved to the database" in body["error"]
+    assert "value too long" in body["detail"]
+    assert body["gpus"] == []
