@@ -138,13 +138,13 @@ def test_marking_a_gpu_lost_in_the_admin_falls_back_records_and_rewrites(
     assert ConfigVersion.objects.count() == versions + 1
     assert ConfigVersion.objects.first().source == ConfigVersion.Source.FALLBACK
     fallen = Assignment.objects.filter(service__name__in=on_small)
-    assert all(a.fallback_reason and a.fallback_gpu_index == 0 for a in fallen)
+    assert all(a.is_falling_back and a.fallback_gpu_index == 0 for a in fallen)
     reference = config_files(settings)["gpu-assignments.yml"]
     assert "is unavailable; falling back" in reference
 
     with django_capture_on_commit_callbacks(execute=True):
         assert _gpu_change(admin_client_logged, small, available=True).status_code == 302
-    assert not any(a.fallback_reason for a in Assignment.objects.filter(service__name__in=on_small))
+    assert not any(a.is_falling_back for a in Assignment.objects.filter(service__name__in=on_small))
     assert ConfigVersion.objects.first().source == ConfigVersion.Source.RESTORE
 
 
