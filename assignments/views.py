@@ -353,6 +353,8 @@ def config_save_view(request):
         f"Saved as version {result.version.pk}, strategy {planner.STRATEGIES[strategy].label}; "
         "the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
+        if result.changed
+        else "Nothing changed: the saved configuration already is what the form says."
     )
     if not request.htmx:
         messages.success(request, notice)

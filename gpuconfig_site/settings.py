@@ -241,6 +241,9 @@ GPUCONFIG_SIMULATED_RUNTIME_STEP = float(os.environ.get("GPUCONFIG_SIMULATED_RUN
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
 GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
 
+# Periodic repair: the generated files are rewritten from the database when they differ.
+GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)
+
 CELERY_BEAT_SCHEDULE = {
     "detect-gpus": {
         "task": "gpus.tasks.detect_gpus_task",
@@ -251,6 +254,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "assignments.tasks.live_refresh_task",
         "schedule": 10.0,
         "options": {"expires": 9},
+    },
+    "sync-config-files": {
+        "task": "assignments.tasks.config_files_sync_task",
+        "schedule": float(GPUCONFIG_RECOVERY_INTERVAL),
+        "options": {"expires": max(GPUCONFIG_RECOVERY_INTERVAL - 1, 1)},
     },
 }
 

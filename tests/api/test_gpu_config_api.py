@@ -340,11 +340,11 @@ def test_a_non_staff_user_may_read_but_not_change(
 
 
 def test_every_save_keeps_a_version_with_who_and_what(put, staff_client, reference_inventory):
-    put(staff_client, {"strategy": "vram_based"})
-    put(staff_client, {"assignments": [{"service": "ai-clip", "gpu_index": 1}]})
+    put(staff_client, {"strategy": "isolation_first"})
+    put(staff_client, {"assignments": [{"service": "ai-clip", "gpu_index": 0}]})
     latest = ConfigVersion.objects.first()
     assert latest.created_by.username == "staff"
-    assert {"service": "ai-clip", "gpu_index": 1}.items() <= next(
+    assert {"service": "ai-clip", "gpu_index": 0}.items() <= next(
         a for a in latest.assignments if a["service"] == "ai-clip"
     ).items()
     assert ConfigVersion.objects.filter(source="save").count() == 2

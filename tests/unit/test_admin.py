@@ -184,3 +184,70 @@ def test_re_enabling_a_lost_gpu_whose_index_is_taken_is_a_form_error(
     assert "GPU 1 is another card now (NVIDIA T4" in res.content.decode()
     small.refresh_from_db()
     assert small.available is False
+
+
+def test_a_strategy_change_in_the_admin_is_saved_planned_recorded_and_written(
+    admin_client_logged, reference_inventory, django_capture_on_commit_callbacks, settings
+):
+    from tests.conftest import config_files
+
+    config = GpuConfig.load()
+    versions = ConfigVersion.objects.count()
+    url = reverse("admin:assignments_gpuconfig_change", args=[config.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        res = admin_client_logged.post(url, {"strategy": "isolation_first"})
+    assert res.status_code == 302, res.content[:2000]
+    assert GpuConfig.load().strategy == "isolation_first"
+    assert ConfigVersion.objects.count() == versions + 1
+    latest = ConfigVersion.objects.first()
+    assert (latest.strategy, latest.actor) == ("isolation_first", "root")
+    assert "strategy: isolation_first" in config_files(settings)["gpu-assignments.yml"]
+    # Planned as the API would plan it.
+    from assignments.selectors import config_preview
+
+    plan, _ = config_preview(strategy="isolation_first")
+    saved = dict(Assignment.objects.values_list("service__name", "gpu_index"))
+    assert {p.service: p.gpu_index for p in plan.placements} == {
+        name: saved[name] for name in saved if name in {p.service for p in plan.placements}
+    }
+
+
+def test_catalog_edits_in_the_admin_are_recorded_replanned_and_written(
+    admin_client_logged, reference_inventory, django_capture_on_commit_callbacks, settings
+):
+    from assignments.selectors import config_preview
+    from assignments.services import config_save
+    from tests.conftest import config_files
+
+    config_save(strategy="vram_based")  # an automatic strategy: catalog edits re-plan
+    planned = Assignment.objects.get(service__name="ai-clip").gpu_index
+    # A hand-made deviation from the plan, which a re-plan undoes.
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1 - planned}])
+    svc = AiService.objects.get(name="ai-clip")
+    versions = ConfigVersion.objects.count()
+    url = reverse("admin:assignments_aiservice_change", args=[svc.pk])
+    data = {
+        "name": "ai-clip",
+        "display_name": svc.display_name,
+        "model_name": svc.model_name,
+        "description": svc.description,
+        "vram_required_mb": 1500,
+        "default_budget_gb": "",
+        "enabled": "on",
+        "sort_order": svc.sort_order,
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        res = admin_client_logged.post(url, data)
+    assert res.status_code == 302, res.content[:2000]
+    assert ConfigVersion.objects.count() == versions + 1
+    assert ConfigVersion.objects.first().source == ConfigVersion.Source.CATALOG
+    plan, _ = config_preview(strategy="vram_based")
+    saved = dict(Assignment.objects.values_list("service__name", "gpu_index"))
+    assert {p.service: p.gpu_index for p in plan.placements}.items() <= saved.items()
+    assert config_files(settings)["gpu-assignments.yml"] is not None
+
+    data.pop("enabled")  # disabled: leaves the plan and the files
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_client_logged.post(url, data).status_code == 302
+    assert ConfigVersion.objects.count() == versions + 2
+    assert "ai-clip" not in config_files(settings)["docker-compose.gpu-override.yml"]
