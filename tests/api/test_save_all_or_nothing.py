@@ -15,7 +15,7 @@ from django.test import Client
 
 from assignments.models import Assignment, ConfigVersion, GpuConfig
 from assignments.services import config_files_sync, config_save
-from tests.conftest import config_files
+from tests.conftest import config_files, saved_state
 
 pytestmark = pytest.mark.django_db
 
@@ -29,18 +29,6 @@ def put(django_capture_on_commit_callbacks):
             return client.put(URL, body, format="json")
 
     return do
-
-
-def _state(settings):
-    return (
-        GpuConfig.load().strategy,
-        sorted(
-            Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")
-        ),
-        ConfigVersion.objects.count(),
-        config_files(settings),
-        sorted(p.name for p in Path(settings.GPUCONFIG_CONFIG_DIR).iterdir()),
-    )
 
 
 @pytest.fixture
@@ -69,14 +57,14 @@ def test_an_unwritable_config_dir_refuses_the_save_with_a_json_503_and_changes_n
     put, staff_client, reference_inventory, settings, unwritable_config_dir
 ):
     folder = unwritable_config_dir()
-    before = _state(settings) if folder.exists() else None
+    before = saved_state(settings) if folder.exists() else None
     res = put(staff_client, {"strategy": "isolation_first"})
     assert res.status_code == 503
     assert res["Content-Type"].startswith("application/json")
     assert "Cannot write the generated files" in res.json()["detail"]
     assert "nothing was saved" in res.json()["detail"]
     if before is not None:
-        assert _state(settings) == before
+        assert saved_state(settings) == before
     assert GpuConfig.load().strategy != "isolation_first"
 
 
@@ -155,12 +143,12 @@ def test_the_periodic_sync_runs_under_beat(settings):
 def test_a_budget_that_rounds_to_zero_is_a_400(
     put, staff_client, reference_inventory, settings, budget
 ):
-    before = _state(settings)
+    before = saved_state(settings)
     item = {"service": "ai-enrichment", "gpu_index": 0, "vram_budget_override": budget}
     res = put(staff_client, {"assignments": [item]})
     assert res.status_code == 400
     assert "at least 0.01 GB" in res.json()["detail"]
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_a_budget_that_rounds_to_zero_is_a_form_error_on_the_page(staff_user, reference_inventory):
@@ -193,12 +181,12 @@ def test_a_budget_that_rounds_to_zero_is_a_form_error_in_the_admin(
 def test_a_put_that_changes_nothing_records_no_version(
     put, staff_client, reference_inventory, settings, body
 ):
-    before = _state(settings)
+    before = saved_state(settings)
     res = put(staff_client, body)
     assert res.status_code == 200
     assert res.json()["changed"] is False
     assert res.json()["version"] == ConfigVersion.objects.first().pk
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_saving_the_saved_assignment_again_records_no_version(
@@ -206,6 +194,6 @@ def test_saving_the_saved_assignment_again_records_no_version(
 ):
     clip = Assignment.objects.get(service__name="ai-clip")
     body = {"assignments": [{"service": "ai-clip", "gpu_index": clip.gpu_index}]}
-    before = _state(settings)
+    before = saved_state(settings)
     assert put(staff_client, body).json()["changed"] is False
-    assert _state(settings) == before
+    assert saved_state(settings) == before
