@@ -25,7 +25,7 @@ from assignments.selectors import (
     planning_input,
     version_list,
 )
-from gpuconfig_site.live import REDIS_DOWN
+from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu, GpuSample
 from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
 

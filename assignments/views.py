@@ -28,7 +28,7 @@ from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
 from assignments.selectors import PlanningInput, apply_run_latest, apply_status, planning_input
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
-from gpuconfig_site.live import REDIS_DOWN, redis_down_detail
+from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
 
 TEMPLATE = "settings/gpu.html"

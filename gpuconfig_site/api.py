@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpuconfig_site.errors import ApplicationError, http_status
-from gpuconfig_site.live import is_redis_down, redis_down_detail
+from gpuconfig_site.redis_health import is_redis_down, redis_down_detail
 
 logger = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "gpus.context_processors.detection_mode",
-                "gpuconfig_site.live.live_store",
+                "gpuconfig_site.redis_health.redis_banner",
             ],
         },
     },

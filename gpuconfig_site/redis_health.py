@@ -53,6 +53,6 @@ def redis_problem() -> str:
     return ""
 
 
-def live_store(request) -> dict:
+def redis_banner(request) -> dict:
     """Context processor: every page shows a banner while Redis is away."""
     return {"redis_problem": redis_problem()}
