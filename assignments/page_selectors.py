@@ -25,7 +25,6 @@ from assignments.selectors import (
     planning_input,
     version_list,
 )
-from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu, GpuSample
 from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
 
@@ -112,10 +111,7 @@ def gpu_cards() -> dict:
         )
         for g in gpus
     ]
-    try:
-        scan = last_scan() or {}
-    except REDIS_DOWN:
-        scan = {}  # the base page's banner says Redis is down
+    scan = last_scan() or {}
     return {
         "cards": cards,
         "no_gpus": not any(g.available for g in gpus),

@@ -129,22 +129,11 @@ def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extr
     }
 
 
-def _live_progress():
-    """The latest run's progress, or None when there is no run or Redis (which holds the live
-    progress) is away; the page's banner says so."""
-    if apply_run_latest() is None:
-        return None
-    try:
-        return page_selectors.apply_progress(apply_status(live=False))
-    except REDIS_DOWN:
-        return None
-
-
 def _apply_context(**given) -> dict:
     """The apply panel: a confirmation, the progress of the latest run, or nothing yet."""
     apply = {"plan": None, "progress": None, "error": "", "running": False, **given}
-    if apply["progress"] is None:
-        apply["progress"] = _live_progress()
+    if apply["progress"] is None and apply_run_latest() is not None:
+        apply["progress"] = page_selectors.apply_progress(apply_status(live=False))
     if apply["progress"] is not None:
         apply["running"] = apply["progress"].in_progress
     return apply
@@ -406,7 +395,9 @@ def apply_view(request):
 def apply_progress(request):
     """Live progress of the latest apply; once it has finished the answer is 286, which stops
     the page's polling."""
-    progress = _live_progress()
+    progress = (
+        page_selectors.apply_progress(apply_status(live=False)) if apply_run_latest() else None
+    )
     context = {"apply": _apply_context(progress=progress)}
     finished = progress is None or progress.finished
     if finished:

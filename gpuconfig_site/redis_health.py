@@ -7,6 +7,9 @@ answer 503 naming it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -32,6 +35,25 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OperationalError)
 
 def is_redis_down(exc: BaseException) -> bool:
     return isinstance(exc, REDIS_DOWN)
+
+
+def unknown_while_redis_is_down(default: Any = None) -> Callable:
+    """For reads of what the cache last held (last scan, live container state, progress): while
+    Redis is away they answer ``default`` (unknown) instead of failing the page that shows
+    them; the page's banner says why. Writes are never wrapped: they fail, and say so."""
+
+    def decorate(read: Callable) -> Callable:
+        @wraps(read)
+        def tolerant(*args, **kwargs):
+            try:
+                return read(*args, **kwargs)
+            except REDIS_DOWN as exc:
+                logger.warning("Redis is not reachable (%s); %s is unknown", exc, read.__name__)
+                return default() if callable(default) else default
+
+        return tolerant
+
+    return decorate
 
 
 def redis_down_detail(exc: BaseException | str) -> str:

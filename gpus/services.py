@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError
 from gpus import backends
 from gpus.backends.base import BackendError, BackendUnavailable, GpuReading
 from gpus.models import Gpu, GpuSample
-from gpus.selectors import LAST_SCAN_KEY, gpu_index_holder, index_taken_detail, last_scan
+from gpus.selectors import LAST_SCAN_KEY, gpu_index_holder, index_taken_detail, last_scan_stored
 from gpus.signals import inventory_changed
 
 logger = logging.getLogger(__name__)
@@ -166,14 +166,14 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
     """
     token = uuidlib.uuid4().hex
     if not cache.add(SCAN_LOCK_KEY, token, timeout=max(int(wait), 60)):
-        before = (last_scan() or {}).get("seq", 0)
+        before = (last_scan_stored() or {}).get("seq", 0)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            summary = last_scan()
+            summary = last_scan_stored()
             if cache.get(SCAN_LOCK_KEY) is None or (summary and summary.get("seq", 0) > before):
                 return summary or {}
             time.sleep(0.05)
-        return last_scan() or {}
+        return last_scan_stored() or {}
 
     try:
         summary = _scan_and_sync(backend)
@@ -231,14 +231,14 @@ def gpu_scan_request(*, wait: float) -> tuple[dict, bool]:
     """
     from gpus.tasks import detect_gpus_task  # the tasks module imports this one
 
-    before = (last_scan() or {}).get("seq", 0)
+    before = (last_scan_stored() or {}).get("seq", 0)
     try:
         detect_gpus_task.delay()
     except OperationalError:
         return gpu_scan_run(), True
     deadline = time.monotonic() + wait
-    summary = last_scan() or {}
+    summary = last_scan_stored() or {}
     while summary.get("seq", 0) <= before and time.monotonic() < deadline:
         time.sleep(0.1)
-        summary = last_scan() or {}
+        summary = last_scan_stored() or {}
     return summary, summary.get("seq", 0) > before
