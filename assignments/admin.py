@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
-from assignments.services import config_save, config_validate
+from assignments.services import catalog_service_save, config_save, config_validate
 from gpuconfig_site.errors import ApplicationError
 
 
@@ -31,11 +31,22 @@ class AiServiceAdmin(admin.ModelAdmin):
     ]
     search_fields = ["name", "display_name", "model_name"]
 
+    def save_model(self, request, obj, form, change):
+        """Through the catalog service (also for the list's inline edits): re-planned, recorded
+        as a ConfigVersion, the files rewritten."""
+        catalog_service_save(service=obj, user=request.user)
+
 
 @admin.register(GpuConfig)
 class GpuConfigAdmin(admin.ModelAdmin):
+    """The strategy; a change goes through the save service, as on the page and the API."""
+
     list_display = ["strategy", "updated_at", "updated_by"]
     readonly_fields = ["updated_at", "updated_by"]
+
+    def save_model(self, request, obj, form, change):
+        config_save(strategy=obj.strategy, user=request.user)
+        obj.refresh_from_db()
 
     def has_add_permission(self, request):
         return not GpuConfig.objects.exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,54 +113,146 @@ def render_assignments(
     return ASSIGNMENTS_HEADER + _dump(data)
 
 
-def write_atomic(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never a torn one.
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".tmp"
 
-    Temp file in the same folder, fsync, rename over, fsync the folder. Returns False when the
-    file already held exactly this text (nothing written).
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file's new text, written and fsynced to a temp file beside it, not yet in place.
+
+    ``temp`` is None when the file already holds exactly this text (nothing to move).
     """
+
+    path: Path
+    temp: Path | None
+
+
+@dataclass(frozen=True)
+class StagedFiles:
+    """Generated files staged together: ``commit()`` moves them all into place (each rename is
+    atomic, so readers see the old or the new file, never a torn one); ``discard()`` removes
+    the temp files and leaves the old ones as they were."""
+
+    files: tuple[StagedFile, ...]
+
+    def commit(self) -> list[Path]:
+        """Rename every temp file over its target; returns the paths that changed."""
+        moved = []
+        for staged in self.files:
+            if staged.temp is None:
+                continue
+            os.replace(staged.temp, staged.path)
+            moved.append(staged.path)
+        for folder in {p.parent for p in moved}:
+            _fsync_dir(folder)
+        return moved
+
+    def discard(self) -> None:
+        for staged in self.files:
+            if staged.temp is not None:
+                try:
+                    os.unlink(staged.temp)
+                except FileNotFoundError:
+                    pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def stage_file(path: Path, text: str) -> StagedFile:
+    """Write ``text`` to a temp file in ``path``'s folder and fsync it; ``path`` is untouched.
+    Raises OSError when the folder cannot be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if path.read_text() == text:
-            return False
+            return StagedFile(path, None)
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    return StagedFile(path, Path(tmp))
+
+
+def stage_files(texts: dict[Path, str]) -> StagedFiles:
+    """Stage several files; if any cannot be written, none is left staged."""
+    staged: list[StagedFile] = []
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return True
+        for path, text in texts.items():
+            staged.append(stage_file(path, text))
+    except BaseException:
+        StagedFiles(tuple(staged)).discard()
+        raise
+    return StagedFiles(tuple(staged))
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never a torn one.
+
+    Temp file in the same folder, fsync, rename over, fsync the folder. Returns False when the
+    file already held exactly this text (nothing written).
+    """
+    return bool(StagedFiles((stage_file(path, text),)).commit())
+
+
+def stale_temp_files_remove(folder: Path, *, older_than_s: float) -> list[Path]:
+    """Remove temp files of generated files left by a process that died between staging and
+    renaming (older than ``older_than_s``, so a save in progress keeps its own)."""
+    removed = []
+    cutoff = time.time() - older_than_s
+    names = (OVERRIDE_NAME, ASSIGNMENTS_NAME)
+    for name in names:
+        for temp in Path(folder).glob(f"{TEMP_PREFIX}{name}.*{TEMP_SUFFIX}"):
+            try:
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed.append(temp)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def render_config_files(
+    entries: list[FileEntry], *, strategy: str, warnings: list[str], generated_at: datetime
+) -> dict[Path, str]:
+    """Both files' paths in ``GPUCONFIG_CONFIG_DIR`` and their text."""
+    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR)
+    return {
+        config_dir / OVERRIDE_NAME: render_override(
+            entries, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
+        ),
+        config_dir / ASSIGNMENTS_NAME: render_assignments(
+            entries, strategy=strategy, generated_at=generated_at, warnings=warnings
+        ),
+    }
 
 
 def write_config_files(
     entries: list[FileEntry], *, strategy: str, warnings: list[str], generated_at: datetime
 ) -> dict[str, Path]:
-    """Write both files into ``GPUCONFIG_CONFIG_DIR``; returns their paths."""
-    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR)
-    id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
-    override = config_dir / OVERRIDE_NAME
-    reference = config_dir / ASSIGNMENTS_NAME
-    write_atomic(override, render_override(entries, id_format=id_format))
-    write_atomic(
-        reference,
-        render_assignments(
-            entries, strategy=strategy, generated_at=generated_at, warnings=warnings
-        ),
+    """Write both files into ``GPUCONFIG_CONFIG_DIR`` at once; returns their paths."""
+    texts = render_config_files(
+        entries, strategy=strategy, warnings=warnings, generated_at=generated_at
     )
+    stage_files(texts).commit()
+    override, reference = texts
     return {"override": override, "assignments": reference}

@@ -15,6 +15,7 @@ from django.core.cache import cache
 
 from assignments.models import ApplyRun
 from assignments.selectors import planning_input
+from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 LIVE_KEY = "runtime:live"
 LIVE_REFRESH_LOCK = "runtime:live:refreshing"
@@ -69,11 +70,13 @@ def live_refresh() -> dict:
     return snapshot
 
 
+@unknown_while_redis_is_down()
 def live_cached() -> dict | None:
     """The last stored answer of the engine, or None when none was stored yet."""
     return cache.get(LIVE_KEY)
 
 
+@unknown_while_redis_is_down()
 def live_refresh_request() -> None:
     """Have the worker refresh the stored state when it is older than ``LIVE_STALE_S`` (one
     request at a time); the caller does not wait for it."""

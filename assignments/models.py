@@ -186,6 +186,7 @@ class ConfigVersion(models.Model):
         FALLBACK = "fallback", "GPU lost: fallback"
         RESTORE = "restore", "GPU back: restored"
         REINDEX = "reindex", "GPU indices changed"
+        CATALOG = "catalog", "Service catalog changed"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     created_by = models.ForeignKey(

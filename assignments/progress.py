@@ -12,6 +12,7 @@ import time
 from django.core.cache import cache
 
 from assignments.runtime.base import Step
+from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 TTL = 24 * 3600
 TERMINAL = frozenset({Step.HEALTHY, Step.ROLLED_BACK, Step.FAILED, Step.UNCHANGED})
@@ -56,6 +57,7 @@ def progress_update(operation_id: str, service: str, status: str, message: str =
     cache.set(key, entry, TTL)
 
 
+@unknown_while_redis_is_down(default=list)
 def progress_get(operation_id: str) -> list[dict]:
     services = cache.get(_run_key(operation_id)) or []
     values = cache.get_many([_service_key(operation_id, s) for s in services])

@@ -1,10 +1,12 @@
 """Background work of the assignments: the apply/restart."""
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_ready
 
 from assignments.live import live_refresh
-from assignments.services import apply_recover_stale, config_apply
+from assignments.services import apply_recover_stale, config_apply, config_files_sync
 
 
 # Not acks_late: a worker killed mid-apply must not replay the run; recovery handles it.
@@ -19,10 +21,22 @@ def live_refresh_task() -> None:
     live_refresh()
 
 
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def config_files_sync_task() -> None:
+    """Periodic under beat: the generated files follow the database again after a crash
+    between a save's commit and its rename, or a folder that was unwritable for a while."""
+    config_files_sync()
+
+
 @worker_ready.connect
 def _recover_on_worker_start(**_kwargs) -> None:
-    """A worker that starts after a crash restores containers an interrupted apply left aside."""
+    """A worker that starts after a crash restores containers an interrupted apply left aside
+    and rewrites generated files a save committed but did not put in place."""
     from django.db import close_old_connections
 
     close_old_connections()
     apply_recover_stale()
+    try:
+        config_files_sync()
+    except OSError:
+        logging.getLogger(__name__).exception("Cannot write the generated files")

@@ -28,6 +28,7 @@ from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
 from assignments.selectors import PlanningInput, apply_run_latest, apply_status, planning_input
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
 
 TEMPLATE = "settings/gpu.html"
@@ -214,7 +215,10 @@ def gpu_rescan(request):
             "scan_failed": True,
         }
         return _render(request, "gpu-cards", context, status=403)
-    summary = _scan_now()
+    try:
+        summary = _scan_now()
+    except REDIS_DOWN as exc:
+        summary = {"error": redis_down_detail(exc), "status": 503}
     failed = bool(summary.get("error"))
     if summary.get("queued"):
         notice = "The scan is queued; the cards update when it finishes."
@@ -230,7 +234,7 @@ def gpu_rescan(request):
         "scan_notice": notice,
         "scan_failed": failed,
     }
-    response = _render(request, "gpu-cards", context)
+    response = _render(request, "gpu-cards", context, status=summary.get("status", 200))
     if any((summary.get("changes") or {}).values()):
         trigger_client_event(response, INVENTORY_CHANGED)
     return response
@@ -338,6 +342,8 @@ def config_save_view(request):
         f"Saved as version {result.version.pk}, strategy {planner.STRATEGIES[strategy].label}; "
         "the generated files are updated. "
         "Press Apply & Restart Services to restart the services that changed."
+        if result.changed
+        else "Nothing changed: the saved configuration already is what the form says."
     )
     if not request.htmx:
         messages.success(request, notice)
@@ -367,6 +373,9 @@ def apply_view(request):
     except ApplicationError as exc:
         context = {"apply": _apply_context(error=exc.message)}
         return _render(request, "apply-confirm", context, status=_refusal_status(exc))
+    except REDIS_DOWN as exc:
+        error = f"Nothing was restarted: {redis_down_detail(exc)}"
+        return _render(request, "apply-confirm", {"apply": _apply_context(error=error)}, status=503)
     if not request.htmx:
         if pending:
             messages.success(request, f"Apply started: restarting {', '.join(pending)}.")

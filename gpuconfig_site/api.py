@@ -1,13 +1,23 @@
-"""API-wide pieces: every error leaves as ``{"detail": "..."}``; a refusal of a service
-(``ApplicationError``) gets the status its code maps to (``gpuconfig_site.errors``)."""
+"""API-wide pieces: every error under ``/api/`` leaves as ``{"detail": "..."}`` JSON; a refusal
+of a service (``ApplicationError``) gets the status its code maps to (``gpuconfig_site.errors``)."""
 
 from __future__ import annotations
 
+import logging
+from http import HTTPStatus
+
+from django.conf import settings
+from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.redis_health import is_redis_down, redis_down_detail
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
 
 
 def _flatten(detail) -> str:
@@ -26,6 +36,9 @@ def _flatten(detail) -> str:
 def exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
         return Response({"detail": exc.message}, status=http_status(exc))
+    if is_redis_down(exc):
+        logger.error("Redis is not reachable: %s", exc)
+        return Response({"detail": redis_down_detail(exc)}, status=503)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -40,3 +53,59 @@ def exception_handler(exc, context):
 
 def bad_request(detail: str) -> Response:
     return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def _json_error(status_code: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status_code)
+
+
+class ApiErrorMiddleware:
+    """Keeps every answer under ``/api/`` JSON, whatever Django itself answers.
+
+    - a body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is refused with 413 before it is read;
+    - an error Django answers with an HTML page (unknown path 404, 400, 405) becomes
+      ``{"detail": <reason>}`` with the same status;
+    - an exception no view handled becomes a logged JSON 500 (503 naming Redis when it is down).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            return _json_error(
+                413, f"The request body is {length} bytes; at most {limit} bytes are accepted."
+            )
+        response = self.get_response(request)
+        content_type = response.get("Content-Type", "")
+        if response.status_code >= 400 and "json" not in content_type:
+            status_code = response.status_code
+            return _json_error(status_code, _reason(status_code, request))
+        return response
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith(API_PREFIX):
+            return None
+        if is_redis_down(exception):
+            logger.error("Redis is not reachable: %s", exception)
+            return _json_error(503, redis_down_detail(exception))
+        logger.exception("Unhandled error on %s %s", request.method, request.path)
+        return _json_error(500, f"Internal error ({type(exception).__name__}); see the server log.")
+
+
+def _reason(status_code: int, request) -> str:
+    if status_code == 404:
+        return f"Not found: {request.path}"
+    if status_code == 405:
+        return f"Method {request.method} is not allowed on {request.path}."
+    try:
+        return HTTPStatus(status_code).phrase + "."
+    except ValueError:
+        return f"Error {status_code}."

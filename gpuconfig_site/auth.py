@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import hmac
 
+from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.signals import user_login_failed
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
+
+KEY_CREDENTIALS = {"username": "api-key"}
+LOCKED_OUT = "Too many failed sign-ins or wrong API keys from this address; try again later."
 
 
 class ApiKeyUser(AnonymousUser):
@@ -37,7 +44,10 @@ class ApiKeyUser(AnonymousUser):
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Accepts ``X-API-Key`` when it matches ``GPUCONFIG_API_KEY`` or a named key of the admin
     (``apikeys.ApiKey``: not revoked, not expired). Any other key is refused with "Invalid API
-    key."; a request without the header goes on to the session."""
+    key."; a request without the header goes on to the session.
+
+    A wrong key counts as a failed sign-in for django-axes; a locked-out address is refused
+    (429) before its key is even compared, so guessing stops paying off."""
 
     header = "HTTP_X_API_KEY"
     keyword = "X-API-Key"
@@ -49,12 +59,18 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         supplied = request.META.get(self.header)
         if supplied is None:
             return None
+        http_request = request._request
+        if AxesProxyHandler.is_locked(http_request, KEY_CREDENTIALS):
+            raise exceptions.Throttled(detail=LOCKED_OUT)
         supplied = supplied.strip()
         expected = (settings.GPUCONFIG_API_KEY or "").strip()
         if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
             return (ApiKeyUser(), "api-key")
         named = api_key_find(key=supplied) if supplied else None
         if named is None:
+            user_login_failed.send(
+                sender=type(self), credentials=KEY_CREDENTIALS, request=http_request
+            )
             raise exceptions.AuthenticationFailed("Invalid API key.")
         api_key_touch(api_key=named)
         return (ApiKeyUser(name=named.name), named)
@@ -90,3 +106,15 @@ class ReadAuthenticatedWriteStaff(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return True
         return bool(user.is_staff)
+
+
+def lockout_response(request, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer to a locked-out client: JSON under ``/api/``, a page elsewhere."""
+    from gpuconfig_site.api import API_PREFIX  # api.py imports DRF, which imports this module
+
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"detail": LOCKED_OUT}, status=429)
+    return HttpResponse(
+        render_to_string("registration/locked_out.html", {"detail": LOCKED_OUT}, request),
+        status=429,
+    )

@@ -54,6 +54,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "apply_busy": HTTPStatus.CONFLICT,
     "engine_refused": HTTPStatus.BAD_GATEWAY,
     "engine_unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
+    "files_unwritable": HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 

@@ -56,10 +56,9 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Django's test runner adds "testserver" for tests; it is not a host a real request may name.
 ALLOWED_HOSTS = [
-    h
-    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
-    if h
+    h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h
 ]
 CSRF_TRUSTED_ORIGINS = [
     o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
@@ -78,6 +77,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "rest_framework_api_key",
     "django_htmx",
+    "axes",
     "gpus",
     "assignments",
     "apikeys",
@@ -96,6 +96,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "gpuconfig_site.api.ApiErrorMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during the request into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gpuconfig_site.urls"
@@ -113,6 +116,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "gpus.context_processors.detection_mode",
+                "gpuconfig_site.redis_health.redis_banner",
             ],
         },
     },
@@ -125,9 +129,15 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # WAL and a busy timeout let the web process and the Celery worker share the file.
+    # WAL and a busy timeout let the web process and the Celery worker share the file; IMMEDIATE
+    # transactions take the write lock when they begin, so concurrent writers queue for it
+    # (busy timeout) instead of failing with "database is locked" when a read turns into a write.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+        {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
     # The test database is a file too, so a real Celery worker started by a test can open it.
     DATABASES["default"]["TEST"] = {
@@ -137,6 +147,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a locked-out client before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -189,6 +204,8 @@ else:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("GPUCONFIG_CACHE_PREFIX", "gpuconfig"),
+            # A Redis that stops answering fails a request in seconds instead of hanging it.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -224,6 +241,9 @@ GPUCONFIG_SIMULATED_RUNTIME_STEP = float(os.environ.get("GPUCONFIG_SIMULATED_RUN
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
 GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
 
+# Periodic repair: the generated files are rewritten from the database when they differ.
+GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)
+
 CELERY_BEAT_SCHEDULE = {
     "detect-gpus": {
         "task": "gpus.tasks.detect_gpus_task",
@@ -235,6 +255,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 10.0,
         "options": {"expires": 9},
     },
+    "sync-config-files": {
+        "task": "assignments.tasks.config_files_sync_task",
+        "schedule": float(GPUCONFIG_RECOVERY_INTERVAL),
+        "options": {"expires": max(GPUCONFIG_RECOVERY_INTERVAL - 1, 1)},
+    },
 }
 
 REST_FRAMEWORK = {
@@ -245,6 +270,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["gpuconfig_site.auth.ReadAuthenticatedWriteStaff"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "gpuconfig_site.api.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "gpuconfig_site.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -262,9 +292,21 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Reading the API needs an account (or the key); so does reading its description.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 # Named API keys: looked up in the ``X-API-Key`` header.
 API_KEY_CUSTOM_HEADER = "HTTP_X_API_KEY"
+
+# Failed logins (page and admin) and wrong API keys are counted per client address by
+# django-axes, in the database (so it holds when Redis is down); past the limit the client gets
+# 429 until the cool-off passes, whatever it sends.
+AXES_FAILURE_LIMIT = env_int("GPUCONFIG_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = env_int("GPUCONFIG_LOGIN_COOLOFF", 900) / 3600  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "gpuconfig_site.auth.lockout_response"
+AXES_VERBOSE = False
 
 LOGGING = {
     "version": 1,

@@ -1,12 +1,34 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
 from gpus.models import Gpu, GpuSample
+from gpus.selectors import gpu_index_holder, index_taken_detail
+from gpus.services import gpu_availability_set
+
+
+class GpuForm(forms.ModelForm):
+    """Only ``available`` may change; re-enabling a card whose index another present card holds
+    is refused here, as a form error."""
+
+    class Meta:
+        model = Gpu
+        fields = ["available"]
+
+    def clean_available(self):
+        available = self.cleaned_data["available"]
+        holder = gpu_index_holder(gpu=self.instance) if available else None
+        if holder is not None:
+            raise ValidationError(index_taken_detail(gpu=self.instance, holder=holder))
+        return available
 
 
 @admin.register(Gpu)
 class GpuAdmin(admin.ModelAdmin):
-    """The inventory is written by scans; the admin shows it and may hide a lost card."""
+    """The inventory is written by scans; the admin shows it and may mark a card lost or back,
+    which goes through the inventory service (fallbacks, a ConfigVersion, the files)."""
 
+    form = GpuForm
     list_display = [
         "index",
         "name",
@@ -21,6 +43,13 @@ class GpuAdmin(admin.ModelAdmin):
     list_filter = ["available", "backend"]
     search_fields = ["name", "uuid", "pci_bus_id"]
     readonly_fields = [f.name for f in Gpu._meta.fields if f.name != "available"]
+
+    def has_add_permission(self, request):
+        return False  # scans add GPUs
+
+    def save_model(self, request, obj, form, change):
+        gpu_availability_set(gpu=obj, available=form.cleaned_data["available"])
+        obj.refresh_from_db()
 
 
 @admin.register(GpuSample)

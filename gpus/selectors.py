@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from gpuconfig_site.redis_health import unknown_while_redis_is_down
 from gpus.models import Gpu, GpuSample
 
 NO_GPUS_DETAIL = "No GPUs detected"
@@ -21,6 +22,18 @@ TROUBLESHOOTING = (
     'Click "Re-scan GPUs" to run detection again.',
 )
 LAST_SCAN_KEY = "gpus:last-scan"
+
+
+def gpu_index_holder(*, gpu: Gpu) -> Gpu | None:
+    """Another present GPU at ``gpu``'s index (so ``gpu`` cannot be present under it), if any."""
+    return Gpu.objects.filter(index=gpu.index, available=True).exclude(pk=gpu.pk).first()
+
+
+def index_taken_detail(*, gpu: Gpu, holder: Gpu) -> str:
+    return (
+        f"GPU {holder.index} is another card now ({holder.name}, {holder.uuid}); this one cannot "
+        "be present under the same index. Re-scan: a scan gives it its current index."
+    )
 
 
 def gpu_list(*, include_unavailable: bool = True) -> QuerySet[Gpu]:
@@ -46,9 +59,16 @@ def gpu_samples(
     return out
 
 
-def last_scan() -> dict | None:
-    """What the last scan reported (backend, notes, error, sequence number), if any ran."""
+def last_scan_stored() -> dict | None:
+    """What the last scan reported (backend, notes, error, sequence number), if any ran.
+    Raises when Redis is down: scans and those waiting for one must know."""
     return cache.get(LAST_SCAN_KEY)
+
+
+@unknown_while_redis_is_down()
+def last_scan() -> dict | None:
+    """``last_scan_stored()`` for display: unknown (None) while Redis is down."""
+    return last_scan_stored()
 
 
 def detection_mode() -> dict:

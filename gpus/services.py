@@ -10,14 +10,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from gpus import backends
 from gpus.backends.base import BackendError, BackendUnavailable, GpuReading
 from gpus.models import Gpu, GpuSample
-from gpus.selectors import LAST_SCAN_KEY, last_scan
+from gpus.selectors import LAST_SCAN_KEY, gpu_index_holder, index_taken_detail, last_scan_stored
 from gpus.signals import inventory_changed
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,33 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
     return result
 
 
+class GpuIndexTaken(Exception):
+    """Another present GPU has this index: marking this one available again would clash."""
+
+
+def gpu_availability_set(*, gpu: Gpu, available: bool) -> SyncResult:
+    """Mark a GPU present or lost by hand (the admin) and announce it as a scan would
+    (``inventory_changed``): services fall back from a lost card or return to one, with a
+    ConfigVersion and the files rewritten. Raises GpuIndexTaken when another present GPU holds
+    its index."""
+    result = SyncResult()
+    with transaction.atomic():
+        gpu = Gpu.objects.select_for_update().get(pk=gpu.pk)
+        if gpu.available == available:
+            return result
+        holder = gpu_index_holder(gpu=gpu) if available else None
+        if holder is not None:
+            raise GpuIndexTaken(index_taken_detail(gpu=gpu, holder=holder))
+        gpu.available = available
+        gpu.save(update_fields=["available", "updated_at"])
+        (result.returned if available else result.lost).append(gpu.uuid)
+    logger.warning(
+        "GPU %s (%s) marked %s by hand", gpu.uuid, gpu.name, "available" if available else "lost"
+    )
+    inventory_changed.send(sender=gpu_availability_set, result=result)
+    return result
+
+
 def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
     """Run one scan now, sync it, and announce a changed inventory (``inventory_changed``).
 
@@ -139,14 +166,14 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
     """
     token = uuidlib.uuid4().hex
     if not cache.add(SCAN_LOCK_KEY, token, timeout=max(int(wait), 60)):
-        before = (last_scan() or {}).get("seq", 0)
+        before = (last_scan_stored() or {}).get("seq", 0)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            summary = last_scan()
+            summary = last_scan_stored()
             if cache.get(SCAN_LOCK_KEY) is None or (summary and summary.get("seq", 0) > before):
                 return summary or {}
             time.sleep(0.05)
-        return last_scan() or {}
+        return last_scan_stored() or {}
 
     try:
         summary = _scan_and_sync(backend)
@@ -170,16 +197,21 @@ def _scan_and_sync(backend: str | None) -> dict:
         return summary
     summary["backend"] = result.backend
     summary["notes"] = list(result.notes)
-    sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
-    summary["changes"] = {
-        "added": sync.added,
-        "lost": sync.lost,
-        "returned": sync.returned,
-        "reindexed": sync.reindexed,
-    }
-    if sync.changed:
-        # The sync's transaction has ended: listeners see the new inventory.
-        inventory_changed.send(sender=gpu_inventory_sync, result=sync)
+    try:
+        sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
+        summary["changes"] = {
+            "added": sync.added,
+            "lost": sync.lost,
+            "returned": sync.returned,
+            "reindexed": sync.reindexed,
+        }
+        if sync.changed:
+            # The sync's transaction has ended: listeners see the new inventory.
+            inventory_changed.send(sender=gpu_inventory_sync, result=sync)
+    except DatabaseError as exc:
+        # Reported like a backend failure (detect and the page show it), not lost in a log.
+        summary["error"] = f"The scan could not be saved to the database: {exc}"
+        logger.exception("GPU scan could not be saved")
     return summary
 
 
@@ -199,14 +231,14 @@ def gpu_scan_request(*, wait: float) -> tuple[dict, bool]:
     """
     from gpus.tasks import detect_gpus_task  # the tasks module imports this one
 
-    before = (last_scan() or {}).get("seq", 0)
+    before = (last_scan_stored() or {}).get("seq", 0)
     try:
         detect_gpus_task.delay()
     except OperationalError:
         return gpu_scan_run(), True
     deadline = time.monotonic() + wait
-    summary = last_scan() or {}
+    summary = last_scan_stored() or {}
     while summary.get("seq", 0) <= before and time.monotonic() < deadline:
         time.sleep(0.1)
-        summary = last_scan() or {}
+        summary = last_scan_stored() or {}
     return summary, summary.get("seq", 0) > before

@@ -127,6 +127,24 @@ def config_files(settings) -> dict[str, str | None]:
     return out
 
 
+def saved_state(settings) -> tuple:
+    """Everything a save may change: the strategy, the assignments, the versions, the generated
+    files and what else lies in their folder (temp files). Equal before and after: nothing
+    changed."""
+    from assignments.models import Assignment, ConfigVersion, GpuConfig
+
+    folder = Path(settings.GPUCONFIG_CONFIG_DIR)
+    return (
+        GpuConfig.load().strategy,
+        sorted(
+            Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")
+        ),
+        ConfigVersion.objects.count(),
+        config_files(settings),
+        sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None,
+    )
+
+
 def seed_catalog() -> None:
     """Put the seeded service catalog back (transactional tests flush every table)."""
     import importlib

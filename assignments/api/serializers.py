@@ -47,7 +47,8 @@ class SaveResultSerializer(serializers.Serializer):
     """The saved configuration as it now stands, after a PUT."""
 
     success = serializers.BooleanField()
-    version = serializers.IntegerField()
+    version = serializers.IntegerField(allow_null=True)
+    changed = serializers.BooleanField(help_text="False when the request changed nothing.")
     strategy = serializers.CharField()
     assignments = AssignmentSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())

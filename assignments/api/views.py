@@ -52,7 +52,14 @@ class GpuConfigView(APIView):
         )
         current = config_current()
         return Response(
-            s.SaveResultSerializer({"success": True, "version": result.version.pk, **current}).data
+            s.SaveResultSerializer(
+                {
+                    "success": True,
+                    "version": result.version.pk if result.version else None,
+                    "changed": result.changed,
+                    **current,
+                }
+            ).data
         )
 
 

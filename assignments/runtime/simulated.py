@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from django.conf import settings
 from django.core.cache import cache
 
+from gpuconfig_site.redis_health import unknown_while_redis_is_down
+
 from .base import (
     ContainerRuntime,
     ContainerState,
@@ -46,6 +48,7 @@ def _step_delay() -> float:
     return float(getattr(settings, "GPUCONFIG_SIMULATED_RUNTIME_STEP", 0.6))
 
 
+@unknown_while_redis_is_down(default=False)
 def simulated_runtime_enabled() -> bool:
     return bool(cache.get(ENABLED_KEY))
 

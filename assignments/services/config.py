@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import math
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,7 +24,11 @@ from gpuconfig_site.errors import ApplicationError
 from gpus.models import Gpu
 from gpus.units import MB_PER_GB
 
+logger = logging.getLogger(__name__)
+
 MAX_BUDGET_GB = 1024.0
+MIN_BUDGET_GB = 0.01  # budgets are kept to two decimals
+STALE_TEMP_S = 600  # a temp file this old belongs to no save in progress
 ASSIGNMENT_KEYS = ("service", "gpu_index", "vram_budget_override")
 
 
@@ -27,10 +38,19 @@ class ConfigInvalid(ApplicationError):
     code = "config_invalid"
 
 
+class FilesUnwritable(ApplicationError):
+    """The generated files cannot be written, so the change was not saved either."""
+
+    code = "files_unwritable"
+
+
 @dataclass
 class SaveResult:
-    version: ConfigVersion
+    """``version`` is the new ConfigVersion, or the latest one when nothing changed."""
+
+    version: ConfigVersion | None
     warnings: list[str] = field(default_factory=list)
+    changed: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,8 @@ def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> fl
         where = f"the {limit:.1f} GB of GPU {gpu.index} ({gpu.name})"
     if value > limit:
         raise refuse(f"a VRAM budget of {value:g} GB is more than {where}.")
+    if round(value, 2) < MIN_BUDGET_GB:
+        raise refuse(f"a VRAM budget must be at least {MIN_BUDGET_GB:g} GB, got {value:g}.")
     return round(value, 2)
 
 
@@ -178,10 +200,16 @@ def _snapshot(data: PlanningInput) -> list[dict]:
 
 
 def config_version_record(
-    *, source: str, strategy: str, user=None, actor: str = ""
+    *, source: str, strategy: str, user=None, actor: str = "", files_required: bool = False
 ) -> tuple[ConfigVersion, list[str]]:
-    """Snapshot the saved configuration as a ConfigVersion; the files are rewritten after
-    commit. Returns the version and its warnings."""
+    """Snapshot the saved configuration as a ConfigVersion, inside the caller's transaction,
+    and stage the generated files for it: written to temp files now, moved into place once the
+    transaction commits. Returns the version and its warnings.
+
+    With ``files_required`` a folder that cannot be written raises FilesUnwritable, so the
+    caller's transaction (and the change) is rolled back; otherwise it is logged and
+    ``config_files_sync`` writes the files later.
+    """
     data = planning_input()
     warnings = [issue.message for issue in config_issues(data)]
     version = ConfigVersion.objects.create(
@@ -192,8 +220,69 @@ def config_version_record(
         assignments=_snapshot(data),
         warnings=warnings,
     )
-    transaction.on_commit(config_files_write)
+    try:
+        staged = files.stage_files(_files_render(data, strategy=strategy, version=version))
+    except OSError as exc:
+        error = _unwritable(exc)
+        if files_required:
+            raise error from exc
+        logger.error("%s The next sync writes them.", error.message)
+        return version, warnings
+    transaction.on_commit(lambda: _staged_commit(staged, version))
     return version, warnings
+
+
+def _unwritable(exc: OSError) -> FilesUnwritable:
+    folder = Path(settings.GPUCONFIG_CONFIG_DIR)
+    return FilesUnwritable(
+        f"Cannot write the generated files in {folder} ({exc.strerror or exc}); nothing was "
+        "saved. Make the folder writable (GPUCONFIG_CONFIG_DIR) and save again.",
+        field="config_dir",
+    )
+
+
+def _files_render(data: PlanningInput, *, strategy: str, version: ConfigVersion | None):
+    """Both files' text for the saved configuration; ``generated_at`` is the version's time,
+    so the same configuration always renders the same text."""
+    return files.render_config_files(
+        config_entries(data),
+        strategy=strategy,
+        warnings=[i.message for i in config_issues(data)],
+        generated_at=version.created_at if version else timezone.now(),
+    )
+
+
+@contextmanager
+def _files_lock():
+    """One writer of the generated files at a time, across processes (a lock on the folder)."""
+    folder = Path(settings.GPUCONFIG_CONFIG_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _latest_version() -> ConfigVersion | None:
+    return ConfigVersion.objects.order_by("-created_at", "-pk").first()
+
+
+def _staged_commit(staged: files.StagedFiles, version: ConfigVersion) -> None:
+    """After commit: move the staged files into place, unless a newer version was saved
+    meanwhile (its own files are the right ones). A failure here leaves the database ahead of
+    the files; ``config_files_sync`` (worker start, then periodically) writes them again."""
+    try:
+        with _files_lock():
+            latest = _latest_version()
+            if latest is not None and latest.pk != version.pk:
+                staged.discard()
+                return
+            staged.commit()
+    except OSError:
+        staged.discard()
+        logger.exception("Could not move the generated files into place for version %s", version.pk)
 
 
 def _planned_changes(strategy: str, data: PlanningInput) -> dict[str, _Cleaned]:
@@ -228,9 +317,42 @@ def _assignment_set(assignment: Assignment, values: _Cleaned) -> None:
     assignment.save()
 
 
+def _state() -> tuple:
+    """What a version records: the strategy, each service's demand and its assignment."""
+    data = planning_input()
+    return GpuConfig.load().strategy, tuple(data.services), _snapshot(data)
+
+
+def _change_save(
+    change: Callable[[], str], *, source: str, user=None, actor: str = ""
+) -> SaveResult:
+    """Run ``change`` (database writes; returns the strategy) in one transaction with a new
+    ConfigVersion and the generated files staged for it. All or nothing: a refusal, or files
+    that cannot be written (FilesUnwritable), leave the database and the files as they were.
+    A change that changes nothing records no version."""
+    before = _state()
+    with transaction.atomic():
+        strategy = change()
+        unchanged = _state() == before
+        if unchanged:
+            transaction.set_rollback(True)
+        else:
+            version, warnings = config_version_record(
+                source=source, strategy=strategy, user=user, actor=actor, files_required=True
+            )
+    if unchanged:
+        latest = _latest_version()
+        return SaveResult(
+            version=latest, warnings=list(latest.warnings) if latest else [], changed=False
+        )
+    return SaveResult(version=version, warnings=warnings)
+
+
 def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") -> SaveResult:
-    """Validate, then save assignments and a ConfigVersion in one transaction; after commit,
-    write both generated files. A refused request (``ConfigInvalid``) changes nothing.
+    """Validate, then save assignments and a ConfigVersion in one transaction, with both
+    generated files staged and moved into place after commit. A refused request
+    (``ConfigInvalid``, ``FilesUnwritable``) changes nothing; one that changes nothing records
+    no version.
 
     With ``assignments`` the given services are set as given (others keep theirs). With only an
     automatic ``strategy``, its plan becomes the saved assignment (budgets are kept).
@@ -242,26 +364,55 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
     if not cleaned and strategy is not None and strategy != "manual":
         cleaned = _planned_changes(strategy, data)
 
-    with transaction.atomic():
-        config = GpuConfig.objects.select_for_update().get(pk=config.pk)
-        config.strategy = new_strategy
-        config.updated_by = user if getattr(user, "pk", None) else None
-        config.save()
+    def change() -> str:
+        locked = GpuConfig.objects.select_for_update().get(pk=config.pk)
+        if locked.strategy != new_strategy:
+            locked.strategy = new_strategy
+            locked.updated_by = user if getattr(user, "pk", None) else None
+            locked.save()
         for name, values in cleaned.items():
             assignment, _ = Assignment.objects.get_or_create(service=data.catalog[name])
             _assignment_set(assignment, values)
-        version, warnings = config_version_record(
-            source=ConfigVersion.Source.SAVE, strategy=new_strategy, user=user, actor=actor
-        )
-    return SaveResult(version=version, warnings=warnings)
+        return new_strategy
+
+    return _change_save(change, source=ConfigVersion.Source.SAVE, user=user, actor=actor)
+
+
+def catalog_service_save(*, service: AiService, user=None) -> SaveResult:
+    """Save a catalog entry edited by hand (VRAM need, enabled, flags, default budget), then
+    re-plan as the configured strategy would (an automatic one places the services again; with
+    ``manual`` the assignments stay), with a ConfigVersion and the files, all or nothing."""
+
+    def change() -> str:
+        service.full_clean()
+        service.save()
+        strategy = GpuConfig.load().strategy
+        if strategy != "manual":
+            data = planning_input()
+            for name, values in _planned_changes(strategy, data).items():
+                assignment, _ = Assignment.objects.get_or_create(service=data.catalog[name])
+                _assignment_set(assignment, values)
+        return strategy
+
+    return _change_save(change, source=ConfigVersion.Source.CATALOG, user=user)
 
 
 def config_files_write() -> dict:
-    """(Re)write both generated files from the saved configuration."""
-    data = planning_input()
-    return files.write_config_files(
-        config_entries(data),
-        strategy=GpuConfig.load().strategy,
-        warnings=[i.message for i in config_issues(data)],
-        generated_at=timezone.now(),
+    """(Re)write both generated files from the saved configuration (a file already holding
+    the right text is left alone)."""
+    with _files_lock():
+        data = planning_input()
+        texts = _files_render(data, strategy=GpuConfig.load().strategy, version=_latest_version())
+        files.stage_files(texts).commit()
+    override, reference = texts
+    return {"override": override, "assignments": reference}
+
+
+def config_files_sync() -> dict:
+    """Repair the generated files from the database: after a crash between a save's commit and
+    its rename, or a folder that was unwritable for a while. Removes temp files no save owns.
+    Runs when a worker starts and periodically under beat; safe at any time."""
+    removed = files.stale_temp_files_remove(
+        Path(settings.GPUCONFIG_CONFIG_DIR), older_than_s=STALE_TEMP_S
     )
+    return {**config_files_write(), "removed": removed}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -36,20 +37,80 @@ def _check_keys(entry: dict, where: str) -> None:
         raise BackendError(f"{where}: unknown field(s) {', '.join(unknown)}")
 
 
-# (field, check, what it must be): in the order they are checked.
-REQUIRED_RULES = (
-    ("index", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
-    ("name", _is_text, "a non-empty string"),
-    ("uuid", _is_text, "a non-empty string"),
-    ("vram_total_mb", lambda v: _is_int(v) and v > 0, "a positive integer"),
-    ("vram_used_mb", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
-)
-OPTIONAL_RULES = (
-    ("utilization_percent", lambda v: _is_int(v) and 0 <= v <= 100, "an integer from 0 to 100"),
-    ("temperature_c", _is_int, "an integer"),
-    ("power_w", lambda v: _is_number(v) and v >= 0, "a non-negative number"),
-    ("pci_bus_id", lambda v: isinstance(v, str), "a string"),
-)
+def _limits() -> dict[str, tuple[int, int]]:
+    """What the inventory's columns hold: (min, max) for numbers, (0, max_length) for text.
+
+    Taken from the ``Gpu`` model, so a value the simulated file may give always fits the
+    database (the ranges are Django's portable ones for each integer field type).
+    """
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    from gpus.models import Gpu
+
+    columns = {
+        "index": "index",
+        "name": "name",
+        "uuid": "uuid",
+        "pci_bus_id": "pci_bus_id",
+        "vram_total_mb": "vram_total_mb",
+        "vram_used_mb": "vram_used_mb",
+        "temperature_c": "temperature_c",
+        "compute_capability": "compute_capability_major",
+    }
+    out = {}
+    for key, column in columns.items():
+        field = Gpu._meta.get_field(column)
+        if field.max_length:
+            out[key] = (0, field.max_length)
+        else:
+            out[key] = BaseDatabaseOperations.integer_field_ranges[field.get_internal_type()]
+    return out
+
+
+def _int_in(low: int, high: int):
+    return lambda v: _is_int(v) and low <= v <= high
+
+
+def _text_upto(high: int):
+    return lambda v: _is_text(v) and len(v.strip()) <= high
+
+
+def _rules() -> tuple[tuple, tuple]:
+    """(field, check, what it must be), required then optional, in the order they are checked;
+    bounded by what the inventory's columns hold, so a scan never overflows them."""
+    limits = _limits()
+    top = {key: high for key, (_low, high) in limits.items()}
+    cold, hot = limits["temperature_c"]
+    required = (
+        ("index", _int_in(0, top["index"]), f"a non-negative integer of at most {top['index']}"),
+        ("name", _text_upto(top["name"]), f"a non-empty string of at most {top['name']} chars"),
+        ("uuid", _text_upto(top["uuid"]), f"a non-empty string of at most {top['uuid']} chars"),
+        (
+            "vram_total_mb",
+            _int_in(1, top["vram_total_mb"]),
+            f"a positive integer of at most {top['vram_total_mb']}",
+        ),
+        (
+            "vram_used_mb",
+            _int_in(0, top["vram_used_mb"]),
+            f"a non-negative integer of at most {top['vram_used_mb']}",
+        ),
+    )
+    optional = (
+        ("utilization_percent", _int_in(0, 100), "an integer from 0 to 100"),
+        ("temperature_c", _int_in(cold, hot), f"an integer from {cold} to {hot}"),
+        (
+            "power_w",
+            lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+            "a non-negative number",
+        ),
+        (
+            "pci_bus_id",
+            lambda v: isinstance(v, str) and len(v) <= top["pci_bus_id"],
+            f"a string of at most {top['pci_bus_id']} characters",
+        ),
+    )
+    return required, optional
 
 
 def _compute_capability(value: object) -> tuple[int, int] | None:
@@ -132,15 +193,17 @@ class SimulatedBackend(GpuBackend):
         def problem(key: str, expected: str) -> BackendError:
             return BackendError(f"{where}: {key} must be {expected}, got {entry[key]!r}")
 
-        for key, valid, expected in REQUIRED_RULES:
+        required_rules, optional_rules = _rules()
+        for key, valid, expected in required_rules:
             if not valid(entry[key]):
                 raise problem(key, expected)
         if entry["vram_used_mb"] > entry["vram_total_mb"]:
             raise problem("vram_used_mb", f"at most vram_total_mb ({entry['vram_total_mb']})")
         capability = _compute_capability(entry["compute_capability"])
-        if capability is None:
-            raise problem("compute_capability", 'like "8.6" or [8, 6]')
-        for key, valid, expected in OPTIONAL_RULES:
+        part_max = _limits()["compute_capability"][1]
+        if capability is None or max(capability) > part_max:
+            raise problem("compute_capability", f'like "8.6" or [8, 6], parts at most {part_max}')
+        for key, valid, expected in optional_rules:
             if entry.get(key) is not None and not valid(entry[key]):
                 raise problem(key, expected)
         available = entry.get("available", True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from assignments.models import Assignment, ConfigVersion, GpuConfig
-from tests.conftest import config_files, reference_uuid
+from assignments.models import ConfigVersion, GpuConfig
+from tests.conftest import config_files, reference_uuid, saved_state
 
 pytestmark = pytest.mark.django_db
 
@@ -22,17 +22,6 @@ def put(django_capture_on_commit_callbacks):
             return client.put(URL, body, format="json", **kwargs)
 
     return do
-
-
-def _state(settings):
-    return (
-        GpuConfig.load().strategy,
-        sorted(
-            Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")
-        ),
-        ConfigVersion.objects.count(),
-        config_files(settings),
-    )
 
 
 def test_gpus_lists_the_reference_hardware_in_client_field_names(staff_client, reference_inventory):
@@ -261,17 +250,17 @@ def test_bad_input_is_refused_with_a_clear_detail_and_nothing_changes(
     put, staff_client, reference_inventory, settings, body, message
 ):
     put(staff_client, {"strategy": "vram_based"})
-    before = _state(settings)
+    before = saved_state(settings)
     res = put(staff_client, body)
     assert res.status_code == 400
     detail = res.json()["detail"]
     assert isinstance(detail, str)
     assert message.lower() in detail.lower(), detail
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_a_non_finite_budget_is_refused(staff_client, reference_inventory, settings):
-    before = _state(settings)
+    before = saved_state(settings)
     res = staff_client.generic(
         "PUT",
         URL,
@@ -280,36 +269,36 @@ def test_a_non_finite_budget_is_refused(staff_client, reference_inventory, setti
         content_type="application/json",
     )
     assert res.status_code == 400
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 @pytest.mark.parametrize("raw", ['{"strategy": ', "not json", "[1, 2", '"just a string"', "[]"])
 def test_malformed_json_is_a_400_with_detail(staff_client, reference_inventory, settings, raw):
-    before = _state(settings)
+    before = saved_state(settings)
     res = staff_client.generic("PUT", URL, raw, content_type="application/json")
     assert res.status_code == 400
     assert res.json()["detail"]
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_anonymous_requests_are_refused(put, anon_client, reference_inventory, settings):
-    before = _state(settings)
+    before = saved_state(settings)
     assert anon_client.get(URL).status_code in (401, 403)
     res = put(anon_client, {"strategy": "balanced"})
     assert res.status_code in (401, 403)
     assert res.json()["detail"]
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_a_wrong_api_key_is_401(put, reference_inventory, settings):
     from rest_framework.test import APIClient
 
-    before = _state(settings)
+    before = saved_state(settings)
     client = APIClient(headers={"X-API-Key": "wrong"})
     res = client.put(URL, {"strategy": "balanced"}, format="json")
     assert res.status_code == 401
     assert res.json()["detail"] == "Invalid API key."
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_the_api_key_may_read_and_change(put, key_client, reference_inventory):
@@ -332,19 +321,19 @@ def test_a_non_staff_user_may_read_but_not_change(
     put, viewer_client, reference_inventory, settings
 ):
     assert viewer_client.get(URL).status_code == 200
-    before = _state(settings)
+    before = saved_state(settings)
     res = put(viewer_client, {"strategy": "balanced"})
     assert res.status_code == 403
     assert "staff" in res.json()["detail"]
-    assert _state(settings) == before
+    assert saved_state(settings) == before
 
 
 def test_every_save_keeps_a_version_with_who_and_what(put, staff_client, reference_inventory):
-    put(staff_client, {"strategy": "vram_based"})
-    put(staff_client, {"assignments": [{"service": "ai-clip", "gpu_index": 1}]})
+    put(staff_client, {"strategy": "isolation_first"})
+    put(staff_client, {"assignments": [{"service": "ai-clip", "gpu_index": 0}]})
     latest = ConfigVersion.objects.first()
     assert latest.created_by.username == "staff"
-    assert {"service": "ai-clip", "gpu_index": 1}.items() <= next(
+    assert {"service": "ai-clip", "gpu_index": 0}.items() <= next(
         a for a in latest.assignments if a["service"] == "ai-clip"
     ).items()
     assert ConfigVersion.objects.filter(source="save").count() == 2
@@ -367,3 +356,21 @@ def test_schema_is_served(staff_client):
     res = staff_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert res.status_code == 200
     assert "/api/system/gpu-config" in res.json()["paths"]
+
+
+def test_detect_reports_a_scan_the_database_refused(staff_client, simulated_gpus, db, monkeypatch):
+    """A database error while saving the scan is reported as the scan's error, not ``null``."""
+    from django.db import DataError
+
+    from gpus import services
+
+    def refused(**kwargs):
+        raise DataError("value too long for type character varying(200)")
+
+    monkeypatch.setattr(services, "gpu_inventory_sync", refused)
+    res = staff_client.post(URL + "/detect")
+    assert res.status_code == 200
+    body = res.json()
+    assert "could not be saved to the database" in body["error"]
+    assert "value too long" in body["detail"]
+    assert body["gpus"] == []

@@ -177,6 +177,21 @@ def test_a_word_that_is_neither_file_nor_list_is_an_error(simulate):
         (("uuid: GPU-aaaa", 'uuid: ""'), "uuid must be a non-empty string"),
         (("[8, 6]", "[8, 6]\n  utilization_percent: 140"), "utilization_percent"),
         (("[8, 6]", "[8, 6]\n  available: maybe"), "available must be true or false"),
+        # Values that would overflow the inventory's columns are refused by the backend.
+        (
+            ("name: NVIDIA RTX A5500", "name: " + "A" * 300),
+            "name must be a non-empty string of at most 200",
+        ),
+        (
+            ("uuid: GPU-aaaa", "uuid: GPU-" + "a" * 100),
+            "uuid must be a non-empty string of at most 96",
+        ),
+        (("index: 0", "index: 70000"), "index must be a non-negative integer of at most 32767"),
+        (("vram_total_mb: 24564", "vram_total_mb: 3000000000"), "vram_total_mb must be"),
+        (("[8, 6]", "[80000, 6]"), "compute_capability must be"),
+        (("[8, 6]", "[8, 6]\n  temperature_c: 99999"), "temperature_c must be an integer from"),
+        (("[8, 6]", "[8, 6]\n  pci_bus_id: " + "0" * 40), "pci_bus_id must be a string of"),
+        (("[8, 6]", "[8, 6]\n  power_w: .inf"), "power_w must be"),
     ],
 )
 def test_invalid_entries_are_errors_naming_the_problem(simulate, change, message):

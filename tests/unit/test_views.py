@@ -297,9 +297,17 @@ def test_save_writes_the_assignment_and_both_files(
 
 
 def test_save_without_javascript_redirects_with_a_message(staff, reference_inventory):
-    response = staff.post("/settings/gpu/save/", form_data(), follow=True)
+    data = form_data(strategy="manual", **{"budget-ai-enrichment": "3.5"})
+    response = staff.post("/settings/gpu/save/", data, follow=True)
     assert response.redirect_chain == [(f"{PAGE}#assignments", 302)]
     assert "Saved as version" in text(response)
+
+
+def test_saving_the_form_as_shown_records_no_version_and_says_so(staff, reference_inventory):
+    versions = ConfigVersion.objects.count()
+    response = staff.post("/settings/gpu/save/", form_data(), follow=True)
+    assert "Nothing changed" in text(response)
+    assert ConfigVersion.objects.count() == versions
 
 
 def test_save_with_an_invalid_budget_shows_the_error_and_changes_nothing(
