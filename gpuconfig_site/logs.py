@@ -13,6 +13,7 @@ import logging
 import re
 import uuid
 
+from django.core.signals import request_finished
 from gunicorn.glogging import Logger as GunicornLogger
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -53,13 +54,19 @@ class RequestIdMiddleware:
         supplied = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         request.request_id = request_id
-        token = request_id_var.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
+        # Cleared when the response is closed (request_finished), not here: Django logs a
+        # request's 4xx/5xx after the middleware returns, and that line needs the id too.
+        request_id_var.set(request_id)
+        response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+def _clear_request_id(**_kwargs) -> None:
+    request_id_var.set(None)
+
+
+request_finished.connect(_clear_request_id, dispatch_uid="gpuconfig-clear-request-id")
 
 
 def is_quiet(method: str, path: str, status: int) -> bool:
