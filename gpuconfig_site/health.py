@@ -125,19 +125,14 @@ def check_nvml() -> Check:
     backend = str(settings.GPUCONFIG_GPU_BACKEND or "auto").strip().lower()
     if backend not in {"auto", "nvml"} or (backend == "auto" and settings.GPUCONFIG_SIMULATED_GPUS):
         return Check("nvml", None, f"not used: GPU backend is {_backend_in_use()}")
-    import pynvml
+    from gpus.backends import BackendError, BackendUnavailable, get_backend
 
     try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return Check("nvml", False, f"cannot initialise NVML: {exc}")
-    try:
-        count = pynvml.nvmlDeviceGetCount()
-        driver = pynvml.nvmlSystemGetDriverVersion()
-    finally:
-        pynvml.nvmlShutdown()
-    driver = driver.decode() if isinstance(driver, bytes) else driver
-    return Check("nvml", True, f"driver {driver}, {count} GPU(s)")
+        readings = get_backend("nvml").scan()
+    except (BackendUnavailable, BackendError) as exc:
+        return Check("nvml", False, str(exc))
+    names = ", ".join(sorted({r.name for r in readings})) or "none"
+    return Check("nvml", True, f"{len(readings)} GPU(s): {names}")
 
 
 COMPOSE_TOOLS = {

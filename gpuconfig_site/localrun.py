@@ -98,7 +98,12 @@ def write_first_config(env_file: Path, var_dir: Path) -> None:
     if redis_answers(redis_url):
         lines += ["# A Redis answered here on the first run.", f"REDIS_URL={redis_url}"]
     elif shutil.which(server):
-        port = _free_port(PRIVATE_REDIS_PORT)
+        from urllib.parse import urlsplit
+
+        # A local REDIS_URL given but not answering names the port to start one on.
+        asked = urlsplit(redis_url) if "REDIS_URL" in os.environ else None
+        local = asked is not None and asked.hostname in {"127.0.0.1", "localhost"}
+        port = asked.port or 6379 if local else _free_port(PRIVATE_REDIS_PORT)
         lines += [
             "# No Redis answered on the first run: `make run` starts a private redis-server on",
             "# this port (data under var/redis). Point REDIS_URL elsewhere and drop",
