@@ -203,9 +203,8 @@ def cmd_status(args) -> int:
     if run is None:
         print("No apply has run yet.")
     else:
-        print(
-            f"Last apply {run.operation_id}: {run.status}{' (in progress)' if data['in_progress'] else ''}"
-        )
+        running = " (in progress)" if data["in_progress"] else ""
+        print(f"Last apply {run.operation_id}: {run.status}{running}")
         for entry in data["service_statuses"]:
             print(f"  {entry['service']}: {entry['status']} {entry['message']}".rstrip())
     for svc in data["services"]:

@@ -89,7 +89,7 @@ def write_first_config(env_file: Path, var_dir: Path) -> None:
     lines = [
         "# gpuconfig configuration: read by every entry point (web, worker, beat, manage.py,",
         "# the gpuconfig command, the service units). A variable set in the environment wins.",
-        f"# Written by the first `make run` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; edit freely.",
+        f"# Written by the first `make run` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC); edit freely.",
         "",
     ]
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

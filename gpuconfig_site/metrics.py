@@ -141,7 +141,7 @@ def _apply_metrics():
         yield GaugeMetricFamily(
             "gpuconfig_last_apply_duration_seconds",
             "Duration of the last finished apply",
-            value=last.duration_s or 0.0,
+            value=(last.finished_at - (last.started_at or last.finished_at)).total_seconds(),
         )
     yield recreate
 
