@@ -176,3 +176,18 @@ def test_the_shipped_units_are_what_deploy_systemd_renders():
     for text in units.values():
         assert "User=gpuconfig\n" in text
         assert "Environment=GPUCONFIG_ENV_FILE=/etc/gpuconfig/gpuconfig.env\n" in text
+
+
+@pytest.mark.django_db
+def test_gpuconfig_status_reports_each_service_even_without_an_engine(
+    reference_inventory, monkeypatch, capsys
+):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/gpuconfig-test.sock")
+    assert cli.main(["status", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["run"] is None
+    assert printed["in_progress"] is False
+    from assignments.selectors import service_list
+
+    assert [s["name"] for s in printed["services"]] == [s.name for s in service_list()]
+    assert {s["status"] for s in printed["services"]} == {"unknown"}
