@@ -6,7 +6,7 @@ and any shell running the ``gpuconfig`` command, uses the same backend, Redis an
 - Redis at ``REDIS_URL`` if one answers, else a private ``redis-server`` under ``var/redis``
   (supervised like the rest), else Celery's filesystem transport and a file cache;
 - no NVIDIA GPU: the simulated reference hardware;
-- an API key in an owner-only file (``var/api-key``), for scripts and Prometheus.
+- a named API key in an owner-only file (``var/first-run-api-key``), for scripts and Prometheus.
 
 supervisord restarts a process that dies (a process that keeps failing to start is retried with
 a growing delay), and its log says so: one crash never takes the site down.
@@ -16,7 +16,6 @@ This module imports nothing from Django: settings are read by the processes it s
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +30,7 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PRIVATE_REDIS_PORT = 6390
+FIRST_RUN_KEY = "first-run-api-key"
 # Set in the environment of the first run, they are kept in the file for every later process.
 CARRIED = (
     "DATABASE_URL",
@@ -134,17 +134,11 @@ def write_first_config(env_file: Path, var_dir: Path) -> None:
     if simulated:
         lines.append(f"GPUCONFIG_SIMULATED_GPUS={simulated}")
     lines.append("")
-    if "GPUCONFIG_API_KEY" not in os.environ and "GPUCONFIG_API_KEY_FILE" not in os.environ:
-        key_file = var_dir / "api-key"
-        if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-        lines += [
-            "# The API key (X-API-Key header; a bearer token for Prometheus) is in this file.",
-            f"GPUCONFIG_API_KEY_FILE={key_file}",
-            "",
-        ]
+    lines += [
+        "# The first-run API key (X-API-Key header; a bearer token for Prometheus) is a named",
+        f"# key (admin > API keys), written to {var_dir / FIRST_RUN_KEY} (owner-only).",
+        "",
+    ]
     carried = [f"{name}={os.environ[name]}" for name in CARRIED if os.environ.get(name)]
     if carried:
         lines += ["# Set in the environment of the first run.", *carried, ""]
@@ -244,6 +238,11 @@ def main() -> int:
     gpuconfig = str(BIN / "gpuconfig")
     subprocess.run([gpuconfig, "migrate"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([gpuconfig, "manage", "ensure_admin"], check=True)
+    subprocess.run(
+        [gpuconfig, "manage", "create_api_key", "first-run", "--if-none"]
+        + ["--file", str(var_dir / FIRST_RUN_KEY)],
+        check=True,
+    )
 
     conf = var_dir / "supervisord.conf"
     conf.write_text(supervisord_conf(config, var_dir))

@@ -15,17 +15,24 @@ from gpuconfig_site.metrics import metrics_render
 
 
 def has_operator_access(request: HttpRequest) -> bool:
-    """The API key (``X-API-Key`` or ``Authorization: Bearer``) or a staff session."""
-    expected = settings.GPUCONFIG_API_KEY
-    if expected:
-        supplied = request.headers.get("X-API-Key")
-        auth = request.headers.get("Authorization", "")
-        if supplied is None and auth[:7].lower() == "bearer ":
-            supplied = auth[7:].strip()
-        if supplied and hmac.compare_digest(supplied.encode(), expected.encode()):
-            return True
+    """A staff session, or an API key (``GPUCONFIG_API_KEY`` or a named key) in ``X-API-Key``
+    or ``Authorization: Bearer`` (what Prometheus sends)."""
     user = getattr(request, "user", None)
-    return bool(user and user.is_authenticated and user.is_staff)
+    if user and user.is_authenticated and user.is_staff:
+        return True
+    supplied = request.headers.get("X-API-Key")
+    auth = request.headers.get("Authorization", "")
+    if supplied is None and auth[:7].lower() == "bearer ":
+        supplied = auth[7:]
+    supplied = (supplied or "").strip()
+    if not supplied:
+        return False
+    expected = (settings.GPUCONFIG_API_KEY or "").strip()
+    if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
+        return True
+    from apikeys.selectors import api_key_find
+
+    return api_key_find(key=supplied) is not None
 
 
 def _address_allowed(address: str) -> bool:

@@ -84,6 +84,10 @@ def test_metrics_need_the_key_or_an_allowed_address(anon_client, settings, db):
     assert anon_client.get("/metrics", HTTP_X_API_KEY=API_KEY).status_code == 200
     assert anon_client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {API_KEY}").status_code == 200
     assert anon_client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    from apikeys.services import api_key_create
+
+    _row, named = api_key_create(name="prometheus")
+    assert anon_client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {named}").status_code == 200
     settings.GPUCONFIG_METRICS_ALLOW = ["10.1.0.0/16"]
     assert anon_client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     assert anon_client.get("/metrics", REMOTE_ADDR="10.2.0.1").status_code == 403

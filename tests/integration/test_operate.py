@@ -133,7 +133,7 @@ class Stack:
 
     @property
     def key(self) -> str:
-        return (self.var / "api-key").read_text().strip()
+        return (self.var / "first-run-api-key").read_text().strip()
 
     def log(self) -> str:
         return (self.base / "run.log").read_text(errors="replace")
@@ -215,7 +215,7 @@ def test_the_first_run_records_its_choices(stack):
     assert re.search(r"^REDIS_URL=redis://127\.0\.0\.1:\d+/0$", text, re.M)
     assert "GPUCONFIG_PRIVATE_REDIS=1" in text
     assert f"GPUCONFIG_SIMULATED_GPUS={ROOT / 'config/examples/gpus.reference.yml'}" in text
-    assert f"GPUCONFIG_API_KEY_FILE={stack.var / 'api-key'}" in text
+    assert f"# key (admin > API keys), written to {stack.var / 'first-run-api-key'}" in text
     assert "# No NVIDIA GPU was found on the first run" in text
 
 
@@ -256,6 +256,7 @@ def test_var_is_private_and_the_admin_password_stays_out_of_the_log(stack):
     assert len(password) >= 12
     assert password not in stack.log()
     assert str(stack.var / "admin-password") in stack.log()
+    assert stack.key not in stack.log()
 
 
 @pytest.mark.parametrize("program", ["worker", "beat"])
