@@ -1,8 +1,10 @@
-"""Settings for gpuconfig: one file, driven by the environment.
+"""Settings for gpuconfig: one file, driven by ``gpuconfig.env`` and the environment.
 
-Every knob gpuconfig adds is named ``GPUCONFIG_*`` and documented in the README. Nothing here
-talks to the network; ``make run`` decides whether Redis answers and sets ``REDIS_URL`` or the
-embedded fallbacks before Django starts.
+Every knob gpuconfig adds is named ``GPUCONFIG_*`` and documented in the README. Every entry
+point (web, worker, beat, ``manage.py``, the ``gpuconfig`` command, the service units) imports
+this module, so all of them read the same configuration file first; a variable set in the
+environment wins over the file. Nothing here talks to the network; ``make run`` decides
+whether Redis answers and records that choice in the file before Django starts.
 """
 
 from __future__ import annotations
@@ -13,9 +15,30 @@ from pathlib import Path
 import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("GPUCONFIG_VAR_DIR", BASE_DIR / "var"))
+
+# --- The one configuration file (environment wins) and the private var/ folder ---------------
+GPUCONFIG_ENV_FILE = Path(os.environ.get("GPUCONFIG_ENV_FILE") or BASE_DIR / "gpuconfig.env")
+load_dotenv(GPUCONFIG_ENV_FILE, override=False)
+VAR_DIR = Path(os.environ.get("GPUCONFIG_VAR_DIR") or BASE_DIR / "var")
+
+
+def _private_var_dir(path: Path) -> None:
+    """var/ holds the database, password hashes, sessions and keys: owner-only (0700, 0600)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+        for child in path.iterdir():
+            if child.is_file() and child.stat().st_mode & 0o077:
+                child.chmod(0o600)
+    except PermissionError:  # a var/ owned by another user (a deployment): leave it as is
+        pass
+
+
+_private_var_dir(VAR_DIR)
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -52,6 +75,29 @@ def _secret_key() -> str:
         path.write_text(key)
         path.chmod(0o600)
         return key
+
+
+def _api_key() -> str | None:
+    """``GPUCONFIG_API_KEY``, else the content of ``GPUCONFIG_API_KEY_FILE``; unset: no key auth.
+
+    A key that is set but blank would accept a blank header, so it refuses to start instead.
+    """
+    key = os.environ.get("GPUCONFIG_API_KEY")
+    source = "GPUCONFIG_API_KEY"
+    key_file = os.environ.get("GPUCONFIG_API_KEY_FILE")
+    if key is None and key_file:
+        source = f"GPUCONFIG_API_KEY_FILE ({key_file})"
+        try:
+            key = Path(key_file).read_text()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{source} cannot be read: {exc.strerror}") from exc
+    if key is None:
+        return None
+    if not key.strip():
+        raise ImproperlyConfigured(
+            f"{source} is set but blank: set a real key (e.g. `openssl rand -hex 32`) or unset it"
+        )
+    return key.strip()
 
 
 SECRET_KEY = _secret_key()
@@ -226,7 +272,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 GPUCONFIG_GPU_BACKEND = os.environ.get("GPUCONFIG_GPU_BACKEND", "auto")
 GPUCONFIG_SIMULATED_GPUS = os.environ.get("GPUCONFIG_SIMULATED_GPUS") or None
 GPUCONFIG_CONFIG_DIR = Path(os.environ.get("GPUCONFIG_CONFIG_DIR", BASE_DIR / "config"))
-GPUCONFIG_API_KEY = os.environ.get("GPUCONFIG_API_KEY") or None
+GPUCONFIG_API_KEY = _api_key()
 GPUCONFIG_COMPOSE_PROJECT = os.environ.get("GPUCONFIG_COMPOSE_PROJECT") or None
 GPUCONFIG_SCAN_INTERVAL = env_int("GPUCONFIG_SCAN_INTERVAL", 30)
 GPUCONFIG_HEALTH_TIMEOUT = env_int("GPUCONFIG_HEALTH_TIMEOUT", 180)
@@ -308,11 +354,50 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "gpuconfig_site.auth.lockout_response"
 AXES_VERBOSE = False
 
+# --- Operating it: health, metrics, logs ------------------------------------------------------
+# Readiness and request handlers must answer while Redis is down, not hang on it.
+if not GPUCONFIG_EMBEDDED:
+    CACHES["default"]["OPTIONS"] = {
+        "socket_connect_timeout": float(os.environ.get("GPUCONFIG_REDIS_TIMEOUT", "2")),
+        "socket_timeout": float(os.environ.get("GPUCONFIG_REDIS_TIMEOUT", "2")),
+    }
+# Who may scrape /metrics without the API key: addresses or networks, comma-separated.
+GPUCONFIG_METRICS_ALLOW = [
+    a.strip()
+    for a in os.environ.get("GPUCONFIG_METRICS_ALLOW", "127.0.0.1,::1").split(",")
+    if a.strip()
+]
+GPUCONFIG_COMPOSE_TOOL = os.environ.get("GPUCONFIG_COMPOSE_TOOL", "auto")
+# gunicorn's bind address, used by `gpuconfig serve` and the service units.
+GPUCONFIG_BIND = os.environ.get("GPUCONFIG_BIND", "127.0.0.1:8000")
+GPUCONFIG_LOG_FORMAT = os.environ.get("GPUCONFIG_LOG_FORMAT", "text").strip().lower()
+if GPUCONFIG_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(
+        f"GPUCONFIG_LOG_FORMAT must be 'text' or 'json', got {GPUCONFIG_LOG_FORMAT!r}"
+    )
+MIDDLEWARE.insert(0, "gpuconfig_site.logs.RequestIdMiddleware")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "gpuconfig_site.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": GPUCONFIG_LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("GPUCONFIG_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# The worker logs through LOGGING above (JSON included) rather than Celery's own setup.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -4,6 +4,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from gpuconfig_site import views as ops_views
+
 admin.site.site_header = "gpuconfig administration"
 admin.site.site_title = "gpuconfig admin"
 admin.site.index_title = "GPUs, services and their assignments"
@@ -21,5 +23,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/system/", include(api_patterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics, name="metrics"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

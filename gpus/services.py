@@ -158,11 +158,36 @@ def gpu_availability_set(*, gpu: Gpu, available: bool) -> SyncResult:
     return result
 
 
-def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
+def _backend_mismatch(found: str | None) -> str | None:
+    """Why a manual scan by ``found`` must not sync, or None when it may.
+
+    A shell whose configuration differs from the site's (another backend, no simulated file)
+    would otherwise mark every GPU of the site's inventory lost.
+    """
+    configured = str(settings.GPUCONFIG_GPU_BACKEND or "auto").strip().lower()
+    if configured == "auto":
+        configured = "simulated" if settings.GPUCONFIG_SIMULATED_GPUS else None
+    recorded = set(
+        Gpu.objects.filter(available=True).exclude(backend="").values_list("backend", flat=True)
+    )
+    inventory = next(iter(sorted(recorded)), None)
+    for expected, whose in ((configured, "the configured one"), (inventory, "the inventory's")):
+        if expected and found != expected:
+            return (
+                f"This scan used the {found or 'no'} backend but {whose} is {expected}: "
+                "no GPU was marked lost. Run it with the site's configuration "
+                f"({settings.GPUCONFIG_ENV_FILE})."
+            )
+    return None
+
+
+def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0, manual: bool = False) -> dict:
     """Run one scan now, sync it, and announce a changed inventory (``inventory_changed``).
 
     Concurrent calls do not race: one scans, the others wait for it and reuse its result.
-    Returns the scan summary (sequence number, backend, notes, error, what changed).
+    A ``manual`` scan (from the shell) that finds another backend than the configured one, or
+    than the inventory's, changes nothing and reports why in ``error``.
+    Returns the scan summary (sequence number, backend, notes, error, what changed, duration).
     """
     token = uuidlib.uuid4().hex
     if not cache.add(SCAN_LOCK_KEY, token, timeout=max(int(wait), 60)):
@@ -176,8 +201,13 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
         return last_scan_stored() or {}
 
     try:
-        summary = _scan_and_sync(backend)
+        started = time.monotonic()
+        summary = _scan_and_sync(backend, manual=manual)
+        if summary.pop("refused", False):
+            # The site's inventory and last scan stay as the site's own scans left them.
+            return summary
         summary["seq"] = _scan_seq_next()
+        summary["duration_s"] = round(time.monotonic() - started, 4)
         summary["finished_at"] = timezone.now().isoformat()
         cache.set(LAST_SCAN_KEY, summary, timeout=None)
         return summary
@@ -186,7 +216,7 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0) -> dict:
             cache.delete(SCAN_LOCK_KEY)
 
 
-def _scan_and_sync(backend: str | None) -> dict:
+def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
     summary: dict = {"backend": None, "notes": [], "error": None, "changes": {}}
     try:
         result = backends.scan(backend)
@@ -197,6 +227,11 @@ def _scan_and_sync(backend: str | None) -> dict:
         return summary
     summary["backend"] = result.backend
     summary["notes"] = list(result.notes)
+    refused = _backend_mismatch(result.backend) if manual else None
+    if refused:
+        summary.update(error=refused, refused=True)
+        logger.warning("Manual GPU scan not synced: %s", refused)
+        return summary
     try:
         sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
         summary["changes"] = {

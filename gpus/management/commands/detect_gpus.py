@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--backend", help="Use this backend instead of GPUCONFIG_GPU_BACKEND.")
 
     def handle(self, *args, **options):
-        summary = gpu_scan_run(backend=options.get("backend"))
+        summary = gpu_scan_run(backend=options.get("backend"), manual=True)
         if summary.get("error"):
             raise CommandError(summary["error"])
         gpus = GpuSerializer(gpu_list(), many=True).data

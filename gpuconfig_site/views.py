@@ -1,0 +1,91 @@
+"""Operational endpoints outside the API: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from gpuconfig_site.health import readiness_checks
+from gpuconfig_site.metrics import metrics_render
+
+
+def has_operator_access(request: HttpRequest) -> bool:
+    """A staff session, or an API key (``GPUCONFIG_API_KEY`` or a named key) in ``X-API-Key``
+    or ``Authorization: Bearer`` (what Prometheus sends)."""
+    user = getattr(request, "user", None)
+    if user and user.is_authenticated and user.is_staff:
+        return True
+    supplied = request.headers.get("X-API-Key")
+    auth = request.headers.get("Authorization", "")
+    if supplied is None and auth[:7].lower() == "bearer ":
+        supplied = auth[7:]
+    supplied = (supplied or "").strip()
+    if not supplied:
+        return False
+    expected = (settings.GPUCONFIG_API_KEY or "").strip()
+    if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
+        return True
+    from apikeys.selectors import api_key_find
+
+    return api_key_find(key=supplied) is not None
+
+
+def _address_allowed(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for entry in settings.GPUCONFIG_METRICS_ALLOW:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Nothing else is checked, no auth."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: 200 when every check passes, else 503. Details only for operators."""
+    checks = readiness_checks()
+    ready = all(c.ok is not False for c in checks)
+    detailed = has_operator_access(request)
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": {
+            c.name: (
+                {"status": c.label.lower(), "detail": c.detail}
+                if detailed
+                else {"status": c.label.lower()}
+            )
+            for c in checks
+        },
+    }
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+@require_GET
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for the API key, a staff session or an allowed address."""
+    if not (has_operator_access(request) or _address_allowed(request.META.get("REMOTE_ADDR", ""))):
+        return JsonResponse(
+            {"detail": "Metrics need the API key or an address in GPUCONFIG_METRICS_ALLOW."},
+            status=403,
+        )
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return HttpResponse(metrics_render(), content_type=CONTENT_TYPE_LATEST)
