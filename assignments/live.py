@@ -39,7 +39,7 @@ def health_of(status: str | None, health: str | None) -> str:
 def live_refresh() -> dict:
     """Ask the engine for every service's container and keep the answer in the cache."""
     from assignments.runtime import get_runtime
-    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
+    from assignments.runtime.base import EngineError, RuntimeUnavailable
 
     data = planning_input()
     snapshot: dict = {"checked_at": time.time(), "containers": {}, "error": ""}
@@ -61,7 +61,7 @@ def live_refresh() -> dict:
                 }
             )
         snapshot["reachable"] = True
-    except (RuntimeUnavailable, RuntimeError_) as exc:
+    except (RuntimeUnavailable, EngineError) as exc:
         snapshot.update(reachable=False, error=str(exc))
         snapshot.setdefault("runtime", getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", "docker"))
         snapshot.setdefault("runtime_label", snapshot["runtime"].capitalize())

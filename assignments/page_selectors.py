@@ -674,14 +674,14 @@ def apply_plan() -> ApplyPlan:
     """Compare the saved configuration with the running containers (asks the engine)."""
     from assignments.applying import diff
     from assignments.runtime import get_runtime
-    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
+    from assignments.runtime.base import EngineError, RuntimeUnavailable
     from assignments.selectors import apply_targets
 
     try:
         changes = diff(get_runtime(), apply_targets())
     except RuntimeUnavailable as exc:
         return ApplyPlan(changes=[], error=f"Cannot reach the container engine: {exc}")
-    except RuntimeError_ as exc:
+    except EngineError as exc:
         return ApplyPlan(changes=[], error=f"The container engine refused a request: {exc}")
     return ApplyPlan(
         changes=[
