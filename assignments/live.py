@@ -63,8 +63,10 @@ def live_refresh() -> dict:
         snapshot["reachable"] = True
     except (RuntimeUnavailable, EngineError) as exc:
         snapshot.update(reachable=False, error=str(exc))
-        snapshot.setdefault("runtime", getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", "docker"))
-        snapshot.setdefault("runtime_label", snapshot["runtime"].capitalize())
+        # With `auto`, no engine answered, so none is in use.
+        setting = getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or "auto"
+        snapshot.setdefault("runtime", None if setting == "auto" else setting)
+        snapshot.setdefault("runtime_label", (snapshot["runtime"] or "").capitalize())
     cache.set(LIVE_KEY, snapshot, 24 * 3600)
     return snapshot
 

@@ -258,6 +258,10 @@ def replacement_spec(attrs: dict[str, Any], change: Replacement, *, name: str) -
         "dns_option": host.get("DnsOptions") or None,
         "hostadd": host.get("ExtraHosts") or None,
         "groups": host.get("GroupAdd") or None,
+        "selinux_opts": [
+            o.partition("=")[2] for o in host.get("SecurityOpt") or [] if o.startswith("label=")
+        ]
+        or None,
         **_network(attrs),
     }
     return {key: value for key, value in spec.items() if value is not None}

@@ -82,10 +82,13 @@ def gpu_override(
 
 
 class ComposeStack(NamedTuple):
-    """A compose project of the five services; unpacks as ``(project, dir)``."""
+    """A compose project of the five services; unpacks as ``(project, dir)``. The Podman
+    plugin's ``PodmanStack`` answers the same calls."""
 
     project: str
     dir: Path
+
+    engine = "docker"
 
     @property
     def files(self) -> list[Path]:
@@ -120,11 +123,31 @@ class ComposeStack(NamedTuple):
 
     def container(self, service: str) -> dict[str, Any]:
         """The inspect data of the service's container (the one named by compose)."""
+        return self.inspect(f"{self.project}_{service}_1")
+
+    def inspect(self, ref: str) -> dict[str, Any]:
         client = docker.from_env()
         try:
-            return client.api.inspect_container(f"{self.project}_{service}_1")
+            return client.api.inspect_container(ref)
         finally:
             client.close()
+
+    def remove(self, ref: str) -> None:
+        client = docker.from_env()
+        try:
+            client.api.remove_container(ref, force=True)
+        finally:
+            client.close()
+
+    def exec(self, ref: str, *command: str) -> str:
+        client = docker.from_env()
+        try:
+            return client.api.exec_start(client.api.exec_create(ref, list(command))).decode()
+        finally:
+            client.close()
+
+    def proc_environ(self, ref: str) -> dict[str, str]:
+        return proc_environ(ref)
 
     def wait_healthy(self, services: tuple[str, ...] = SERVICES, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -148,13 +171,17 @@ def docker_engine() -> str:
     host = engine_host()
     patch = pytest.MonkeyPatch()
     patch.setenv("DOCKER_HOST", host)
+    # CONTAINER_HOST comes first for `auto`: Docker tests must not find a Podman socket.
+    patch.delenv("CONTAINER_HOST", raising=False)
     yield host
     patch.undo()
 
 
 @pytest.fixture
-def compose_stack(docker_engine, tmp_path) -> ComposeStack:
+def compose_stack(docker_engine, tmp_path, monkeypatch) -> ComposeStack:
     """The five services up and healthy on GPU 0 in a project of their own; removed afterwards."""
+    monkeypatch.setenv("DOCKER_HOST", docker_engine)
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
     with running_stack(tmp_path / "stack") as stack:
         yield stack
 
