@@ -29,7 +29,6 @@ CONF="$BASE/containers.conf"
 CDI_SPEC="/etc/cdi/gpuconfig-test-$(basename "$BASE").yaml"
 CDI_DEVICES="0 1 98 99 GPU-5d2a1c3e-8f4b-4a6d-9e21-7c0b3f9a5500 GPU-0b7e44f2-19c8-4e3a-b6d0-2f5e8a1c0400"
 IMAGE=gpuconfig-test/busybox:latest
-BUSYBOX=${GPUCONFIG_BUSYBOX:-/bin/busybox}
 START_TIMEOUT=${GPUCONFIG_PODMAN_START_TIMEOUT:-60}
 
 die() { echo "test-podman: $*" >&2; exit 1; }
@@ -114,23 +113,9 @@ import_image() {
     if "$BIN/podman" image exists "$IMAGE"; then
         return 0
     fi
-    [ -x "$BUSYBOX" ] || die "$BUSYBOX not found (install the Debian package busybox-static)"
-    local work applet
-    work=$(mktemp -d "$BASE/rootfs.XXXXXX")
-    mkdir -p "$work/root/bin" "$work/root/tmp" "$work/root/etc" "$work/root/proc" \
-        "$work/root/sys" "$work/root/dev" "$work/root/data"
-    chmod 1777 "$work/root/tmp"
-    cp "$BUSYBOX" "$work/root/bin/busybox"
-    for applet in $("$BUSYBOX" --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$work/root/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
-        >"$work/root/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/root/etc/group"
-    tar -C "$work/root" -cf "$work/rootfs.tar" .
-    "$BIN/podman" import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' \
-        "$work/rootfs.tar" "$IMAGE" >/dev/null
-    rm -rf "$work"
+    bash "$(dirname "$0")/test-rootfs.sh" "$BASE/rootfs.tar"
+    "$BIN/podman" import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' "$BASE/rootfs.tar" "$IMAGE" >/dev/null
+    rm -f "$BASE/rootfs.tar"
 }
 
 cmd_start() {

@@ -265,17 +265,6 @@ class DockerRuntime(EngineRuntime):
     name = "docker"
     label = "Docker"
 
-    def __init__(
-        self,
-        *,
-        project: str | None = None,
-        health_timeout: float = 180.0,
-        health_grace: float = 3.0,
-        base_url: str | None = None,
-    ) -> None:
-        super().__init__(project=project, health_timeout=health_timeout, health_grace=health_grace)
-        self.base_url = base_url
-
     @property
     def where(self) -> str:
         if self.base_url:

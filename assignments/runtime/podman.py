@@ -389,17 +389,7 @@ class PodmanRuntime(EngineRuntime):
     name = PODMAN
     label = "Podman"
 
-    def __init__(
-        self,
-        *,
-        project: str | None = None,
-        health_timeout: float = 180.0,
-        health_grace: float = 3.0,
-        base_url: str | None = None,
-    ) -> None:
-        super().__init__(project=project, health_timeout=health_timeout, health_grace=health_grace)
-        self.base_url = base_url
-        self._found: Candidate | None = None
+    _found: Candidate | None = None
 
     @property
     def where(self) -> str:

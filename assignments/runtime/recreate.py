@@ -169,7 +169,20 @@ class Engine:
 
 
 class EngineRuntime(ContainerRuntime):
-    """A ``ContainerRuntime`` over an ``Engine``: subclasses only connect."""
+    """A ``ContainerRuntime`` over an ``Engine``: subclasses only connect. ``base_url`` is the
+    engine's socket when the caller knows it (``auto`` does); else each engine looks where its
+    tools look."""
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        health_timeout: float = 180.0,
+        health_grace: float = 3.0,
+        base_url: str | None = None,
+    ) -> None:
+        super().__init__(project=project, health_timeout=health_timeout, health_grace=health_grace)
+        self.base_url = base_url
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Engine]:  # pragma: no cover - contract

@@ -54,6 +54,18 @@ def engine_host() -> str:
     )
 
 
+def run_tool(
+    command: list[str], *, cwd: Path | None = None, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run a command line tool (a compose tool, the podman CLI); ``check``: fail with its stderr."""
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
+    return result
+
+
 def gpu_override(
     placement: dict[str, tuple[str, ...]], budgets: dict[str, float] | None = None
 ) -> str:
@@ -99,17 +111,7 @@ class ComposeStack(NamedTuple):
         command = ["docker-compose", "-p", self.project]
         for path in self.files:
             command += ["-f", str(path)]
-        result = subprocess.run(
-            [*command, *args],
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command + list(args))} failed:\n{result.stderr}")
-        return result
+        return run_tool([*command, *args], cwd=self.dir, check=check)
 
     def containers(self, *, all_: bool = True) -> list[dict[str, Any]]:
         """The engine's listing of every container of the project (aside copies included)."""

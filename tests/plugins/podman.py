@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from podman import PodmanClient
 
-from tests.plugins.dockerd import BASE_COMPOSE, PROJECT_LABEL, SERVICES, gpu_override
+from tests.plugins.dockerd import BASE_COMPOSE, PROJECT_LABEL, SERVICES, gpu_override, run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "test-podman.sh"
@@ -50,29 +50,11 @@ class PodmanService:
         return env
 
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.bin_dir / "podman"), *args],
-            env=self.cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"podman {' '.join(args)} failed:\n{result.stderr}")
-        return result
+        return run_tool([str(self.bin_dir / "podman"), *args], env=self.cli_env(), check=check)
 
 
 def _script(command: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=180, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{SCRIPT.relative_to(ROOT)} {command} failed ({result.returncode}):\n"
-            f"{result.stdout}{result.stderr}"
-        )
-    return result
+    return run_tool(["bash", str(SCRIPT), command])
 
 
 def service_start() -> PodmanService:
@@ -111,18 +93,7 @@ class PodmanStack:
         command = [str(PODMAN_COMPOSE), "-p", self.project]
         for path in self.files:
             command += ["-f", str(path)]
-        result = subprocess.run(
-            [*command, *args],
-            cwd=self.dir,
-            env=self.service.cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command + list(args))} failed:\n{result.stderr}")
-        return result
+        return run_tool([*command, *args], cwd=self.dir, env=self.service.cli_env(), check=check)
 
     def containers(self, *, all_: bool = True) -> list[dict[str, Any]]:
         """The service's listing of every container of the project (aside copies included)."""
