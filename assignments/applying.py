@@ -14,11 +14,16 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .runtime.base import ContainerRuntime, ContainerState, Outcome, RecreateResult, Step
+from .runtime.base import (
+    ALL_DEVICES,
+    ContainerRuntime,
+    ContainerState,
+    Outcome,
+    RecreateResult,
+    Step,
+)
 
 logger = logging.getLogger(__name__)
-
-ALL_DEVICES = "all"
 
 # progress(service, step, message); called from several worker threads at once.
 ServiceProgress = Callable[[str, Step, str], None]

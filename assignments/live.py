@@ -40,7 +40,7 @@ def health_of(status: str | None, health: str | None) -> str:
 def live_refresh() -> dict:
     """Ask the engine for every service's container and keep the answer in the cache."""
     from assignments.runtime import get_runtime
-    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
+    from assignments.runtime.base import EngineError, RuntimeUnavailable
 
     data = planning_input()
     snapshot: dict = {"checked_at": time.time(), "containers": {}, "error": ""}
@@ -62,10 +62,12 @@ def live_refresh() -> dict:
                 }
             )
         snapshot["reachable"] = True
-    except (RuntimeUnavailable, RuntimeError_) as exc:
+    except (RuntimeUnavailable, EngineError) as exc:
         snapshot.update(reachable=False, error=str(exc))
-        snapshot.setdefault("runtime", getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", "docker"))
-        snapshot.setdefault("runtime_label", snapshot["runtime"].capitalize())
+        # With `auto`, no engine answered, so none is in use.
+        setting = getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or "auto"
+        snapshot.setdefault("runtime", None if setting == "auto" else setting)
+        snapshot.setdefault("runtime_label", (snapshot["runtime"] or "").capitalize())
     cache.set(LIVE_KEY, snapshot, 24 * 3600)
     return snapshot
 

@@ -660,6 +660,7 @@ class ApplyPlan:
 
     changes: list[ApplyChange]
     error: str = ""
+    runtime: str = ""  # the engine that would do it, in words ("Podman at unix://...")
 
     @property
     def restarts(self) -> list[ApplyChange]:
@@ -674,14 +675,15 @@ def apply_plan() -> ApplyPlan:
     """Compare the saved configuration with the running containers (asks the engine)."""
     from assignments.applying import diff
     from assignments.runtime import get_runtime
-    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
+    from assignments.runtime.base import EngineError, RuntimeUnavailable
     from assignments.selectors import apply_targets
 
     try:
-        changes = diff(get_runtime(), apply_targets())
+        runtime = get_runtime()
+        changes = diff(runtime, apply_targets())
     except RuntimeUnavailable as exc:
         return ApplyPlan(changes=[], error=f"Cannot reach the container engine: {exc}")
-    except RuntimeError_ as exc:
+    except EngineError as exc:
         return ApplyPlan(changes=[], error=f"The container engine refused a request: {exc}")
     return ApplyPlan(
         changes=[
@@ -694,8 +696,14 @@ def apply_plan() -> ApplyPlan:
                 restart=c.needs_recreate,
             )
             for c in changes
-        ]
+        ],
+        runtime=engine_label(runtime.label, runtime.where),
     )
+
+
+def engine_label(display_name: str, where: str) -> str:
+    """The engine in use, in words: "Podman at unix:///run/podman/podman.sock"."""
+    return f"{display_name} at {where}" if where else display_name
 
 
 STEP_LABELS = {

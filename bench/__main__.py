@@ -10,7 +10,7 @@ SECTIONS = [
     ("Planner", "bench.planner"),
     ("GPU detection (NVML stand-in)", "bench.detection"),
     ("API latency", "bench.api"),
-    ("Apply / restart (real Docker engine)", "bench.apply"),
+    ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),
 ]
 
 

@@ -28,7 +28,6 @@ EXEC_ROOT="$BASE/exec"
 HOOK_DIR="$BASE/hook-bin"
 LOG="$BASE/dockerd.log"
 IMAGE=gpuconfig-test/busybox:latest
-BUSYBOX=${GPUCONFIG_BUSYBOX:-/bin/busybox}
 START_TIMEOUT=${GPUCONFIG_DOCKERD_START_TIMEOUT:-60}
 
 export DOCKER_HOST="unix://$SOCK"
@@ -115,26 +114,9 @@ import_image() {
     if docker image inspect "$IMAGE" >/dev/null 2>&1; then
         return 0
     fi
-    [ -x "$BUSYBOX" ] || die "$BUSYBOX not found (install the Debian package busybox-static)"
-    local work
-    work=$(mktemp -d "$BASE/rootfs.XXXXXX")
-    mkdir -p "$work/root/bin" "$work/root/tmp" "$work/root/etc" "$work/root/proc" \
-        "$work/root/sys" "$work/root/dev" "$work/root/data"
-    chmod 1777 "$work/root/tmp"
-    cp "$BUSYBOX" "$work/root/bin/busybox"
-    local applet
-    for applet in $("$BUSYBOX" --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$work/root/bin/$applet"
-    done
-    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' \
-        >"$work/root/etc/passwd"
-    printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/root/etc/group"
-    tar -C "$work/root" -cf "$work/rootfs.tar" .
-    docker import \
-        --change 'ENV PATH=/bin' \
-        --change 'CMD ["sh"]' \
-        "$work/rootfs.tar" "$IMAGE" >/dev/null
-    rm -rf "$work"
+    bash "$(dirname "$0")/test-rootfs.sh" "$BASE/rootfs.tar"
+    docker import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' "$BASE/rootfs.tar" "$IMAGE" >/dev/null
+    rm -f "$BASE/rootfs.tar"
 }
 
 cmd_start() {

@@ -13,7 +13,12 @@ from rest_framework.test import APIClient
 
 from gpuconfig_site.celery import app as celery_app
 
-pytest_plugins = ["tests.plugins.nvml", "tests.plugins.dockerd", "tests.plugins.celery_worker"]
+pytest_plugins = [
+    "tests.plugins.nvml",
+    "tests.plugins.dockerd",
+    "tests.plugins.podman",
+    "tests.plugins.celery_worker",
+]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE_GPUS = FIXTURES / "simulated" / "reference.yml"

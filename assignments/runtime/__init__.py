@@ -9,18 +9,21 @@ from django.utils.module_loading import import_string
 from .base import (
     ContainerRuntime,
     ContainerState,
+    EngineError,
     Outcome,
     Progress,
     RecreateResult,
-    RuntimeError_,
     RuntimeUnavailable,
     Step,
 )
+from .sockets import auto_candidates, resolve
 
 RUNTIMES: dict[str, str] = {
     "docker": "assignments.runtime.docker.DockerRuntime",
+    "podman": "assignments.runtime.podman.PodmanRuntime",
     "simulated": "assignments.runtime.simulated.SimulatedRuntime",
 }
+AUTO = "auto"
 
 __all__ = [
     "RUNTIMES",
@@ -29,7 +32,7 @@ __all__ = [
     "Outcome",
     "Progress",
     "RecreateResult",
-    "RuntimeError_",
+    "EngineError",
     "RuntimeUnavailable",
     "Step",
     "get_runtime",
@@ -37,17 +40,37 @@ __all__ = [
 
 
 def get_runtime(name: str | None = None) -> ContainerRuntime:
-    """Build the configured runtime (``GPUCONFIG_CONTAINER_RUNTIME``, default ``docker``).
+    """Build the configured runtime (``GPUCONFIG_CONTAINER_RUNTIME``, default ``auto``).
 
-    The value is a registered name or, like Django's backend settings, the dotted path of a
+    The value is ``auto`` (ask the engine that answers which it is: ``sockets.py``), a
+    registered name or, like Django's backend settings, the dotted path of a
     ``ContainerRuntime`` subclass. Settings are read here, on every call, never at import.
+    ``auto`` raises ``RuntimeUnavailable`` when no engine answers.
     """
-    choice = name or getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or "docker"
+    # The demo runtime, when switched on, stands in only for an engine that does not answer.
+    from .simulated import SimulatedRuntime, demo_fallback, simulated_runtime_enabled
+
+    choice = name or getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or AUTO
+    options = {
+        "project": getattr(settings, "GPUCONFIG_COMPOSE_PROJECT", None) or None,
+        "health_timeout": float(getattr(settings, "GPUCONFIG_HEALTH_TIMEOUT", 180)),
+        "health_grace": float(getattr(settings, "GPUCONFIG_HEALTH_GRACE", 3)),
+    }
+    engine: dict[str, str] = {}
+    if choice == AUTO:
+        try:
+            found, choice = resolve(auto_candidates(), want=None, setting=AUTO)
+        except RuntimeUnavailable:
+            if simulated_runtime_enabled():
+                return SimulatedRuntime(**options)
+            raise
+        engine["base_url"] = found.url
     path = RUNTIMES.get(choice, choice if "." in choice else None)
     if path is None:
         raise ImproperlyConfigured(
             f"GPUCONFIG_CONTAINER_RUNTIME={choice!r} is not a known container runtime "
-            f"(known: {', '.join(sorted(RUNTIMES))}, or the dotted path of a ContainerRuntime)"
+            f"(known: {AUTO}, {', '.join(sorted(RUNTIMES))}, or the dotted path of a "
+            "ContainerRuntime)"
         )
     try:
         runtime_class = import_string(path)
@@ -59,12 +82,6 @@ def get_runtime(name: str | None = None) -> ContainerRuntime:
         raise ImproperlyConfigured(
             f"GPUCONFIG_CONTAINER_RUNTIME={choice!r}: {path} is not a ContainerRuntime"
         )
-    options = {
-        "project": getattr(settings, "GPUCONFIG_COMPOSE_PROJECT", None) or None,
-        "health_timeout": float(getattr(settings, "GPUCONFIG_HEALTH_TIMEOUT", 180)),
-        "health_grace": float(getattr(settings, "GPUCONFIG_HEALTH_GRACE", 3)),
-    }
-    # The demo runtime, when switched on, stands in only for an engine that does not answer.
-    from .simulated import SimulatedRuntime, demo_fallback
-
-    return demo_fallback(runtime_class(**options), build=lambda: SimulatedRuntime(**options))
+    return demo_fallback(
+        runtime_class(**options, **engine), build=lambda: SimulatedRuntime(**options)
+    )

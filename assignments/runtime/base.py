@@ -11,8 +11,12 @@ class RuntimeUnavailable(Exception):
     """The container engine cannot be reached; the message says where it was looked for."""
 
 
-class RuntimeError_(Exception):
+class EngineError(Exception):
     """An engine call failed in a way the caller should report."""
+
+
+# A device id that stands for every GPU of the machine (compose ``count: all``).
+ALL_DEVICES = "all"
 
 
 class Outcome(enum.StrEnum):
@@ -79,10 +83,10 @@ class ContainerRuntime:
       leaving the target GPU have stopped (VRAM freed before it is claimed); if it raises, the
       recreate is rolled back with its message as the reason. Returns the outcome; it does not
       raise for a failed recreate.
-    - ``stop(service)`` stops the container (used to free VRAM before another service claims it).
     - ``recover()`` restores containers left renamed aside by an interrupted recreate and
       returns the names of the services it restored.
-    Engine unreachable: ``RuntimeUnavailable`` from any call.
+    Engine unreachable: ``RuntimeUnavailable`` from any call; another engine failure:
+    ``EngineError``. ``name`` (``docker``, ``podman``) and ``where`` say which engine is in use.
 
     Every runtime takes the same keyword arguments, so ``get_runtime()`` can build any of them:
     ``project`` (only containers of this compose project are managed; None: any),
@@ -92,6 +96,13 @@ class ContainerRuntime:
     """
 
     name: str = "base"
+    # Shown to people: the engine's name and where it is reached (set by each runtime).
+    label: str = "container engine"
+
+    @property
+    def where(self) -> str:
+        """Where the engine is reached (a socket URL), in words; empty when unknown."""
+        return ""
 
     def __init__(
         self,
@@ -117,9 +128,6 @@ class ContainerRuntime:
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
     ) -> RecreateResult:  # pragma: no cover - contract
-        raise NotImplementedError
-
-    def stop(self, service: str) -> None:  # pragma: no cover - contract
         raise NotImplementedError
 
     def recover(self) -> list[str]:  # pragma: no cover - contract

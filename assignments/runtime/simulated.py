@@ -165,11 +165,6 @@ class SimulatedRuntime(ContainerRuntime):
             budget_gb=c.get("budget_gb"),
         )
 
-    def stop(self, service: str) -> None:
-        c = self._get(service)
-        if c is not None:
-            self._put(service, {**c, "status": "exited", "health": None})
-
     def recover(self) -> list[str]:
         return []  # nothing is ever left renamed aside
 

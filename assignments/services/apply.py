@@ -17,9 +17,9 @@ from assignments.applying import diff, execute
 from assignments.models import ApplyRun, ConfigVersion
 from assignments.runtime import get_runtime
 from assignments.runtime.base import (
+    EngineError,
     Outcome,
     RecreateResult,
-    RuntimeError_,
     RuntimeUnavailable,
     Step,
 )
@@ -115,7 +115,7 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
         apply_recover_stale()
         changes = diff(get_runtime(), apply_targets())
         pending = [c.service for c in changes if c.needs_recreate]
-    except (RuntimeUnavailable, RuntimeError_) as exc:
+    except (RuntimeUnavailable, EngineError) as exc:
         cache.delete(APPLY_LOCK_KEY)
         error = _engine_error(exc)
         ApplyRun.objects.create(

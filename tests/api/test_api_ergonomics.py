@@ -196,7 +196,8 @@ def test_gpu_history_refuses_bad_paging(key_client, db, query):
     assert response.status_code == 400 and "must be a whole number" in response.json()["detail"]
 
 
-def test_service_health_is_always_a_string(key_client, reference_inventory, monkeypatch):
+def test_service_health_is_always_a_string(key_client, reference_inventory, monkeypatch, settings):
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "docker"
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/gpuconfig-test.sock")
     services = key_client.get("/api/system/gpu-config/services").json()["services"]
     assert len(services) == 5

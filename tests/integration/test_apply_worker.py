@@ -1,5 +1,6 @@
-"""Apply & restart end to end: the API, a real Celery worker on the real Redis, and the real
-Docker engine running the five services under compose."""
+"""Apply & restart end to end: the API, a real Celery worker on the real Redis, and a real
+engine running the five services under compose. Every scenario runs twice: on the Docker engine
+under docker-compose and on Podman under podman-compose, with the runtime left on ``auto``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from rest_framework.test import APIClient
 
 from assignments import progress
 from assignments.models import ApplyRun
+from assignments.runtime import get_runtime
+from assignments.runtime.podman import DEVICES_LABEL
 from assignments.services import APPLY_LOCK_KEY, config_save
 from gpus.services import gpu_scan_run
 from tests.conftest import REFERENCE_GPUS, config_files, wait_for
-from tests.plugins.dockerd import SERVICES, proc_environ
+from tests.plugins.dockerd import SERVICES
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
+pytestmark = [pytest.mark.integration]
 
 BROKEN = {  # a third card the test engine treats as broken: containers on it never get healthy
     "index": 99,
@@ -28,9 +31,10 @@ BROKEN = {  # a third card the test engine treats as broken: containers on it ne
 
 
 @pytest.fixture
-def box(compose_stack, simulated_gpus, settings, staff_user, live_db):
-    """The stack on GPU 0, the reference hardware (plus the broken card) scanned, everything on
-    GPU 0 saved as the current configuration, and a staff API client."""
+def box(engine_stack, simulated_gpus, settings, staff_user, live_db):
+    """The stack on GPU 0 (on each engine), the reference hardware (plus the broken card)
+    scanned, everything on GPU 0 saved as the current configuration, and a staff API client."""
+    compose_stack = engine_stack
     entries = yaml.safe_load(REFERENCE_GPUS.read_text()) + [BROKEN]
     simulated_gpus.write_text(yaml.safe_dump(entries))
     settings.GPUCONFIG_COMPOSE_PROJECT = compose_stack.project
@@ -46,12 +50,44 @@ def ids(stack) -> dict[str, str]:
     return {s: stack.container(s)["Id"] for s in SERVICES}
 
 
+def mounts(container: dict) -> list[tuple[str, str]]:
+    return sorted((m["Destination"], m["Source"]) for m in container["Mounts"])
+
+
 def wait_done(client, timeout=90) -> dict:
     def finished():
         body = client.get("/api/system/gpu-config/status").json()
         return body if not body["in_progress"] else None
 
     return wait_for(finished, timeout=timeout, interval=0.3, what="the apply to finish")
+
+
+def test_auto_picks_the_engine_that_answers(engine_stack, settings):
+    """With GPUCONFIG_CONTAINER_RUNTIME=auto, a Podman socket gets the Podman runtime and a
+    Docker socket the Docker runtime, and each finds the services on GPU 0."""
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "auto"
+    settings.GPUCONFIG_COMPOSE_PROJECT = engine_stack.project
+
+    runtime = get_runtime()
+
+    assert runtime.name == engine_stack.engine
+    state = runtime.inspect("ai-enrichment")
+    assert (state.device_ids, state.budget_gb, state.health) == (("0",), 6.8, "healthy")
+
+
+def test_a_no_op_apply_recreates_nothing(box, celery_worker_factory):
+    """The saved configuration is what runs: the apply succeeds and every container stays."""
+    stack, client = box
+    celery_worker_factory()
+    before = ids(stack)
+
+    res = client.post("/api/system/gpu-config/apply")
+
+    assert res.status_code == 202
+    assert res.json()["restarted_services"] == []
+    assert wait_done(client)["run_status"] == "succeeded"
+    assert ids(stack) == before
+    assert ApplyRun.objects.get().results == {}
 
 
 def test_moving_enrichment_to_the_small_gpu_recreates_only_it(box, celery_worker_factory, settings):
@@ -80,19 +116,22 @@ def test_moving_enrichment_to_the_small_gpu_recreates_only_it(box, celery_worker
         s: before[s] for s in SERVICES if s != "ai-enrichment"
     }
     new = stack.container("ai-enrichment")
-    env = proc_environ(new["Id"])
+    env = stack.proc_environ(new["Id"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == "1"
     assert env["VRAM_BUDGET_GB"] == "3.5"
-    assert new["Config"]["Labels"] == old["Config"]["Labels"]
+    # Podman's copies also record the devices they were created with (its inspect hides them).
+    assert {k: v for k, v in new["Config"]["Labels"].items() if k != DEVICES_LABEL} == old[
+        "Config"
+    ]["Labels"]
     assert new["Config"]["Cmd"] == old["Config"]["Cmd"]
-    assert sorted(m["Destination"] for m in new["Mounts"]) == sorted(
-        m["Destination"] for m in old["Mounts"]
-    )
+    # The same bind mount and the same named and anonymous volumes: their data stays.
+    assert mounts(new) == mounts(old)
+    assert [d for d, _ in mounts(new)] == ["/data", "/models", "/scratch"]
     assert new["State"]["Health"]["Status"] == "healthy"
 
-    services = {
-        s["name"]: s for s in client.get("/api/system/gpu-config/services").json()["services"]
-    }
+    live = client.get("/api/system/gpu-config/services").json()
+    assert {s["runtime"] for s in live["services"]} == {stack.engine}
+    services = {s["name"]: s for s in live["services"]}
     assert services["ai-enrichment"]["gpu_index"] == 1
     assert services["ai-enrichment"]["health"] == "healthy"
     assert services["ai-enrichment"]["restart_status"] == "healthy"
@@ -127,8 +166,8 @@ def test_a_swap_between_gpus_frees_vram_before_claiming_it(box, celery_worker_fa
     op = res.json()["operation_id"]
     status = wait_done(client)
     assert status["run_status"] == "succeeded", status
-    assert proc_environ(stack.container("ai-clip")["Id"])["NVIDIA_VISIBLE_DEVICES"] == "0"
-    assert proc_environ(stack.container("ai-florence")["Id"])["NVIDIA_VISIBLE_DEVICES"] == "1"
+    assert stack.proc_environ(stack.container("ai-clip")["Id"])["NVIDIA_VISIBLE_DEVICES"] == "0"
+    assert stack.proc_environ(stack.container("ai-florence")["Id"])["NVIDIA_VISIBLE_DEVICES"] == "1"
 
     def first(service, state):
         entries = {e["service"]: e for e in progress.progress_get(op)}
@@ -157,7 +196,7 @@ def test_a_service_that_never_gets_healthy_is_rolled_back(box, celery_worker_fac
     assert ids(stack) == before  # the old container runs again under its name
     old = stack.container("ai-clip")
     assert old["State"]["Running"]
-    assert proc_environ(old["Id"])["NVIDIA_VISIBLE_DEVICES"] == "0"
+    assert stack.proc_environ(old["Id"])["NVIDIA_VISIBLE_DEVICES"] == "0"
     assert "rolled_back" in ApplyRun.objects.get().error
 
 

@@ -295,7 +295,8 @@ def test_budget_only_changes_need_a_recreate_but_no_ordering():
 
 
 class StubbornRuntime(ContainerRuntime):
-    """A runtime (to the contract) where one service's stop hangs far past any timeout."""
+    """A runtime (to the contract) where one service's stop hangs until released; ``gave_up``
+    is set when a waiting service reports its rollback."""
 
     def __init__(self, hanging: str, hang_for: float) -> None:
         super().__init__()
@@ -321,30 +322,39 @@ class StubbornRuntime(ContainerRuntime):
 
 def test_waiting_for_a_dependency_that_never_stops_times_out():
     """A service whose predecessor on the GPU hangs while stopping gives up after the timeout
-    and is rolled back; execute returns once the hanging one returns."""
+    and is rolled back while the predecessor still hangs; execute returns once the hanging one
+    returns."""
     runtime = StubbornRuntime("slow", hang_for=5)
     changes = [
         change("slow", ["1"], ["0"]),
         change("mover", ["0"], ["1"]),
         change("free", ["2"], ["3"]),
     ]
+    gave_up = threading.Event()
     progress = Recorder()
+
+    def record(service: str, step: Step, message: str) -> None:
+        progress(service, step, message)
+        if service == "mover" and step == Step.ROLLED_BACK:
+            gave_up.set()
 
     began = time.monotonic()
     results = {}
     worker = threading.Thread(
         target=lambda: results.update(
-            execute(runtime, changes, progress=progress, health_timeout=0.5)
+            execute(runtime, changes, progress=record, health_timeout=0.5)
         )
     )
     worker.start()
-    time.sleep(1.5)
-    mover_done_early = [e for e in progress.events if e[1] == "mover" and e[2] == Step.ROLLED_BACK]
+    # The hanging stop is released only once the waiting service has given up (or after 4 s,
+    # which fails the test below): its rollback cannot come from the release.
+    gave_up_in_time = gave_up.wait(4)
     runtime.release.set()
     worker.join(10)
 
-    assert mover_done_early, "the waiting service should have given up after 0.5 s"
-    assert "slow did not leave GPU 1 within 0.5s" in mover_done_early[0][3]
+    assert gave_up_in_time, "the waiting service should have given up after 0.5 s"
+    mover = [e for e in progress.events if e[1] == "mover" and e[2] == Step.ROLLED_BACK]
+    assert "slow did not leave GPU 1 within 0.5s" in mover[0][3]
     assert results["mover"].outcome == Outcome.ROLLED_BACK
     assert results["free"].outcome == Outcome.HEALTHY
     assert results["slow"].outcome == Outcome.FAILED

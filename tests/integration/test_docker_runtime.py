@@ -9,7 +9,8 @@ import docker
 import pytest
 
 from assignments.runtime.base import Outcome, RuntimeUnavailable, Step
-from assignments.runtime.docker import DockerRuntime, aside_name
+from assignments.runtime.docker import DockerRuntime
+from assignments.runtime.spec import aside_name
 from tests.plugins.dockerd import BROKEN_GPU, CRASHING_GPU, IMAGE, proc_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -313,12 +314,6 @@ def test_recover_keeps_a_healthy_replacement(runtime, compose_stack, engine):
     assert not engine.containers(all=True, filters={"id": old["Id"]})
 
 
-def test_stop_stops_the_service_container(runtime, compose_stack):
-    runtime.stop("ai-llm")
-
-    assert runtime.inspect("ai-llm").status == "exited"
-
-
 def test_container_found_by_name_keeps_networks_aliases_and_settings(engine, loose_containers):
     """A container outside compose is found by its name; its copy keeps both user networks with
     their aliases, its user, working dir, restart policy and limits; without a healthcheck it
@@ -386,7 +381,6 @@ def test_unreachable_engine_raises_runtime_unavailable_naming_the_socket(monkeyp
 
     for call in (
         lambda: runtime.inspect("ai-llm"),
-        lambda: runtime.stop("ai-llm"),
         lambda: runtime.recover(),
         lambda: runtime.recreate("ai-llm", device_ids=("1",), budget_gb=None, progress=Recorder()),
     ):

@@ -54,6 +54,18 @@ def engine_host() -> str:
     )
 
 
+def run_tool(
+    command: list[str], *, cwd: Path | None = None, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run a command line tool (a compose tool, the podman CLI); ``check``: fail with its stderr."""
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
+    return result
+
+
 def gpu_override(
     placement: dict[str, tuple[str, ...]], budgets: dict[str, float] | None = None
 ) -> str:
@@ -82,10 +94,13 @@ def gpu_override(
 
 
 class ComposeStack(NamedTuple):
-    """A compose project of the five services; unpacks as ``(project, dir)``."""
+    """A compose project of the five services; unpacks as ``(project, dir)``. The Podman
+    plugin's ``PodmanStack`` answers the same calls."""
 
     project: str
     dir: Path
+
+    engine = "docker"
 
     @property
     def files(self) -> list[Path]:
@@ -96,17 +111,7 @@ class ComposeStack(NamedTuple):
         command = ["docker-compose", "-p", self.project]
         for path in self.files:
             command += ["-f", str(path)]
-        result = subprocess.run(
-            [*command, *args],
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command + list(args))} failed:\n{result.stderr}")
-        return result
+        return run_tool([*command, *args], cwd=self.dir, check=check)
 
     def containers(self, *, all_: bool = True) -> list[dict[str, Any]]:
         """The engine's listing of every container of the project (aside copies included)."""
@@ -120,11 +125,31 @@ class ComposeStack(NamedTuple):
 
     def container(self, service: str) -> dict[str, Any]:
         """The inspect data of the service's container (the one named by compose)."""
+        return self.inspect(f"{self.project}_{service}_1")
+
+    def inspect(self, ref: str) -> dict[str, Any]:
         client = docker.from_env()
         try:
-            return client.api.inspect_container(f"{self.project}_{service}_1")
+            return client.api.inspect_container(ref)
         finally:
             client.close()
+
+    def remove(self, ref: str) -> None:
+        client = docker.from_env()
+        try:
+            client.api.remove_container(ref, force=True)
+        finally:
+            client.close()
+
+    def exec(self, ref: str, *command: str) -> str:
+        client = docker.from_env()
+        try:
+            return client.api.exec_start(client.api.exec_create(ref, list(command))).decode()
+        finally:
+            client.close()
+
+    def proc_environ(self, ref: str) -> dict[str, str]:
+        return proc_environ(ref)
 
     def wait_healthy(self, services: tuple[str, ...] = SERVICES, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -148,13 +173,17 @@ def docker_engine() -> str:
     host = engine_host()
     patch = pytest.MonkeyPatch()
     patch.setenv("DOCKER_HOST", host)
+    # CONTAINER_HOST comes first for `auto`: Docker tests must not find a Podman socket.
+    patch.delenv("CONTAINER_HOST", raising=False)
     yield host
     patch.undo()
 
 
 @pytest.fixture
-def compose_stack(docker_engine, tmp_path) -> ComposeStack:
+def compose_stack(docker_engine, tmp_path, monkeypatch) -> ComposeStack:
     """The five services up and healthy on GPU 0 in a project of their own; removed afterwards."""
+    monkeypatch.setenv("DOCKER_HOST", docker_engine)
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
     with running_stack(tmp_path / "stack") as stack:
         yield stack
 

@@ -40,8 +40,13 @@ def demo(reference_inventory, settings):
 
 def test_off_until_switched_on(reference_inventory, settings, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
     assert not simulated_runtime_enabled()
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "docker"
     assert get_runtime().name == "docker"
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "auto"
+    with pytest.raises(RuntimeUnavailable, match="DOCKER_HOST"):
+        get_runtime()
 
 
 def test_stands_in_for_an_engine_that_does_not_answer(demo, settings):
