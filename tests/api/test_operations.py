@@ -60,7 +60,7 @@ def test_readyz_is_503_without_an_engine_and_shows_detail_only_with_the_key(
         "engine": {"status": "fail"},
     }
     detailed = key_client.get("/readyz").json()["checks"]
-    assert "not reachable" in detailed["engine"]["detail"]
+    assert "no container engine answers" in detailed["engine"]["detail"]
     assert detailed["worker"]["detail"].startswith("celery@test beat")
     assert "backend simulated" in detailed["last_scan"]["detail"]
 
