@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import docker
@@ -159,20 +159,27 @@ def _link_for_create(link: str) -> str:
 
 
 def replacement_spec(
-    attrs: dict[str, Any], *, device_ids: tuple[str, ...], budget_gb: float | None
+    attrs: dict[str, Any],
+    *,
+    device_ids: tuple[str, ...],
+    budget_gb: float | None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The create body for a copy of an inspected container, and the extra networks to connect.
 
     Everything is taken from the old container's own inspect data, so the copy keeps its image,
     command, entrypoint, environment, labels, mounts, networks and aliases, restart policy,
     healthcheck, resources, working dir and user; only the NVIDIA device request and
-    ``VRAM_BUDGET_GB`` change. Anonymous volumes are re-attached by name, so their data stays.
+    ``VRAM_BUDGET_GB`` change, and ``labels`` are set over the old ones (the compose tool's
+    config hash of the new files). Anonymous volumes are re-attached by name, so their data stays.
     """
     old_id: str = attrs["Id"]
     config = copy.deepcopy(attrs["Config"])
     host_config = copy.deepcopy(attrs["HostConfig"])
 
     config["Env"] = with_budget(config.get("Env"), budget_gb)
+    if labels:
+        config["Labels"] = {**(config.get("Labels") or {}), **labels}
     # An unset hostname defaults to the container's short id: let the new one get its own.
     if config.get("Hostname") == old_id[:12]:
         config.pop("Hostname")
@@ -373,6 +380,7 @@ class DockerRuntime(ContainerRuntime):
         progress: Progress,
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RecreateResult:
         timeout = self.health_timeout if health_timeout is None else health_timeout
         with self._client() as client:
@@ -395,6 +403,7 @@ class DockerRuntime(ContainerRuntime):
                 before_start=before_start,
                 health_timeout=timeout,
                 health_grace=self.health_grace,
+                labels=labels,
             ).run()
 
     def recover(self) -> list[str]:
@@ -467,7 +476,9 @@ class _Recreate:
         before_start: Callable[[], None] | None,
         health_timeout: float,
         health_grace: float,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
+        self.labels = labels
         self.api = api
         self.old = old
         self.name: str = old["Name"].lstrip("/")
@@ -526,7 +537,7 @@ class _Recreate:
 
         _emit(self.progress, Step.RECREATING, f"creating {self.name} on {self._describe_target()}")
         body, extra_networks = replacement_spec(
-            old, device_ids=self.device_ids, budget_gb=self.budget_gb
+            old, device_ids=self.device_ids, budget_gb=self.budget_gb, labels=self.labels
         )
         self._pin_image(body)
         created = api.create_container_from_config(body, name=self.name)
