@@ -89,10 +89,8 @@ def files_render(entries: list[FileEntry], *, tool: str | None = None) -> render
     except model.ComposeInvalid as exc:
         logger.warning("Cannot read the base compose file, writing a plain override: %s", exc)
         stack = None
-    if stack is None:  # nothing to override: the plain form suits every tool
-        kind = tools.V2
-    else:
-        kind = tool or tool_current()[0]
+    # Without a base there is nothing to override: the plain form suits every tool.
+    kind = tools.V2 if stack is None else tool or tool_current()[0]
     return rendering.render(
         entries, stack=stack, tool=kind, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
     )

@@ -111,9 +111,10 @@ def test_the_model_appends_device_requests_like_compose_and_honours_the_tags():
         "services: {a: {deploy: {resources: {reservations: {devices: !override [{driver: nvidia, device_ids: ['1']}]}}}}}"
     )
     reset = model.load("services: {a: {deploy: {resources: {reservations: {devices: !reset []}}}}}")
-    effective = lambda *docs: model.effective_devices(
-        model.merge_files(list(docs))["services"]["a"]
-    )  # noqa: E731
+
+    def effective(*docs):
+        return model.effective_devices(model.merge_files(list(docs))["services"]["a"])
+
     assert effective(base, plain) == (["count:1", "1"], 2)
     assert effective(base, tagged) == (["1"], 1)
     assert effective(base, reset, plain) == (["1"], 1)
