@@ -170,3 +170,115 @@ def test_a_tool_that_fails_is_reported_not_raised(
     assert report["ok"] is False
     assert report["error"]
     assert os.environ["DOCKER_CONFIG"]
+
+
+# --- on the real engine ----------------------------------------------------------------------
+
+
+def _containers(project: str) -> dict[str, dict]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        listed = client.api.containers(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        )
+        return {c["Labels"]["com.docker.compose.service"]: c for c in listed}
+    finally:
+        client.close()
+
+
+def _apply(django_capture_on_commit_callbacks):
+    from assignments.models import ApplyRun
+    from assignments.services import apply_start
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run, _ = apply_start(actor="test")
+    return ApplyRun.objects.get(pk=run.pk)
+
+
+@pytest.mark.docker
+def test_compose_v2_up_after_an_apply_recreates_nothing(
+    docker_engine,
+    tool_env,
+    reference_inventory,
+    settings,
+    tmp_path,
+    staff_client,
+    django_capture_on_commit_callbacks,
+):
+    """Compose v2.40 against Docker 20.10: the stack comes up with the documented command, an
+    apply with nothing changed recreates nothing (ai-enrichment's base budget of 6.0 GB is not
+    "corrected" to the catalog's 6.8), an apply that moves ai-clip recreates only ai-clip with
+    the config hash compose computes, and a later `up -d` finds nothing to recreate."""
+    import uuid
+
+    base = copy_stack(HSI, tmp_path)
+    data = yaml.safe_load(base.read_text())
+    for service in data["services"].values():
+        service.pop("ports", None)  # host ports are shared with whatever else runs here
+    data.pop("x-gpu-service", None)
+    data["networks"]["ai-net"]["name"] = f"gpuct-{uuid.uuid4().hex[:8]}"
+    base.write_text(yaml.safe_dump(data, sort_keys=False))
+    project = f"gpucv2{uuid.uuid4().hex[:8]}"
+    settings.GPUCONFIG_COMPOSE_FILE = str(base)
+    settings.GPUCONFIG_COMPOSE_TOOL = tools.V2
+    settings.GPUCONFIG_COMPOSE_PROJECT = project
+    settings.GPUCONFIG_HEALTH_TIMEOUT = 90
+    settings.GPUCONFIG_HEALTH_GRACE = 1
+    start = [
+        {"service": "ai-llm", "gpu_index": 0},
+        {"service": "ai-yolo26", "gpu_index": 1},
+        {"service": "ai-florence", "gpu_index": 1},
+        {"service": "ai-clip", "gpu_index": 0},
+        {"service": "ai-enrichment", "gpu_index": 0},
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        config_save(strategy="manual", assignments=start)
+    report = staff_client.get("/api/system/gpu-config/compose").json()
+    assert report["ok"], report
+    up = report["up_command"]
+    assert up[:4] == ["docker", "compose", "-p", project]
+
+    def compose(argv):
+        done = subprocess.run(
+            argv, cwd=report["cwd"], capture_output=True, text=True, timeout=180, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    try:
+        compose(up)
+        first = {s: c["Id"] for s, c in _containers(project).items()}
+        assert set(first) == MANAGED | {"backend", "ai-enrichment-light", "frontend"}
+
+        run = _apply(django_capture_on_commit_callbacks)
+        assert (run.status, run.results) == ("succeeded", {}), run.log
+        assert {s: c["Id"] for s, c in _containers(project).items()} == first
+
+        moved = [*start[:3], {"service": "ai-clip", "gpu_index": 1}, start[4]]
+        with django_capture_on_commit_callbacks(execute=True):
+            config_save(strategy="manual", assignments=moved)
+        run = _apply(django_capture_on_commit_callbacks)
+        assert run.status == "succeeded", (run.error, run.log)
+        assert set(run.results) == {"ai-clip"}
+        after = {s: c["Id"] for s, c in _containers(project).items()}
+        assert after["ai-clip"] != first["ai-clip"]
+        assert {s: i for s, i in after.items() if s != "ai-clip"} == {
+            s: i for s, i in first.items() if s != "ai-clip"
+        }
+        hashes = compose([*up[:-2], "config", "--hash", "ai-clip"]).stdout.split()
+        label = _containers(project)["ai-clip"]["Labels"]["com.docker.compose.config-hash"]
+        assert hashes == ["ai-clip", label]
+
+        again = compose(up)
+        assert {s: c["Id"] for s, c in _containers(project).items()} == after, again.stderr
+        assert "Recreate" not in again.stderr
+    finally:
+        subprocess.run(
+            [*up[:-2], "down", "-v", "--timeout", "1"],
+            cwd=report["cwd"],
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
