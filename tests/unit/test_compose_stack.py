@@ -271,3 +271,54 @@ def test_a_budget_above_the_card_is_saved_with_the_guides_warning(
             format="json",
         )
         assert res.status_code == 400, nonsense
+
+
+def test_the_page_shows_the_command_and_flags_what_the_tool_gets_wrong(
+    reference_inventory, hsi, settings, client, staff_user
+):
+    client.force_login(staff_user)
+    config_save(strategy="manual", assignments=MOVES)
+    page = client.get("/settings/gpu/").content.decode()
+    assert 'hx-get="/settings/gpu/compose/"' in page  # filled by its own request
+    body = client.get("/settings/gpu/compose/?tool=docker-compose-v1").content.decode()
+    assert "docker-compose -p hsi -f" in body
+    assert body.count('class="compose-bad"') == 2  # ai-llm and ai-clip: count: 1 in the base
+    assert "patch -b -p1" in body
+    assert "Patch for the base file" in body
+    ok = client.get("/settings/gpu/compose/").content.decode()
+    assert "docker compose -p hsi -f" in ok
+    assert 'class="compose-bad"' not in ok
+    assert client.get("/settings/gpu/compose/?tool=nope").status_code == 400
+
+
+def test_stack_gpu_services_missing_from_the_catalog_are_offered_not_added(
+    reference_inventory, hsi, client, staff_user, plain_user
+):
+    from assignments.models import AiService
+
+    client.force_login(staff_user)
+    body = client.get("/settings/gpu/compose/").content.decode()
+    assert 'name="service" value="ai-enrichment-light"' in body
+    assert 'name="service" value="backend"' in body
+    assert not AiService.objects.filter(name__in=["backend", "ai-enrichment-light"]).exists()
+    res = client.post(
+        "/settings/gpu/compose/add/", {"service": "ai-enrichment-light", "vram_gb": "2.5"}
+    )
+    assert res.status_code == 302
+    added = AiService.objects.get(name="ai-enrichment-light")
+    assert (added.vram_required_mb, added.budget_adjustable, added.default_budget_gb) == (
+        2560,
+        True,
+        2.5,
+    )
+    client.post("/settings/gpu/compose/add/", {"service": "frontend", "vram_gb": "1"})
+    assert not AiService.objects.filter(name="frontend").exists()  # no GPU: not offered
+    client.force_login(plain_user)
+    client.post("/settings/gpu/compose/add/", {"service": "backend", "vram_gb": "1"})
+    assert not AiService.objects.filter(name="backend").exists()
+
+
+def test_the_admin_offers_them_with_the_estimate_filled_in(reference_inventory, hsi, admin_client):
+    body = admin_client.get("/admin/assignments/aiservice/").content.decode()
+    assert "GPU services of the compose stack not in the catalog" in body
+    assert "name=ai-enrichment-light" in body and "vram_required_mb=2560" in body
