@@ -1,7 +1,5 @@
-"""Renders and atomically writes the two generated files.
-
-``docker-compose.gpu-override.yml`` merges over the base compose file (the shape of the user
-guide's example); ``gpu-assignments.yml`` is the human-readable reference.
+"""Atomically writes the generated files: the compose file(s) for the tool in use (rendered by
+``assignments.compose.rendering``) and ``gpu-assignments.yml``, the human-readable reference.
 """
 
 from __future__ import annotations
