@@ -60,6 +60,22 @@ def test_auto_finds_each_tool_and_the_plugin_first(tool_env):
     assert tools.tool_detect(tools.AUTO).name == tools.V2
 
 
+@pytest.fixture
+def saved_stack(settings, tmp_path, reference_inventory, django_capture_on_commit_callbacks):
+    """Copies a fixture stack, makes it the base for ``kind`` and saves ``assignments`` (files
+    written); returns the base file's path."""
+
+    def save(source: Path, kind: str, assignments=MOVES) -> Path:
+        base = copy_stack(source, tmp_path)
+        settings.GPUCONFIG_COMPOSE_FILE = str(base)
+        settings.GPUCONFIG_COMPOSE_TOOL = kind
+        with django_capture_on_commit_callbacks(execute=True):
+            config_save(strategy="manual", assignments=assignments)
+        return base
+
+    return save
+
+
 def run(argv: list[str], cwd: str) -> dict:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"{argv}\n{done.stderr}"
@@ -88,20 +104,9 @@ def without_gpu_settings(service: dict) -> dict:
 @pytest.mark.parametrize("kind", tools.KINDS)
 @pytest.mark.parametrize("source", [HSI, PLAIN], ids=["hsi", "plain"])
 def test_the_tool_gives_each_managed_service_exactly_its_gpu(
-    kind,
-    source,
-    tool_env,
-    reference_inventory,
-    settings,
-    tmp_path,
-    staff_client,
-    django_capture_on_commit_callbacks,
+    kind, source, tool_env, saved_stack, staff_client
 ):
-    base = copy_stack(source, tmp_path)
-    settings.GPUCONFIG_COMPOSE_FILE = str(base)
-    settings.GPUCONFIG_COMPOSE_TOOL = kind
-    with django_capture_on_commit_callbacks(execute=True):
-        config_save(strategy="manual", assignments=MOVES)
+    saved_stack(source, kind)
     report = staff_client.get("/api/system/gpu-config/compose").json()
     assert report["checked_by"] == "tool"
     assert report["tool"]["name"] == kind
@@ -132,18 +137,9 @@ def test_the_tool_gives_each_managed_service_exactly_its_gpu(
 
 
 def test_v1_is_right_once_the_base_is_patched_as_reported(
-    tool_env,
-    reference_inventory,
-    settings,
-    tmp_path,
-    staff_client,
-    django_capture_on_commit_callbacks,
+    tool_env, saved_stack, settings, staff_client, django_capture_on_commit_callbacks
 ):
-    base = copy_stack(HSI, tmp_path)
-    settings.GPUCONFIG_COMPOSE_FILE = str(base)
-    settings.GPUCONFIG_COMPOSE_TOOL = tools.V1
-    with django_capture_on_commit_callbacks(execute=True):
-        config_save(strategy="manual", assignments=MOVES)
+    base = saved_stack(HSI, tools.V1)
     patch = Path(settings.GPUCONFIG_CONFIG_DIR) / rendering.PATCH_NAME
     subprocess.run(
         ["patch", "-b", "-p1", "-i", str(patch)], cwd=base.parent, check=True, timeout=30
