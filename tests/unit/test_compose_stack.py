@@ -101,16 +101,15 @@ def test_a_required_variable_that_is_missing_is_an_error():
 
 
 def test_the_model_appends_device_requests_like_compose_and_honours_the_tags():
-    base = model.load(
-        "services: {a: {deploy: {resources: {reservations: {devices: [{driver: nvidia, count: 1}]}}}}}"
-    )
-    plain = model.load(
-        "services: {a: {deploy: {resources: {reservations: {devices: [{driver: nvidia, device_ids: ['1']}]}}}}}"
-    )
-    tagged = model.load(
-        "services: {a: {deploy: {resources: {reservations: {devices: !override [{driver: nvidia, device_ids: ['1']}]}}}}}"
-    )
-    reset = model.load("services: {a: {deploy: {resources: {reservations: {devices: !reset []}}}}}")
+    def service(devices: str) -> dict:
+        return model.load(
+            f"services: {{a: {{deploy: {{resources: {{reservations: {{devices: {devices}}}}}}}}}}}"
+        )
+
+    base = service("[{driver: nvidia, count: 1}]")
+    plain = service("[{driver: nvidia, device_ids: ['1']}]")
+    tagged = service("!override [{driver: nvidia, device_ids: ['1']}]")
+    reset = service("!reset []")
 
     def effective(*docs):
         return model.effective_devices(model.merge_files(list(docs))["services"]["a"])
