@@ -99,75 +99,95 @@ def _count_patch(stack: BaseStack, entries: list[FileEntry], id_format: str) -> 
     )
 
 
+@dataclass
+class _Parts:
+    """What ``render`` collects entry by entry before writing the files."""
+
+    override: dict[str, dict] = field(default_factory=dict)
+    reset: dict[str, dict] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    unpatchable: list[FileEntry] = field(default_factory=list)
+    unplaced: list[str] = field(default_factory=list)
+
+
+def _place(entry: FileEntry, base, tool: str, id_format: str, parts: _Parts) -> dict:
+    """The override entry for one service (its GPU part, in the tool's form)."""
+    spec: dict = {}
+    devices = _devices(entry, id_format, base.capabilities if base else ("gpu",))
+    if base is None or not base.uses_gpu:
+        if devices:
+            _with_devices(spec, devices)
+    elif tool == tools.V2:
+        _with_devices(spec, model.Override(devices) if devices else model.Reset())
+    elif tool == tools.PODMAN:
+        parts.reset[entry.service] = _with_devices({}, model.Reset())
+        if devices:
+            _with_devices(spec, devices)
+    elif base.pin.kind == "variable" and devices:
+        parts.env_vars[base.pin.variable] = device_id(entry, id_format)
+    else:
+        parts.unpatchable.append(entry)
+    return spec
+
+
+def _env_file(stack: BaseStack, env_vars: dict[str, str]) -> str:
+    """The base's ``.env`` with the GPU variables set after it (later lines win)."""
+    base_env = stack.project_dir / ".env"
+    text = base_env.read_text() if base_env.is_file() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "# GPU assignments written by gpuconfig (they win over the lines above)\n"
+    return text + "".join(f"{k}={v}\n" for k, v in sorted(env_vars.items()))
+
+
+def _v1_problem(stack: BaseStack, entry: FileEntry) -> str:
+    pin = stack.services[entry.service].pin
+    how = "count: " + pin.devices[0].removeprefix("count:") if pin.kind == "count" else ""
+    fix = (
+        f"apply {PATCH_NAME} to the base (patch -b -p1 < {PATCH_NAME}, in the base's "
+        "folder; -b keeps a backup)"
+        if pin.line is not None
+        else f"edit the base so its device_ids read ['${{{gpu_variable(entry.service)}}}']"
+    )
+    return (
+        f"docker-compose v1 cannot replace the base file's GPU request "
+        f"({how or 'device_ids ' + ','.join(pin.devices)}) from another file: "
+        f"{entry.service} would keep it. Fix: {fix}; gpuconfig then sets "
+        f"{gpu_variable(entry.service)} in {ENV_NAME}."
+    )
+
+
 def render(
     entries: list[FileEntry], *, stack: BaseStack | None, tool: str | None, id_format: str
 ) -> Rendered:
     """The generated files for ``tool`` (a kind of ``tools.KINDS``; None: Compose v2's form)."""
     tool = tool or tools.V2
     out = Rendered(tool=tool)
-    override: dict[str, dict] = {}
-    reset: dict[str, dict] = {}
-    env_vars: dict[str, str] = {}
-    unpatchable: list[FileEntry] = []
-    unplaced = []
+    parts = _Parts()
     for entry in entries:
         base = stack.services.get(entry.service) if stack is not None else None
         if stack is not None and base is None:
             continue
         out.managed.append(entry.service)
         if entry.gpu_index is None:
-            unplaced.append(entry.service)
-        spec: dict = {}
-        devices = _devices(entry, id_format, base.capabilities if base else ("gpu",))
-        if base is None or not base.uses_gpu:
-            if devices:
-                _with_devices(spec, devices)
-        elif tool == tools.V2:
-            _with_devices(spec, model.Override(devices) if devices else model.Reset())
-        elif tool == tools.PODMAN:
-            reset[entry.service] = _with_devices({}, model.Reset())
-            if devices:
-                _with_devices(spec, devices)
-        elif base.pin.kind == "variable" and devices:
-            env_vars[base.pin.variable] = device_id(entry, id_format)
-        else:
-            unpatchable.append(entry)
+            parts.unplaced.append(entry.service)
+        spec = _place(entry, base, tool, id_format, parts)
         if entry.budget_adjustable and entry.budget_saved and entry.budget_gb is not None:
             spec["environment"] = [f"{BUDGET_ENV}={format_budget_gb(entry.budget_gb)}"]
         if spec:
-            override[entry.service] = spec
+            parts.override[entry.service] = spec
 
-    if reset:
-        out.files[RESET_NAME] = RESET_HEADER + model.dump({"services": reset})
+    if parts.reset:
+        out.files[RESET_NAME] = RESET_HEADER + model.dump({"services": parts.reset})
     header = OVERRIDE_HEADER
-    if unplaced:
-        header += "# Not placed on any GPU (no GPU available): " + ", ".join(unplaced) + "\n"
-    out.files[OVERRIDE_NAME] = header + (
-        model.dump({"services": override}) if override else "services: {}\n"
-    )
-    if env_vars:
-        base_env = (stack.project_dir / ".env") if stack is not None else None
-        text = base_env.read_text() if base_env is not None and base_env.is_file() else ""
-        if text and not text.endswith("\n"):
-            text += "\n"
-        text += "# GPU assignments written by gpuconfig (they win over the lines above)\n"
-        text += "".join(f"{k}={v}\n" for k, v in sorted(env_vars.items()))
-        out.env_file = text
-    if unpatchable and stack is not None:
-        out.patch = _count_patch(stack, unpatchable, id_format)
-        for entry in unpatchable:
-            pin = stack.services[entry.service].pin
-            how = "count: " + pin.devices[0].removeprefix("count:") if pin.kind == "count" else ""
-            fix = (
-                f"apply {PATCH_NAME} to the base (patch -b -p1 < {PATCH_NAME}, in the base's "
-                "folder; -b keeps a backup)"
-                if pin.line is not None
-                else f"edit the base so its device_ids read ['${{{gpu_variable(entry.service)}}}']"
-            )
-            out.problems[entry.service] = (
-                f"docker-compose v1 cannot replace the base file's GPU request "
-                f"({how or 'device_ids ' + ','.join(pin.devices)}) from another file: "
-                f"{entry.service} would keep it. Fix: {fix}; gpuconfig then sets "
-                f"{gpu_variable(entry.service)} in {ENV_NAME}."
-            )
+    if parts.unplaced:
+        header += "# Not placed on any GPU (no GPU available): " + ", ".join(parts.unplaced)
+        header += "\n"
+    body = model.dump({"services": parts.override}) if parts.override else "services: {}\n"
+    out.files[OVERRIDE_NAME] = header + body
+    if stack is not None and parts.env_vars:
+        out.env_file = _env_file(stack, parts.env_vars)
+    if stack is not None and parts.unpatchable:
+        out.patch = _count_patch(stack, parts.unpatchable, id_format)
+        out.problems = {e.service: _v1_problem(stack, e) for e in parts.unpatchable}
     return out

@@ -256,9 +256,10 @@ def test_a_budget_above_the_card_is_saved_with_the_guides_warning(
         format="json",
     )
     assert res.status_code == 200, res.content
-    assert any(
-        w.startswith("VRAM Budget Exceeded") and "Use 3.5 GB" in w for w in res.json()["warnings"]
-    )
+    body = res.json()
+    details = [d for d in body["warning_details"] if d["service"] == "ai-enrichment"]
+    assert [d["suggested_budget_gb"] for d in details] == [3.5], body
+    assert any("3.5 GB" in w for w in body["warnings"])
     for nonsense in (0, -1, "lots", 2000):
         res = staff_client.put(
             "/api/system/gpu-config",
