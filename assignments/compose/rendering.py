@@ -172,7 +172,13 @@ def render(
         if entry.gpu_index is None:
             parts.unplaced.append(entry.service)
         spec = _place(entry, base, tool, id_format, parts)
-        if entry.budget_adjustable and entry.budget_saved and entry.budget_gb is not None:
+        placed = entry.gpu_index is not None
+        if (
+            placed
+            and entry.budget_adjustable
+            and entry.budget_saved
+            and entry.budget_gb is not None
+        ):
             spec["environment"] = [f"{BUDGET_ENV}={format_budget_gb(entry.budget_gb)}"]
         if spec:
             parts.override[entry.service] = spec
