@@ -1,6 +1,10 @@
+from urllib.parse import urlencode
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
 from assignments.services import catalog_service_save, config_save, config_validate
@@ -35,6 +39,32 @@ class AiServiceAdmin(admin.ModelAdmin):
         """Through the catalog service (also for the list's inline edits): re-planned, recorded
         as a ConfigVersion, the files rewritten."""
         catalog_service_save(service=obj, user=request.user)
+
+    def changelist_view(self, request, extra_context=None):
+        """Offers the compose stack's GPU services the catalog lacks, each as a link to the add
+        form filled with its VRAM estimate (for the user to confirm)."""
+        from assignments.compose.catalog import catalog_offers
+
+        offers = catalog_offers()
+        if offers and request.method == "GET":
+            add = reverse("admin:assignments_aiservice_add")
+
+            def query(offer) -> str:
+                fields = {"name": offer.name, "display_name": offer.name}
+                if offer.vram_gb is not None:
+                    fields["vram_required_mb"] = round(offer.vram_gb * 1024)
+                if offer.budget_gb is not None:
+                    fields |= {"budget_adjustable": "on", "default_budget_gb": offer.budget_gb}
+                return f"{add}?{urlencode(fields)}"
+
+            links = format_html_join(
+                ", ", '<a href="{}">{}</a>', ((query(o), o.name) for o in offers)
+            )
+            messages.info(
+                request,
+                format_html("GPU services of the compose stack not in the catalog: {}.", links),
+            )
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(GpuConfig)

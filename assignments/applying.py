@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .runtime.base import (
     ALL_DEVICES,
@@ -31,12 +31,18 @@ ServiceProgress = Callable[[str, Step, str], None]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a service should run: its GPU device ids (empty: no GPU) and VRAM budget in GB."""
+    """Where a service should run: its GPU device ids (empty: no GPU) and VRAM budget in GB.
+
+    ``keep_budget``: no budget is saved for it, so whatever ``VRAM_BUDGET_GB`` the container has
+    is kept (never a reason to recreate). ``labels`` are set on a recreated container.
+    """
 
     service: str
     device_ids: tuple[str, ...]
     budget_gb: float | None
     latency_critical: bool = False
+    keep_budget: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,9 @@ def devices_differ(a: Sequence[str], b: Sequence[str]) -> bool:
 
 def differs(current: ContainerState, target: Target) -> bool:
     """Whether a container must be recreated to match a target (device order does not matter)."""
-    return devices_differ(current.device_ids, target.device_ids) or not same_budget(
-        current.budget_gb, target.budget_gb
-    )
+    if devices_differ(current.device_ids, target.device_ids):
+        return True
+    return not target.keep_budget and not same_budget(current.budget_gb, target.budget_gb)
 
 
 def diff(runtime: ContainerRuntime, targets: Iterable[Target]) -> list[Change]:
@@ -232,15 +238,18 @@ def execute(
         _report(progress, change.service, Step.PENDING, message)
 
     def recreate(change: Change) -> RecreateResult:
-        service = change.service
+        service, target = change.service, change.target
+        budget = change.current.budget_gb if target.keep_budget else target.budget_gb
+        extra = {"labels": dict(target.labels)} if target.labels else {}
         try:
             return runtime.recreate(
                 service,
-                device_ids=change.target.device_ids,
-                budget_gb=change.target.budget_gb,
+                device_ids=target.device_ids,
+                budget_gb=budget,
                 progress=lambda step, message: _report(progress, service, step, message),
                 before_start=lambda: gate.before_start(service),
                 health_timeout=health_timeout,
+                **extra,
             )
         except Exception as exc:  # one service's error must not sink the others
             logger.exception("recreate of %s raised", service)

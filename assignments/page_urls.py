@@ -1,6 +1,6 @@
 from django.urls import path
 
-from assignments import views
+from assignments import compose_views, views
 
 urlpatterns = [
     path("", views.settings_index, name="settings"),
@@ -15,5 +15,7 @@ urlpatterns = [
     path("gpu/apply/progress/", views.apply_progress, name="settings-gpu-apply-progress"),
     path("gpu/services/", views.services_view, name="settings-gpu-services"),
     path("gpu/demo-runtime/", views.demo_runtime_view, name="settings-gpu-demo-runtime"),
+    path("gpu/compose/", compose_views.compose_panel, name="settings-gpu-compose"),
+    path("gpu/compose/add/", compose_views.compose_service_add, name="settings-gpu-compose-add"),
     path("gpu/history/", views.history_view, name="settings-gpu-history"),
 ]

@@ -56,8 +56,20 @@ class PlanningInput:
         return [Placement(s.name, s.current_gpu, s.budget_gb) for s in self.services]
 
 
+def compose_report(*, tool: str | None = None) -> dict:
+    """What each managed service gets under the compose tool (``tool``: another kind than the
+    one in use); raises ``UnknownTool`` for a name that is not a tool."""
+    from assignments.compose.project import compose_check
+
+    return compose_check(config_entries(), tool_name=tool)
+
+
 def planning_input() -> PlanningInput:
+    from assignments.compose.project import base_budgets
+
     services = list(service_list())
+    # A service's default budget is the base compose file's VRAM_BUDGET_GB when it sets one.
+    base_budget = base_budgets()
     assignments = assignment_map()
     demands = []
     for svc in services:
@@ -69,7 +81,9 @@ def planning_input() -> PlanningInput:
                 latency_critical=svc.latency_critical,
                 isolated=svc.isolated,
                 budget_adjustable=svc.budget_adjustable,
-                default_budget_gb=svc.default_budget_gb,
+                default_budget_gb=base_budget.get(svc.name, svc.default_budget_gb)
+                if svc.budget_adjustable
+                else svc.default_budget_gb,
                 min_budget_gb=svc.min_budget_gb,
                 current_gpu=a.effective_gpu_index if a else None,
                 budget_gb=a.vram_budget_override if a else None,
@@ -251,18 +265,23 @@ def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
                 budget_gb=d.budget_gb if d.budget_gb is not None else d.default_budget_gb,
                 budget_adjustable=d.budget_adjustable,
                 fallback_reason=reasons.get(d.name, ""),
+                budget_saved=d.budget_gb is not None,
             )
         )
     return entries
 
 
 def apply_targets(data: PlanningInput | None = None) -> list[Target]:
-    """What each enabled service should run with: device ids (in the configured format) and
-    its VRAM budget."""
+    """What each enabled service should run with: device ids (in the configured format), its
+    VRAM budget when one is saved, and the compose labels of the written files."""
+    from assignments.compose.project import config_labels
+
     data = data or planning_input()
     id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
+    entries = config_entries(data)
+    labels = config_labels(entries)
     targets = []
-    for entry, demand in zip(config_entries(data), data.services, strict=True):
+    for entry, demand in zip(entries, data.services, strict=True):
         device_ids = () if entry.gpu_index is None else (files.device_id(entry, id_format),)
         targets.append(
             Target(
@@ -270,6 +289,9 @@ def apply_targets(data: PlanningInput | None = None) -> list[Target]:
                 device_ids=device_ids,
                 budget_gb=entry.budget_gb if entry.budget_adjustable else None,
                 latency_critical=demand.latency_critical,
+                # No saved override: the container keeps its budget (the files write none).
+                keep_budget=not entry.budget_saved,
+                labels=labels.get(entry.service, {}),
             )
         )
     return targets

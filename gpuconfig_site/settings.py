@@ -284,6 +284,10 @@ GPUCONFIG_APPLY_LOCK_TTL = env_int("GPUCONFIG_APPLY_LOCK_TTL", 30)
 GPUCONFIG_HEALTH_GRACE = float(os.environ.get("GPUCONFIG_HEALTH_GRACE", "3"))
 # Seconds each step of a "Simulated containers" recreate takes (so its progress can be watched).
 GPUCONFIG_SIMULATED_RUNTIME_STEP = float(os.environ.get("GPUCONFIG_SIMULATED_RUNTIME_STEP", "0.6"))
+# The user's base compose file(s), comma-separated, and the compose tool that runs them.
+GPUCONFIG_COMPOSE_FILE = os.environ.get("GPUCONFIG_COMPOSE_FILE") or None
+GPUCONFIG_COMPOSE_TOOL = os.environ.get("GPUCONFIG_COMPOSE_TOOL", "auto")
+GPUCONFIG_COMPOSE_TIMEOUT = float(os.environ.get("GPUCONFIG_COMPOSE_TIMEOUT", "30"))
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
 GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
 

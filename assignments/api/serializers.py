@@ -136,3 +136,37 @@ class AiServiceSerializer(serializers.ModelSerializer):
 
 class AiServiceListSerializer(serializers.Serializer):
     services = AiServiceSerializer(many=True)
+
+
+class ComposeToolSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="docker-compose-v2, podman-compose or docker-compose-v1")
+    version = serializers.CharField(allow_null=True, help_text="null: not installed")
+
+
+class ComposeServiceSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    assigned = serializers.ListField(child=serializers.CharField())
+    effective = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Device ids of every NVIDIA request after the merge (count:N or all for a "
+        "request without ids).",
+    )
+    ok = serializers.BooleanField()
+    problem = serializers.CharField(allow_blank=True)
+
+
+class ComposeCheckSerializer(serializers.Serializer):
+    tool = ComposeToolSerializer()
+    cwd = serializers.CharField()
+    up_command = serializers.ListField(child=serializers.CharField())
+    config_command = serializers.ListField(child=serializers.CharField())
+    ok = serializers.BooleanField()
+    checked_by = serializers.ChoiceField(choices=["tool", "model"])
+    services = ComposeServiceSerializer(many=True)
+    base_files = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(allow_blank=True)
+    patch = serializers.CharField(allow_blank=True, help_text="Fix for the base file (v1 only)")
+    unmanaged = serializers.ListField(
+        child=serializers.CharField(), help_text="GPU services of the base not in the catalog"
+    )
+    not_in_stack = serializers.ListField(child=serializers.CharField())

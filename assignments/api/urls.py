@@ -7,6 +7,7 @@ urlpatterns = [
     path("gpu-config/preview", views.PreviewView.as_view(), name="api-gpu-config-preview"),
     path("gpu-config/apply", views.ApplyView.as_view(), name="api-gpu-config-apply"),
     path("gpu-config/status", views.StatusView.as_view(), name="api-gpu-config-status"),
+    path("gpu-config/compose", views.ComposeView.as_view(), name="api-gpu-config-compose"),
     path("gpu-config/services", views.ServicesView.as_view(), name="api-gpu-config-services"),
     path("ai-services", views.AiServicesView.as_view(), name="api-ai-services"),
 ]

@@ -10,8 +10,10 @@ from rest_framework.views import APIView
 
 from assignments import planner
 from assignments.api import serializers as s
+from assignments.compose.tools import AUTO, KINDS, UnknownTool
 from assignments.selectors import (
     apply_status,
+    compose_report,
     config_current,
     config_preview,
     plan_details,
@@ -158,6 +160,24 @@ class StatusView(APIView):
         data["run_status"] = run.status if run else None
         data["error"] = run.error if run else ""
         return Response(s.StatusSerializer(data).data)
+
+
+class ComposeView(APIView):
+    """What each managed service really gets from the base compose file(s) plus the generated
+    files, checked by the compose tool's own ``config`` (or the merge model when none is
+    installed), with the commands to run."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("tool", str, required=False, enum=[AUTO, *KINDS])],
+        responses={200: s.ComposeCheckSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_compose",
+    )
+    def get(self, request):
+        try:
+            report = compose_report(tool=request.query_params.get("tool") or None)
+        except UnknownTool as exc:
+            return bad_request(str(exc))
+        return Response(s.ComposeCheckSerializer(report).data)
 
 
 class ServicesView(APIView):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -81,7 +81,9 @@ class ContainerRuntime:
       without a container). ``before_start`` is called once the old container has stopped and
       before the new one is created; the apply orchestrator uses it to wait until the services
       leaving the target GPU have stopped (VRAM freed before it is claimed); if it raises, the
-      recreate is rolled back with its message as the reason. Returns the outcome; it does not
+      recreate is rolled back with its message as the reason. ``labels`` are set on the new
+      container over the old one's (the compose tool's config hash of the written files, so
+      that a later ``compose up`` sees nothing to change). Returns the outcome; it does not
       raise for a failed recreate.
     - ``recover()`` restores containers left renamed aside by an interrupted recreate and
       returns the names of the services it restored.
@@ -127,6 +129,7 @@ class ContainerRuntime:
         progress: Progress,
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RecreateResult:  # pragma: no cover - contract
         raise NotImplementedError
 

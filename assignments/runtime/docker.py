@@ -104,6 +104,8 @@ def replacement_spec(
     host_config = copy.deepcopy(attrs["HostConfig"])
 
     config["Env"] = with_budget(config.get("Env"), change.budget_gb)
+    if change.labels:
+        config["Labels"] = {**(config.get("Labels") or {}), **change.labels}
     # An unset hostname defaults to the container's short id: let the new one get its own.
     if config.get("Hostname") == old_id[:12]:
         config.pop("Hostname")

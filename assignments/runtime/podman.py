@@ -231,7 +231,11 @@ def replacement_spec(attrs: dict[str, Any], change: Replacement, *, name: str) -
         "command": config.get("Cmd") or None,
         "entrypoint": _entrypoint(attrs),
         "env": _environment(attrs, change, had_gpu=bool(device_ids_of(old_devices))),
-        "labels": {**(config.get("Labels") or {}), DEVICES_LABEL: json.dumps(devices)},
+        "labels": {
+            **(config.get("Labels") or {}),
+            **change.labels,
+            DEVICES_LABEL: json.dumps(devices),
+        },
         "devices": [{"path": device} for device in devices],
         "mounts": mounts,
         "volumes": volumes,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +236,7 @@ class EngineRuntime(ContainerRuntime):
         progress: Progress,
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RecreateResult:
         with self.connect() as engine:
             try:
@@ -251,7 +252,7 @@ class EngineRuntime(ContainerRuntime):
             return Recreate(
                 engine=engine,
                 old=old,
-                change=Replacement(tuple(device_ids), budget_gb),
+                change=Replacement(tuple(device_ids), budget_gb, dict(labels or {})),
                 progress=progress,
                 before_start=before_start,
                 health_timeout=self.health_timeout if health_timeout is None else health_timeout,

@@ -177,6 +177,7 @@ class SimulatedRuntime(ContainerRuntime):
         progress: Progress,
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RecreateResult:
         old = self._get(service)
         if old is None:

@@ -5,7 +5,8 @@ recreate changes."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from assignments.planner.types import format_budget_gb
 
@@ -75,6 +76,8 @@ class Replacement:
 
     device_ids: tuple[str, ...]
     budget_gb: float | None
+    # Set on the new container over the old one's (compose's config hash, say).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         gpus = ",".join(self.device_ids) if self.device_ids else "none"

@@ -22,7 +22,6 @@ from assignments.planner.registry import get_strategy
 from assignments.selectors import PlanningInput, config_entries, config_issues, planning_input
 from gpuconfig_site.errors import ApplicationError
 from gpus.models import Gpu
-from gpus.units import MB_PER_GB
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +83,10 @@ def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> fl
         raise refuse(f"vram_budget_override must be greater than 0 GB, got {value:g}.")
     if not svc.budget_adjustable:
         raise refuse("this service does not take a VRAM budget override.")
-    limit = MAX_BUDGET_GB
-    where = f"the {MAX_BUDGET_GB:g} GB limit"
-    if gpu is not None and gpu.vram_total_mb:
-        limit = gpu.vram_total_mb / MB_PER_GB
-        where = f"the {limit:.1f} GB of GPU {gpu.index} ({gpu.name})"
-    if value > limit:
-        raise refuse(f"a VRAM budget of {value:g} GB is more than {where}.")
+    # More than the card holds is the guide's "VRAM Budget Exceeded" warning (with a suggested
+    # budget), which the user may accept: saved, not refused. Only nonsense is refused.
+    if value > MAX_BUDGET_GB:
+        raise refuse(f"a VRAM budget of {value:g} GB is more than the {MAX_BUDGET_GB:g} GB limit.")
     if round(value, 2) < MIN_BUDGET_GB:
         raise refuse(f"a VRAM budget must be at least {MIN_BUDGET_GB:g} GB, got {value:g}.")
     return round(value, 2)
@@ -404,8 +400,7 @@ def config_files_write() -> dict:
         data = planning_input()
         texts = _files_render(data, strategy=GpuConfig.load().strategy, version=_latest_version())
         files.stage_files(texts).commit()
-    override, reference = texts
-    return {"override": override, "assignments": reference}
+    return files.written_paths(texts)
 
 
 def config_files_sync() -> dict:

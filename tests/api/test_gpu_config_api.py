@@ -205,10 +205,6 @@ BAD_BODIES = [
         "more than",
     ),
     (
-        {"assignments": [{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 5}]},
-        "more than the 4.0 GB",
-    ),
-    (
         {
             "assignments": [
                 {"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": "lots"}

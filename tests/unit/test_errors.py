@@ -16,14 +16,14 @@ def _refusal(**change) -> ApplicationError:
 
 def test_a_budget_refusal_names_its_service_and_field(reference_inventory):
     error = _refusal(
-        assignments=[{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 99}]
+        assignments=[{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 2000}]
     )
     assert error.extra == {
         "code": "config_invalid",
         "service": "ai-enrichment",
         "field": "vram_budget_override",
     }
-    assert error.message.startswith("ai-enrichment: a VRAM budget of 99 GB is more than")
+    assert error.message.startswith("ai-enrichment: a VRAM budget of 2000 GB is more than")
 
 
 def test_a_gpu_refusal_names_the_gpu_field(reference_inventory):

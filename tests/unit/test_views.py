@@ -319,12 +319,12 @@ def test_save_with_an_invalid_budget_shows_the_error_and_changes_nothing(
         config_files(settings),
     )
     response = staff.post(
-        "/settings/gpu/save/", form_data(**{"budget-ai-enrichment": "50"}), **HTMX
+        "/settings/gpu/save/", form_data(**{"budget-ai-enrichment": "2000"}), **HTMX
     )
     assert response.status_code == 422
     body = text(response)
     assert "Nothing was saved." in body
-    assert "ai-enrichment: a VRAM budget of 50 GB is more than the 4.0 GB of GPU 1" in body
+    assert "ai-enrichment: a VRAM budget of 2000 GB is more than the 1024 GB limit" in body
     assert '<p class="field-error">ai-enrichment: a VRAM budget' in body
     after = (
         list(Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")),

@@ -1,0 +1,237 @@
+"""The user's compose project as the settings describe it: its base files, the tool in use, the
+files gpuconfig writes for that tool, and the check of what each service really gets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from io import StringIO
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+from dotenv import dotenv_values
+
+from assignments.files import FileEntry, device_id
+
+from . import model, rendering, tools
+from .reading import BaseStack, compose_files_setting, stack_read
+
+logger = logging.getLogger(__name__)
+
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+_DEFAULT_ARGV = {tools.V2: ("docker", "compose"), tools.PODMAN: ("podman-compose",)}
+_DEFAULT_ARGV[tools.V1] = ("docker-compose",)
+
+_stack_cache: dict[tuple, BaseStack] = {}
+_stack_lock = threading.Lock()
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def stack_current() -> BaseStack | None:
+    """The base stack named by ``GPUCONFIG_COMPOSE_FILE`` (None when unset); re-read when a file
+    or its ``.env`` changes. Raises ``ComposeInvalid`` when it cannot be read."""
+    files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
+    if not files:
+        return None
+    key = (files, *(_mtime(p) for p in (*files, files[0].parent / ".env")))
+    with _stack_lock:
+        if key in _stack_cache:
+            return _stack_cache[key]
+    stack = stack_read(files)
+    with _stack_lock:
+        _stack_cache.clear()
+        _stack_cache[key] = stack
+    return stack
+
+
+def base_budgets() -> dict[str, float]:
+    """The ``VRAM_BUDGET_GB`` the base file gives each service (empty when there is no base or
+    it cannot be read: the catalog's defaults then apply)."""
+    try:
+        stack = stack_current()
+    except model.ComposeInvalid as exc:
+        logger.warning("Cannot read the base compose file: %s", exc)
+        return {}
+    if stack is None:
+        return {}
+    return {s.name: s.budget_gb for s in stack.services.values() if s.budget_gb is not None}
+
+
+def tool_current(name: str | None = None) -> tuple[str, tools.ComposeTool | None]:
+    """The tool kind to write files for, and the installed tool of that kind (None when none
+    is installed). ``name`` (or ``GPUCONFIG_COMPOSE_TOOL``) ``auto``: what is installed, else
+    Compose v2's form. Raises ``UnknownTool`` for a name that is not a tool."""
+    choice = name or getattr(settings, "GPUCONFIG_COMPOSE_TOOL", tools.AUTO) or tools.AUTO
+    tool = tools.tool_detect(choice)
+    kind = tool.name if tool else (tools.V2 if choice == tools.AUTO else choice)
+    return kind, tool
+
+
+def project_name(stack: BaseStack | None) -> str | None:
+    return getattr(settings, "GPUCONFIG_COMPOSE_PROJECT", None) or (
+        stack.default_project() if stack else None
+    )
+
+
+def files_render(entries: list[FileEntry], *, tool: str | None = None) -> rendering.Rendered:
+    """The generated compose files for the tool in use (or ``tool``)."""
+    try:
+        stack = stack_current()
+    except model.ComposeInvalid as exc:
+        logger.warning("Cannot read the base compose file, writing a plain override: %s", exc)
+        stack = None
+    # Without a base there is nothing to override: the plain form suits every tool.
+    kind = tools.V2 if stack is None else tool or tool_current()[0]
+    return rendering.render(
+        entries, stack=stack, tool=kind, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
+    )
+
+
+def _command_args(stack: BaseStack | None, rendered: rendering.Rendered, folder: Path) -> dict:
+    return {
+        "files": [*(stack.files if stack else ()), *(folder / n for n in rendered.files)],
+        "project": project_name(stack),
+        "env_file": folder / rendering.ENV_NAME if rendered.env_file is not None else None,
+    }
+
+
+def _write(rendered: rendering.Rendered, folder: Path) -> None:
+    for name, text in rendered.files.items():
+        (folder / name).write_text(text)
+    if rendered.env_file is not None:
+        (folder / rendering.ENV_NAME).write_text(rendered.env_file)
+
+
+def _model_services(stack: BaseStack | None, rendered: rendering.Rendered) -> dict:
+    documents = [model.load(p.read_text(), source=str(p)) for p in (stack.files if stack else ())]
+    documents += [model.load(text) for text in rendered.files.values()]
+    env = dict(stack.env) if stack else {}
+    if rendered.env_file is not None:
+        env = {k: v or "" for k, v in dotenv_values(stream=StringIO(rendered.env_file)).items()}
+    env.update(os.environ)
+    return model.interpolate(model.merge_files(documents), env).get("services") or {}
+
+
+def _describe_problem(assigned: list[str], effective: list[str], requests: int) -> str:
+    if not assigned:
+        return f"should have no GPU but requests {', '.join(effective)}"
+    if requests > 1:
+        return (
+            f"{requests} GPU requests ({', '.join(effective)}): the service sees more than its "
+            "assigned GPU and uses the first one visible"
+        )
+    if not effective:
+        return "gets no GPU request"
+    return f"gets {', '.join(effective)} instead of {', '.join(assigned)}"
+
+
+def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> dict:
+    """What each managed service gets from the base file(s) plus the files gpuconfig writes for
+    the tool: from the installed tool's ``config`` (with a timeout), else from the project's own
+    merge model (``checked_by``). Raises ``UnknownTool`` for an unknown ``tool_name``."""
+    kind, tool = tool_current(tool_name)
+    stack_error = ""
+    try:
+        stack = stack_current()
+    except model.ComposeInvalid as exc:
+        stack, stack_error = None, str(exc)
+    id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
+    rendered = rendering.render(entries, stack=stack, tool=kind, id_format=id_format)
+    shown = tool or tools.ComposeTool(kind, _DEFAULT_ARGV[kind], "")
+    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR).resolve()
+    cwd = stack.project_dir if stack else config_dir
+    shown_args = _command_args(stack, rendered, config_dir)
+    result = {
+        "tool": {"name": kind, "version": tool.version if tool else None},
+        "cwd": str(cwd),
+        "up_command": shown.command(["up", "-d"], display=True, **shown_args),
+        "config_command": shown.command(["config"], display=True, **shown_args),
+        "checked_by": "tool" if tool else "model",
+        "base_files": [str(p) for p in stack.files] if stack else [],
+        "error": stack_error,
+        "patch": rendered.patch,
+        "unmanaged": sorted(
+            set(stack.gpu_services) - {e.service for e in entries} if stack else set()
+        ),
+        "not_in_stack": sorted({e.service for e in entries} - set(rendered.managed)),
+    }
+    try:
+        if tool is not None:
+            with tempfile.TemporaryDirectory(prefix="gpuconfig-compose-") as tmp:
+                folder = Path(tmp)
+                _write(rendered, folder)
+                done = tool.run(
+                    ["config"],
+                    cwd=cwd,
+                    timeout=float(getattr(settings, "GPUCONFIG_COMPOSE_TIMEOUT", 30)),
+                    **_command_args(stack, rendered, folder),
+                )
+            services = (yaml.safe_load(done.stdout) or {}).get("services") or {}
+        else:
+            services = _model_services(stack, rendered)
+    except (tools.ComposeToolError, model.ComposeInvalid, yaml.YAMLError) as exc:
+        result["error"] = str(exc)
+        services = {}
+
+    by_name = {e.service: e for e in entries}
+    rows = []
+    for name in rendered.managed:
+        entry = by_name[name]
+        assigned = [] if entry.gpu_index is None else [device_id(entry, id_format)]
+        effective, requests = model.effective_devices(services.get(name) or {})
+        problem = rendered.problems.get(name, "")
+        ok = not problem and not result["error"] and effective == assigned
+        ok = ok and requests == (1 if assigned else 0)
+        if not ok and not problem:
+            problem = result["error"] or _describe_problem(assigned, effective, requests)
+        rows.append(
+            {
+                "service": name,
+                "assigned": assigned,
+                "effective": effective,
+                "ok": ok,
+                "problem": problem,
+            }
+        )
+    result["services"] = rows
+    result["ok"] = not result["error"] and all(r["ok"] for r in rows)
+    return result
+
+
+def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
+    """The compose labels a recreated container must carry so that the tool in use sees it as
+    created from the written files: Compose v2's ``config-hash`` (from ``config --hash``) per
+    service. Empty when there is no base file or the tool records no hash."""
+    try:
+        stack = stack_current()
+        if stack is None:
+            return {}
+        kind, tool = tool_current()
+    except (model.ComposeInvalid, tools.UnknownTool) as exc:
+        logger.warning("No compose labels for recreated containers: %s", exc)
+        return {}
+    if tool is None or kind != tools.V2:
+        return {}
+    rendered = rendering.render(
+        entries, stack=stack, tool=kind, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
+    )
+    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR).resolve()
+    try:
+        hashes = tool.config_hashes(
+            cwd=stack.project_dir,
+            timeout=float(getattr(settings, "GPUCONFIG_COMPOSE_TIMEOUT", 30)),
+            **_command_args(stack, rendered, config_dir),
+        )
+    except tools.ComposeToolError as exc:
+        logger.warning("No compose config-hash for recreated containers: %s", exc)
+        return {}
+    return {service: {CONFIG_HASH_LABEL: digest} for service, digest in hashes.items()}
