@@ -24,7 +24,6 @@ class AiServiceAdmin(admin.ModelAdmin):
         "budget_adjustable",
         "default_budget_gb",
         "enabled",
-        "sort_order",
     ]
     list_editable = [
         "vram_required_mb",

@@ -20,28 +20,46 @@ class AiService(models.Model):
     The strategy flags live here so a strategy never hard-codes service names.
     """
 
-    name = models.SlugField(max_length=100, unique=True, help_text="Compose service name.")
-    display_name = models.CharField(max_length=200)
-    model_name = models.CharField(max_length=200, blank=True, help_text="The model it serves.")
+    name = models.SlugField(
+        "service", max_length=100, unique=True, help_text="Compose service name."
+    )
+    display_name = models.CharField("display name", max_length=200)
+    model_name = models.CharField(
+        "model", max_length=200, blank=True, help_text="The model it serves."
+    )
     description = models.TextField(blank=True)
     vram_required_mb = models.PositiveIntegerField(
-        help_text="VRAM estimate in MB (1 GB = 1024 MB)."
+        "VRAM required (MB)", help_text="VRAM estimate in MB (1 GB = 1024 MB)."
     )
-    latency_critical = models.BooleanField(default=False)
+    latency_critical = models.BooleanField(
+        "latency-critical",
+        default=False,
+        help_text="Kept on the fastest GPU by the latency-optimized strategy.",
+    )
     isolated = models.BooleanField(
-        default=False, help_text="Prefers a GPU of its own (isolation-first strategy)."
+        "isolated", default=False, help_text="Prefers a GPU of its own (isolation-first strategy)."
     )
     budget_adjustable = models.BooleanField(
-        default=False, help_text="Reads a VRAM budget from VRAM_BUDGET_GB."
+        "VRAM budget adjustable",
+        default=False,
+        help_text="Reads a VRAM budget from VRAM_BUDGET_GB.",
     )
-    default_budget_gb = models.FloatField(null=True, blank=True)
+    default_budget_gb = models.FloatField(
+        "default VRAM budget (GB)",
+        null=True,
+        blank=True,
+        help_text="The budget it runs with when none is set (budget-adjustable services).",
+    )
     min_budget_gb = models.FloatField(
+        "minimum VRAM budget (GB)",
         null=True,
         blank=True,
         help_text="Smallest VRAM budget worth running it with; no smaller budget is suggested.",
     )
-    enabled = models.BooleanField(default=True)
-    sort_order = models.PositiveSmallIntegerField(default=0)
+    enabled = models.BooleanField(default=True, help_text="Disabled services are not placed.")
+    sort_order = models.PositiveSmallIntegerField(
+        "order", default=0, help_text="Position on the page and in lists."
+    )
 
     class Meta:
         ordering = ["sort_order", "name"]
@@ -59,6 +77,7 @@ class AiService(models.Model):
             ),
         ]
         verbose_name = "AI service"
+        verbose_name_plural = "AI services"
 
     def __str__(self) -> str:
         return self.name
@@ -92,15 +111,27 @@ def validate_strategy(value: str) -> None:
 class GpuConfig(models.Model):
     """The current strategy. There is exactly one row (pk 1)."""
 
-    strategy = models.CharField(max_length=40, default="vram_based", validators=[validate_strategy])
-    updated_at = models.DateTimeField(auto_now=True)
+    strategy = models.CharField(
+        max_length=40,
+        default="vram_based",
+        validators=[validate_strategy],
+        help_text="How services are placed: manual, vram_based, latency_optimized, "
+        "isolation_first or balanced.",
+    )
+    updated_at = models.DateTimeField("updated", auto_now=True)
     updated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="updated by",
     )
 
     class Meta:
         constraints = [models.CheckConstraint(condition=Q(pk=1), name="gpuconfig_singleton")]
         verbose_name = "GPU configuration"
+        verbose_name_plural = "GPU configuration"
 
     def __str__(self) -> str:
         return f"Strategy: {self.strategy}"
@@ -123,17 +154,26 @@ class Assignment(models.Model):
 
     FALLBACK_FIELDS = ("fallback_gpu_index", "fallback_gpu_uuid", "lost_gpu_uuid", "fallback_since")
 
-    service = models.OneToOneField(AiService, on_delete=models.CASCADE, related_name="assignment")
-    gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
-    gpu_uuid = models.CharField(max_length=96, blank=True)
-    vram_budget_override = models.FloatField(
-        null=True, blank=True, help_text="VRAM budget in GB (budget-adjustable services only)."
+    service = models.OneToOneField(
+        AiService, on_delete=models.CASCADE, related_name="assignment", verbose_name="service"
     )
-    fallback_gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
-    fallback_gpu_uuid = models.CharField(max_length=96, blank=True)
-    lost_gpu_uuid = models.CharField(max_length=96, blank=True)
-    fallback_since = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    gpu_index = models.PositiveSmallIntegerField(
+        "GPU", null=True, blank=True, help_text="GPU index; empty: not on any GPU."
+    )
+    gpu_uuid = models.CharField("GPU UUID", max_length=96, blank=True)
+    vram_budget_override = models.FloatField(
+        "VRAM budget (GB)",
+        null=True,
+        blank=True,
+        help_text="VRAM budget in GB (budget-adjustable services only); empty: the default.",
+    )
+    fallback_gpu_index = models.PositiveSmallIntegerField(
+        "fallback GPU", null=True, blank=True, help_text="Where it runs while its GPU is lost."
+    )
+    fallback_gpu_uuid = models.CharField("fallback GPU UUID", max_length=96, blank=True)
+    lost_gpu_uuid = models.CharField("lost GPU UUID", max_length=96, blank=True)
+    fallback_since = models.DateTimeField("falling back since", null=True, blank=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
 
     class Meta:
         ordering = ["service__sort_order", "service__name"]
@@ -143,6 +183,7 @@ class Assignment(models.Model):
                 name="assignment_budget_positive",
             ),
         ]
+        verbose_name = "assignment"
 
     def __str__(self) -> str:
         return f"{self.service.name} → GPU {self.effective_gpu_index}"
@@ -188,19 +229,25 @@ class ConfigVersion(models.Model):
         REINDEX = "reindex", "GPU indices changed"
         CATALOG = "catalog", "Service catalog changed"
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField("saved", auto_now_add=True, db_index=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="saved by",
     )
-    actor = models.CharField(max_length=150, blank=True, help_text="Who made it, as text.")
+    actor = models.CharField("who", max_length=150, blank=True, help_text="Who made it, as text.")
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.SAVE)
     strategy = models.CharField(max_length=40)
-    assignments = models.JSONField(default=list)
-    warnings = models.JSONField(default=list)
+    assignments = models.JSONField(default=list, help_text="Every service's GPU and budget.")
+    warnings = models.JSONField(default=list, help_text="Warnings shown when it was saved.")
 
     class Meta:
         ordering = ["-created_at", "-pk"]
         get_latest_by = "created_at"
+        verbose_name = "configuration version"
 
     def __str__(self) -> str:
         return f"v{self.pk} {self.strategy} ({self.get_source_display()})"
@@ -218,18 +265,28 @@ class ApplyRun(models.Model):
 
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED)
 
-    operation_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    operation_id = models.UUIDField("operation ID", default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     config_version = models.ForeignKey(
-        ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="apply_runs"
+        ConfigVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="apply_runs",
+        verbose_name="configuration version",
     )
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="requested by",
     )
-    actor = models.CharField(max_length=150, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    actor = models.CharField("who", max_length=150, blank=True)
+    created_at = models.DateTimeField("requested", auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField("started", null=True, blank=True)
+    finished_at = models.DateTimeField("finished", null=True, blank=True)
     services = models.JSONField(default=list, help_text="Services planned to restart.")
     results = models.JSONField(default=dict, help_text="Per-service outcome and message.")
     error = models.TextField(blank=True)
@@ -237,6 +294,7 @@ class ApplyRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        verbose_name = "apply run"
 
     def __str__(self) -> str:
         return f"Apply {self.operation_id} ({self.status})"

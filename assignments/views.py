@@ -297,7 +297,8 @@ def config_check(request):
                 f"{moved} service{'s' if moved != 1 else ''} would move (highlighted). "
                 "Press Save to keep it."
             )
-            return _render(request, "assignments", _config_context(request, form, notice=notice))
+            context = _config_context(request, form, notice=notice)
+            return _render(request, "plan-result", context)
     data = request.POST.copy()
     for key, field_name in (("fill", budget_field_name), ("move", gpu_field_name)):
         service, sep, value = request.POST.get(key, "").partition("=")

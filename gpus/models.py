@@ -11,24 +11,33 @@ from gpus.units import MB_PER_GB
 class Gpu(models.Model):
     """One NVIDIA GPU, identified by its UUID. Kept when it disappears (``available`` False)."""
 
-    uuid = models.CharField(max_length=96, unique=True)
+    uuid = models.CharField("UUID", max_length=96, unique=True)
     index = models.PositiveSmallIntegerField(help_text="Index at the last scan that saw it.")
     name = models.CharField(max_length=200)
-    pci_bus_id = models.CharField(max_length=32, blank=True)
-    vram_total_mb = models.PositiveIntegerField(null=True, blank=True)
-    vram_used_mb = models.PositiveIntegerField(null=True, blank=True)
+    pci_bus_id = models.CharField("PCI bus ID", max_length=32, blank=True)
+    vram_total_mb = models.PositiveIntegerField("VRAM total (MB)", null=True, blank=True)
+    vram_used_mb = models.PositiveIntegerField("VRAM used (MB)", null=True, blank=True)
     processes_used_mb = models.PositiveIntegerField(
-        null=True, blank=True, help_text="VRAM held by running compute processes."
+        "VRAM used by processes (MB)",
+        null=True,
+        blank=True,
+        help_text="VRAM held by running compute processes.",
     )
-    compute_capability_major = models.PositiveSmallIntegerField(null=True, blank=True)
-    compute_capability_minor = models.PositiveSmallIntegerField(null=True, blank=True)
-    utilization_percent = models.PositiveSmallIntegerField(null=True, blank=True)
-    temperature_c = models.SmallIntegerField(null=True, blank=True)
-    power_w = models.FloatField(null=True, blank=True)
-    available = models.BooleanField(default=True)
-    last_seen = models.DateTimeField(null=True, blank=True)
+    compute_capability_major = models.PositiveSmallIntegerField(
+        "compute capability (major)", null=True, blank=True
+    )
+    compute_capability_minor = models.PositiveSmallIntegerField(
+        "compute capability (minor)", null=True, blank=True
+    )
+    utilization_percent = models.PositiveSmallIntegerField("utilisation (%)", null=True, blank=True)
+    temperature_c = models.SmallIntegerField("temperature (°C)", null=True, blank=True)
+    power_w = models.FloatField("power (W)", null=True, blank=True)
+    available = models.BooleanField(
+        default=True, help_text="Seen by the last scan; a lost GPU is kept, unavailable."
+    )
+    last_seen = models.DateTimeField("last seen", null=True, blank=True)
     backend = models.CharField(max_length=32, blank=True, help_text="Backend of the last scan.")
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField("updated", auto_now=True)
 
     class Meta:
         ordering = ["-available", "index", "uuid"]
@@ -43,6 +52,7 @@ class Gpu(models.Model):
             ),
         ]
         verbose_name = "GPU"
+        verbose_name_plural = "GPUs"
 
     def __str__(self) -> str:
         return f"GPU {self.index}: {self.name}"
@@ -67,14 +77,17 @@ class Gpu(models.Model):
 class GpuSample(models.Model):
     """A utilisation/VRAM reading of one GPU at one scan, kept for a bounded time for charts."""
 
-    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="samples")
-    taken_at = models.DateTimeField(db_index=True)
-    utilization_percent = models.PositiveSmallIntegerField(null=True, blank=True)
-    vram_used_mb = models.PositiveIntegerField(null=True, blank=True)
+    gpu = models.ForeignKey(
+        Gpu, on_delete=models.CASCADE, related_name="samples", verbose_name="GPU"
+    )
+    taken_at = models.DateTimeField("taken", db_index=True)
+    utilization_percent = models.PositiveSmallIntegerField("utilisation (%)", null=True, blank=True)
+    vram_used_mb = models.PositiveIntegerField("VRAM used (MB)", null=True, blank=True)
 
     class Meta:
         ordering = ["gpu", "taken_at"]
         indexes = [models.Index(fields=["gpu", "taken_at"], name="gpusample_gpu_time")]
+        verbose_name = "GPU sample"
 
     def __str__(self) -> str:
         return f"{self.gpu} @ {self.taken_at:%H:%M:%S}"

@@ -38,3 +38,13 @@ def choose_budget_suggestion(page) -> None:
     expect(page.get_by_label("VRAM budget for ai-enrichment (GB)")).to_have_value("3.5")
     expect(note.get_by_role("button", name=re.compile(r"^Use "))).to_have_count(0)
     expect(page.locator("#warnings")).not_to_contain_text("ai-enrichment needs 6.8 GB")
+
+
+def changed_rows(strategy: str) -> list[str]:
+    """The services whose row the strategy's plan changes (GPU or budget) from the saved
+    table, as the planner computes them."""
+    from assignments import page_selectors
+    from assignments.selectors import planning_input
+
+    table = page_selectors.table_state(page_selectors.plan_choices(strategy), data=planning_input())
+    return [row.service.name for row in table.rows if row.changed]

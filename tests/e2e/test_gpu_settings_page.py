@@ -10,8 +10,16 @@ from playwright.sync_api import expect
 
 from assignments import planner
 from assignments.models import Assignment, ConfigVersion
+from assignments.services import config_save
 from tests.conftest import REFERENCE_GPUS, config_files
-from tests.e2e.pages import PHONE, STAFF, VIEWER, choose_budget_suggestion, screenshot
+from tests.e2e.pages import (
+    PHONE,
+    STAFF,
+    VIEWER,
+    changed_rows,
+    choose_budget_suggestion,
+    screenshot,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -41,20 +49,36 @@ def test_staff_previews_every_strategy_and_saves_a_suggested_budget(
     screenshot(phone, "gpu-settings-phone")
 
     plan = page.locator("#assignments")
+    notice = plan.locator("p.notice[role=status]")
     for strategy in planner.STRATEGIES.values():
+        # Choosing a strategy previews it at once; Preview Changes asks again. Each step waits
+        # for the answer of its own strategy, so no preview is still in flight at the next.
         page.get_by_label("Strategy").select_option(strategy.name)
+        expect(notice).to_contain_text(f"Preview of {strategy.label}:")
         page.get_by_role("button", name="Preview Changes").click()
-        if strategy.name != "manual":
-            expect(plan.locator(".notice")).to_contain_text(f"Preview of {strategy.label}")
+        expect(notice).to_contain_text(f"Preview of {strategy.label}:")
+        expect(page.get_by_label("Strategy")).to_have_value(strategy.name)
         expect(plan.locator("tbody tr")).to_have_count(5)
+    # From the saved table again: Isolation-First moves the rows the planner says it moves.
+    page.reload()
+    moved = changed_rows("isolation_first")
+    assert moved
     page.get_by_label("Strategy").select_option("isolation_first")
-    expect(plan.locator(".notice")).to_contain_text("Preview of Isolation-First")
-    # Three services move to GPU 1, and ai-enrichment's budget is lowered there.
-    expect(plan.locator("tbody tr.is-changed")).to_have_count(4)
-    expect(page.locator("#warnings")).to_contain_text("over capacity")
+    expect(notice).to_contain_text("Preview of Isolation-First")
+    expect(plan.locator("tbody tr.is-changed")).to_have_count(len(moved))
+    for name in moved:
+        expect(plan.locator(f"#row-{name}")).to_have_class(re.compile(r"\bis-changed\b"))
+    # The problems follow the previewed table, not the saved one.
+    expect(page.locator("#warnings")).to_contain_text("Unsaved changes")
+    problems = page.locator("#warnings .problem").count()
+    expect(page.locator("#problem-count")).to_have_text(
+        f"{problems} problem{'s' if problems != 1 else ''}" if problems else "No problems"
+    )
     screenshot(page, "gpu-settings-preview-desktop")
 
-    page.get_by_label("Strategy").select_option("manual")
+    # Back to the saved table; an edit there is saved as Manual.
+    page.reload()
+    expect(plan.locator("tbody tr.is-changed")).to_have_count(0)
     before = config_files(settings)
     choose_budget_suggestion(page)
     page.get_by_role("button", name="Save", exact=True).click()
@@ -152,9 +176,9 @@ def test_without_javascript_the_page_reads_and_saves_with_plain_posts(
     page = browsing.login(*STAFF, javascript=False)
     expect(page.locator("#gpu-cards .gpu-card")).to_have_count(2)
     expect(page.locator("#gpu-cards")).to_contain_text("19.3 of 24.0 GB in use")
-    page.get_by_label("Strategy").select_option("isolation_first")
+    page.get_by_label("Strategy").select_option("manual")
     page.get_by_role("button", name="Preview Changes").click()
-    expect(page.locator("#assignments .notice")).to_contain_text("Preview of Isolation-First")
+    expect(page.locator("#assignments .notice")).to_contain_text("Preview of Manual")
     use = page.locator("#note-ai-enrichment").get_by_role("button", name=re.compile(r"^Use "))
     value = use.inner_text().split()[1]
     use.click()
@@ -167,3 +191,28 @@ def test_without_javascript_the_page_reads_and_saves_with_plain_posts(
         value
     )
     screenshot(page, "gpu-settings-no-javascript-desktop")
+
+
+def test_without_javascript_a_fix_button_posts_the_table_with_its_one_change(
+    browsing, reference_gpus, staff_user
+):
+    # ai-enrichment fits GPU 1 at 2 GB; GPU 0 still holds 25.1 GB of 24, and a move fixes it.
+    config_save(
+        assignments=[{"service": "ai-enrichment", "gpu_index": 1, "vram_budget_override": 2.0}]
+    )
+    page = browsing.login(*STAFF, javascript=False)
+    move = page.locator("#warnings .problem").get_by_role("button", name=re.compile(r"^Move "))
+    expect(move.first).to_be_visible()
+    _, service, _, _, gpu = move.first.inner_text().split()
+    saved = Assignment.objects.get(service__name=service).gpu_index
+    assert saved != int(gpu)
+    move.first.click()
+    # The page comes back with that one change in the table, unsaved and marked as Manual.
+    expect(page.get_by_label(f"GPU for {service}")).to_have_value(gpu)
+    expect(page.locator(f"#row-{service}")).to_have_class(re.compile(r"\bis-changed\b"))
+    expect(page.locator("#row-ai-llm")).not_to_have_class(re.compile(r"\bis-changed\b"))
+    expect(page.get_by_label("Strategy")).to_have_value("manual")
+    assert Assignment.objects.get(service__name=service).gpu_index == saved
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messages")).to_contain_text("Saved as version")
+    assert Assignment.objects.get(service__name=service).gpu_index == int(gpu)
