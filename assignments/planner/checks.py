@@ -151,7 +151,7 @@ def _over_capacity(
     if not on_gpu or needed <= room:
         return None
     needs = ", ".join(f"{s.name} needs {gb(need_mb(s, p))} GB" for s, p in on_gpu)
-    text = (
+    text = _budget_exceeded(gpu, on_gpu, room) + (
         f"{gpu_label(gpu)} is over capacity by {gb_up(needed - room)} GB: "
         f"{needs}, {gb(max(room, 0))} GB available."
     )
@@ -180,6 +180,22 @@ def _over_capacity(
         needed_mb=needed,
         available_mb=room,
     )
+
+
+def _budget_exceeded(
+    gpu: GpuView, on_gpu: Sequence[tuple[ServiceDemand, Placement]], room: int
+) -> str:
+    """The user guide's "VRAM Budget Exceeded" lead, when a budget someone set (not a default)
+    is by itself more than ``gpu`` has room for; else empty."""
+    for service, placement in on_gpu:
+        explicit = placement.budget_gb if placement.budget_gb is not None else service.budget_gb
+        too_big = need_mb(service, placement) > room
+        if service.budget_adjustable and explicit is not None and too_big:
+            return (
+                f"VRAM Budget Exceeded: the budget of {service.name} ({explicit:.1f} GB) is more "
+                f"than {gpu_label(gpu)} has room for. "
+            )
+    return ""
 
 
 def gpu_label(gpu: GpuView | None, index: int | None = None) -> str:

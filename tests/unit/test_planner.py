@@ -548,9 +548,16 @@ def test_a_budget_override_the_gpu_cannot_give_is_too_large():
     (issue,) = check(REFERENCE_GPUS, [greedy], on([greedy], 1))
     assert issue.suggested_budget_gb == 3.5
     assert issue.message == (
+        "VRAM Budget Exceeded: the budget of ai-enrichment (5.0 GB) is more than GPU 1 "
+        "(RTX A400) has room for. "
         "GPU 1 (RTX A400) is over capacity by 1.1 GB: ai-enrichment needs 5.0 GB, 4.0 GB "
         "available. ai-enrichment fits if you set its VRAM budget to 3.5 GB."
     )
+
+
+def test_a_default_budget_that_does_not_fit_is_not_called_a_budget_someone_exceeded():
+    (issue,) = check(REFERENCE_GPUS, [ENRICHMENT], on([ENRICHMENT], 1))
+    assert not issue.message.startswith("VRAM Budget Exceeded")
 
 
 def test_a_budget_carried_by_the_placement_wins_over_the_services_own():
