@@ -52,7 +52,7 @@ def _guarded(name: str, probe: Callable[[], Check]) -> Check:
 
 def check_config() -> Check:
     """The configuration file, the GPU backend, the container runtime and the config folder."""
-    from assignments.runtime import get_runtime
+    from assignments.runtime import RuntimeUnavailable, get_runtime
     from gpus.backends import AUTO, get_backend
 
     env_file = Path(settings.GPUCONFIG_ENV_FILE)
@@ -63,7 +63,10 @@ def check_config() -> Check:
     elif settings.GPUCONFIG_SIMULATED_GPUS:
         backend = "auto (simulated)"
         get_backend("simulated").scan()  # the simulated file parses
-    get_runtime()
+    try:
+        get_runtime()  # a runtime setting that names nothing is ImproperlyConfigured
+    except RuntimeUnavailable:
+        pass  # the setting is valid; that no engine answers is the engine line's to say
     config_dir = Path(settings.GPUCONFIG_CONFIG_DIR)
     writable_dir = config_dir if config_dir.exists() else config_dir.parent
     if not os.access(writable_dir, os.W_OK):
