@@ -161,26 +161,21 @@ class NvidiaSmiBackend(GpuBackend):
                 )
             index = int(index_raw)
             try:
+                known = {
+                    "index": index,
+                    "uuid": uuid,
+                    "name": name,
+                    "pci_bus_id": _optional(bus_id, str, "pci.bus_id"),
+                }
                 try:
                     total = _value(row[4], int, "memory.total")
                     used = _value(row[5], int, "memory.used")
                 except _GpuFault:
-                    readings.append(
-                        GpuReading(
-                            index=index,
-                            uuid=uuid,
-                            name=name,
-                            pci_bus_id=_optional(bus_id, str, "pci.bus_id"),
-                            lost=True,
-                        )
-                    )
+                    readings.append(GpuReading(**known, lost=True))
                     continue
                 readings.append(
                     GpuReading(
-                        index=index,
-                        uuid=uuid,
-                        name=name,
-                        pci_bus_id=_optional(bus_id, str, "pci.bus_id"),
+                        **known,
                         vram_total_mb=total,
                         vram_used_mb=used,
                         compute_capability=_optional(row[6], _capability, "compute_cap"),
