@@ -5,6 +5,7 @@ go through the same scenarios."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 
 @pytest.fixture(
@@ -17,3 +18,35 @@ def engine_stack(request):
     """The five services up and healthy on GPU 0 on one engine (``.engine`` says which), with
     that engine's socket in the environment where ``auto`` looks first."""
     return request.getfixturevalue("compose_stack" if request.param == "docker" else "podman_stack")
+
+
+BROKEN = {  # a third card the test engine treats as broken: containers on it never get healthy
+    "index": 99,
+    "name": "Broken test card",
+    "uuid": "GPU-broken-99",
+    "vram_total_mb": 49152,
+    "vram_used_mb": 0,
+    "compute_capability": "8.6",
+}
+
+
+@pytest.fixture
+def docker_box(compose_stack, simulated_gpus, settings, staff_user, live_db):
+    """The stack on GPU 0 on the Docker engine, the reference hardware (plus the broken card)
+    scanned, everything on GPU 0 saved as the current configuration, and a staff API client."""
+    from rest_framework.test import APIClient
+
+    from assignments.services import config_save
+    from gpus.services import gpu_scan_run
+    from tests.conftest import REFERENCE_GPUS
+    from tests.plugins.dockerd import SERVICES
+
+    entries = yaml.safe_load(REFERENCE_GPUS.read_text()) + [BROKEN]
+    simulated_gpus.write_text(yaml.safe_dump(entries))
+    settings.GPUCONFIG_COMPOSE_PROJECT = compose_stack.project
+    settings.GPUCONFIG_HEALTH_TIMEOUT = 30
+    gpu_scan_run()
+    config_save(strategy="manual", assignments=[{"service": s, "gpu_index": 0} for s in SERVICES])
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return compose_stack, client

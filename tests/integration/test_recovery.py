@@ -1,0 +1,143 @@
+"""Self-healing apply: an apply interrupted by a dead worker or a restarted engine is repaired
+without anyone touching it (a real worker, the real Redis and the real Docker engine)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from django.core.cache import cache
+
+from assignments import progress
+from assignments.models import ApplyRun
+from assignments.runtime.docker import DockerRuntime
+from assignments.services import APPLY_LOCK_KEY, config_save
+from tests.conftest import wait_for
+from tests.integration.recovery_checks import (
+    wait_dead,
+    wait_settled,
+    worker_env,
+)
+from tests.plugins.chaos import KillPoint
+from tests.plugins.dockerd import SCRIPT, SERVICES
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.docker,
+    pytest.mark.xfail(strict=True, reason="issue 12: apply recovery not done yet"),
+]
+
+
+def ids(stack) -> dict[str, str]:
+    return {s: stack.container(s)["Id"] for s in SERVICES}
+
+
+def interrupted_run() -> ApplyRun:
+    return ApplyRun.objects.order_by("created_at", "pk").first()
+
+
+def test_a_worker_killed_after_the_rename_is_recovered_by_its_restart(
+    docker_box, celery_worker_factory
+):
+    """Found 1: killed with the old container aside and the new one only created. The worker
+    restarted at once (well within the lock TTL) puts the old one back, the run is marked
+    interrupted, and Apply works again."""
+    stack, client = docker_box
+    before = ids(stack)
+    worker = celery_worker_factory(
+        env=worker_env(KillPoint("ai-clip", "create_container_from_config", 1, "after"))
+    )
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
+    assert client.post("/api/system/gpu-config/apply").status_code == 202
+    killed = wait_dead(worker)
+    assert any("-gpuconfig-old-" in c["Names"][0] for c in stack.containers())
+    assert cache.get(APPLY_LOCK_KEY) is not None  # the dead run's lock has not expired
+
+    celery_worker_factory(env=worker_env())
+    wait_settled(stack, since=killed)
+
+    assert ids(stack) == before
+    run = interrupted_run()
+    assert run.status == "interrupted", run.error
+    assert "ai-clip" in run.error and "worker" in run.error
+    assert cache.get(APPLY_LOCK_KEY) is None
+    statuses = {e["service"]: e["status"] for e in progress.progress_get(str(run.operation_id))}
+    assert statuses["ai-clip"] not in ("stopping", "recreating", "starting", "waiting_health")
+    assert client.post("/api/system/gpu-config/apply").status_code == 202  # not stuck
+
+
+def test_apply_recovers_a_dead_run_before_it_checks_the_lock(docker_box, celery_worker_factory):
+    """Found 1: with no worker restarted, the next Apply itself recognises the dead run (its
+    lock still held), restores the service and starts a new apply instead of answering 409."""
+    stack, client = docker_box
+    before = ids(stack)
+    worker = celery_worker_factory(env=worker_env(KillPoint("ai-clip", "rename", 1, "after")))
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
+    client.post("/api/system/gpu-config/apply")
+    wait_dead(worker)
+    assert cache.get(APPLY_LOCK_KEY) is not None
+
+    res = client.post("/api/system/gpu-config/apply")
+
+    assert res.status_code == 202, res.json()
+    assert res.json()["restarted_services"] == ["ai-clip"]
+    assert ids(stack) == before
+    assert stack.container("ai-clip")["State"]["Running"]
+    assert interrupted_run().status == "interrupted"
+
+
+def test_a_worker_killed_between_stop_and_rename_is_recovered(docker_box, celery_worker_factory):
+    """Found 10: killed once the stop returned and before the rename, the service is stopped
+    under its own name; recovery knows from the run's record that it stopped it, and starts it."""
+    stack, client = docker_box
+    before = ids(stack)
+    worker = celery_worker_factory(env=worker_env(KillPoint("ai-clip", "stop", 1, "after")))
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
+    client.post("/api/system/gpu-config/apply")
+    killed = wait_dead(worker)
+    assert stack.container("ai-clip")["State"]["Status"] == "exited"
+
+    celery_worker_factory(env=worker_env())
+    wait_settled(stack, since=killed)
+
+    assert ids(stack) == before
+    assert interrupted_run().status == "interrupted"
+
+
+def test_an_engine_restart_mid_apply_is_repaired(docker_box, celery_worker_factory, docker_engine):
+    """Found 2: the engine restarts while three services move. Once it is back, periodic
+    recovery leaves one running container per service, the run is not left running, and the
+    next apply restarts what still differs from the saved configuration."""
+    stack, client = docker_box
+    celery_worker_factory(beat=True, env=worker_env(GPUCONFIG_RECOVERY_INTERVAL="2"))
+    config_save(
+        assignments=[
+            {"service": "ai-clip", "gpu_index": 1},
+            {"service": "ai-florence", "gpu_index": 1},
+            {"service": "ai-llm", "gpu_index": 99},
+        ]
+    )
+    op = client.post("/api/system/gpu-config/apply").json()["operation_id"]
+
+    def waiting():
+        entries = {e["service"]: e["status"] for e in progress.progress_get(op)}
+        return entries.get("ai-llm") == "waiting_health"
+
+    wait_for(waiting, timeout=30, interval=0.05, what="ai-llm to wait for health")
+    subprocess.run([str(SCRIPT), "stop"], check=True, timeout=60)
+    restarted = time.monotonic()
+    subprocess.run([str(SCRIPT), "start"], check=True, timeout=120, capture_output=True)
+
+    wait_settled(stack, since=restarted)
+
+    runtime = DockerRuntime(project=stack.project)
+    still_differs = [
+        s
+        for s, gpu in (("ai-clip", "1"), ("ai-florence", "1"), ("ai-llm", "99"))
+        if runtime.inspect(s).device_ids != (gpu,)
+    ]
+    assert "ai-llm" in still_differs  # its copy never got healthy: the old one runs
+    res = client.post("/api/system/gpu-config/apply")
+    assert res.status_code == 202, res.json()
+    assert sorted(res.json()["restarted_services"]) == sorted(still_differs)
