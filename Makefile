@@ -12,12 +12,13 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-sqlite test-postgres test-fast bench mutation migrate lint clean dockerd-start dockerd-stop
+.PHONY: help run test test-sqlite test-postgres test-fast bench mutation chaos migrate lint clean dockerd-start dockerd-stop
 
 help:
 	@echo "make run    serve gpuconfig on http://127.0.0.1:8000 (worker and beat beside it)"
 	@echo "make test   run the whole test suite (SQLite, then PostgreSQL)"
 	@echo "make bench  print planner, detection, API and apply figures"
+	@echo "make chaos  kill the worker at 200 points of applies; print how many recovered"
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed (python3.11 or newer on PATH)."; exit 1; }
@@ -67,6 +68,14 @@ mutation: $(STAMP)
 	rm -rf mutants
 	REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
+
+# 200 seeded kill points (every step, mid-health-wait, mid-rollback) on the test engine.
+CHAOS_POINTS ?= 200
+chaos: $(STAMP) dockerd-start
+	eval "$$(bash scripts/test-dockerd.sh env)"; \
+	REDIS_URL=$(TEST_REDIS_URL) GPUCONFIG_CHAOS_POINTS=$(CHAOS_POINTS) $(PY) -m pytest -s -q \
+		-o timeout=0 \
+		tests/integration/test_chaos.py::test_the_worker_killed_at_any_step_of_an_apply_recovers
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # progress(service, step, message); called from several worker threads at once.
 ServiceProgress = Callable[[str, Step, str], None]
+# journal(service, entry): the service's recreate record (see ContainerRuntime.recreate); called
+# from several worker threads at once.
+ServiceJournal = Callable[[str, dict], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,7 @@ def execute(
     *,
     progress: ServiceProgress,
     health_timeout: float,
+    journal: ServiceJournal | None = None,
 ) -> dict[str, RecreateResult]:
     """Recreate the services whose change needs it; return their results by service.
 
@@ -218,7 +222,8 @@ def execute(
     copies in VRAM. A service whose dependency failed to stop, or did not stop within
     ``health_timeout`` seconds, is rolled back instead of starting on a GPU that is still in
     use. Services that need nothing, or have no container, are only reported through
-    ``progress`` (``unchanged``) and get no result.
+    ``progress`` (``unchanged``) and get no result. ``journal`` receives each recreate's record
+    before its engine steps (what recovery needs after a crash).
     """
     _report_unchanged(changes, progress)
     work = sorted(
@@ -250,6 +255,7 @@ def execute(
                 before_start=lambda: gate.before_start(service),
                 health_timeout=health_timeout,
                 **extra,
+                journal=(lambda entry: journal(service, entry)) if journal else None,
             )
         except Exception as exc:  # one service's error must not sink the others
             logger.exception("recreate of %s raised", service)

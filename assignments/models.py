@@ -262,8 +262,9 @@ class ApplyRun(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         PARTIAL = "partial", "Some services rolled back"
         FAILED = "failed", "Failed"
+        INTERRUPTED = "interrupted", "Interrupted (repaired by recovery)"
 
-    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED)
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.INTERRUPTED)
 
     operation_id = models.UUIDField("operation ID", default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
@@ -291,6 +292,17 @@ class ApplyRun(models.Model):
     results = models.JSONField(default=dict, help_text="Per-service outcome and message.")
     error = models.TextField(blank=True)
     log = models.TextField(blank=True)
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="The process carrying out the run (for liveness)."
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Refreshed while the worker carrying out the run lives."
+    )
+    journal = models.JSONField(
+        default=dict,
+        help_text="Per service: the recreate step reached and the containers involved, written "
+        "before each engine step so that recovery knows what to undo.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -716,12 +716,14 @@ STEP_LABELS = {
     Step.ROLLED_BACK: "Rolled back",
     Step.FAILED: "Failed",
     Step.UNCHANGED: "Unchanged",
+    Step.INTERRUPTED: "Interrupted",
 }
 STEP_TONE = {
     Step.HEALTHY: "ok",
     Step.UNCHANGED: "muted",
     Step.ROLLED_BACK: "bad",
     Step.FAILED: "bad",
+    Step.INTERRUPTED: "bad",
 }
 
 

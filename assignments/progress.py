@@ -15,7 +15,9 @@ from assignments.runtime.base import Step
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 TTL = 24 * 3600
-TERMINAL = frozenset({Step.HEALTHY, Step.ROLLED_BACK, Step.FAILED, Step.UNCHANGED})
+TERMINAL = frozenset(
+    {Step.HEALTHY, Step.ROLLED_BACK, Step.FAILED, Step.UNCHANGED, Step.INTERRUPTED}
+)
 """Steps after which a service's part of an apply is over."""
 
 

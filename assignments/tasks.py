@@ -1,12 +1,13 @@
-"""Background work of the assignments: the apply/restart."""
+"""Background work of the assignments: the apply/restart, and recovery of interrupted ones."""
 
 import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
 from assignments.live import live_refresh
-from assignments.services import apply_recover_stale, config_apply, config_files_sync
+from assignments.services import apply_recover, config_apply, config_files_sync
 
 
 # Not acks_late: a worker killed mid-apply must not replay the run; recovery handles it.
@@ -28,15 +29,25 @@ def config_files_sync_task() -> None:
     config_files_sync()
 
 
+@shared_task(ignore_result=True, acks_late=False)
+def apply_recover_task() -> list[str]:
+    """Periodic (``GPUCONFIG_RECOVERY_INTERVAL``): repair applies whose worker died."""
+    return apply_recover()
+
+
 @worker_ready.connect
 def _recover_on_worker_start(**_kwargs) -> None:
-    """A worker that starts after a crash restores containers an interrupted apply left aside
-    and rewrites generated files a save committed but did not put in place."""
-    from django.db import close_old_connections
+    """A worker that starts after a crash repairs what an interrupted apply left behind (a run
+    whose worker may still live elsewhere is looked at again once its heartbeat is overdue) and
+    rewrites generated files a save committed but did not put in place."""
+    from django.db import connections
 
-    close_old_connections()
-    apply_recover_stale()
     try:
-        config_files_sync()
-    except OSError:
-        logging.getLogger(__name__).exception("Cannot write the generated files")
+        apply_recover()
+        try:
+            config_files_sync()
+        except OSError:
+            logging.getLogger(__name__).exception("Cannot write the generated files")
+    finally:
+        connections.close_all()  # the pool's processes are forked from this one
+    apply_recover_task.apply_async(countdown=settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT + 1)

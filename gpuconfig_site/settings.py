@@ -281,6 +281,9 @@ GPUCONFIG_CONTAINER_RUNTIME = os.environ.get("GPUCONFIG_CONTAINER_RUNTIME", "aut
 GPUCONFIG_SAMPLE_RETENTION = env_int("GPUCONFIG_SAMPLE_RETENTION", 3600)  # seconds of samples kept
 # An apply holds a lock it refreshes while it runs; a worker that dies frees it this soon.
 GPUCONFIG_APPLY_LOCK_TTL = env_int("GPUCONFIG_APPLY_LOCK_TTL", 30)
+# A running apply refreshes its heartbeat; one silent this long is dead and gets recovered
+# (sooner when its worker is seen gone on this host).
+GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT = env_int("GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT", 15)
 GPUCONFIG_HEALTH_GRACE = float(os.environ.get("GPUCONFIG_HEALTH_GRACE", "3"))
 # Seconds each step of a "Simulated containers" recreate takes (so its progress can be watched).
 GPUCONFIG_SIMULATED_RUNTIME_STEP = float(os.environ.get("GPUCONFIG_SIMULATED_RUNTIME_STEP", "0.6"))
@@ -291,7 +294,8 @@ GPUCONFIG_COMPOSE_TIMEOUT = float(os.environ.get("GPUCONFIG_COMPOSE_TIMEOUT", "3
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
 GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
 
-# Periodic repair: the generated files are rewritten from the database when they differ.
+# Periodic repair: interrupted applies are recovered, and the generated files are rewritten
+# from the database when they differ.
 GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)
 
 CELERY_BEAT_SCHEDULE = {
@@ -307,6 +311,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "sync-config-files": {
         "task": "assignments.tasks.config_files_sync_task",
+        "schedule": float(GPUCONFIG_RECOVERY_INTERVAL),
+        "options": {"expires": max(GPUCONFIG_RECOVERY_INTERVAL - 1, 1)},
+    },
+    "recover-applies": {
+        "task": "assignments.tasks.apply_recover_task",
         "schedule": float(GPUCONFIG_RECOVERY_INTERVAL),
         "options": {"expires": max(GPUCONFIG_RECOVERY_INTERVAL - 1, 1)},
     },

@@ -37,6 +37,7 @@ class Step(enum.StrEnum):
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
     UNCHANGED = "unchanged"
+    INTERRUPTED = "interrupted"  # the worker died; recovery finished or undid the step
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,33 @@ class RecreateResult:
 Progress = Callable[[Step, str], None]
 
 
+class JournalStep(enum.StrEnum):
+    """What a recreate records before each engine step, so that recovery knows what to undo.
+
+    Each is written before the step it names is taken (``created`` and ``done`` once they have
+    happened: only then is the new container's id known, or the old one gone).
+    """
+
+    STOPPING = "stopping"
+    RENAMING = "renaming"
+    CREATING = "creating"
+    CREATED = "created"
+    HEALTHY = "healthy"
+    DONE = "done"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    RESTORE_FAILED = "restore_failed"
+    RECOVERED = "recovered"
+
+
+# Steps after which nothing is left for recovery to do.
+JOURNAL_SETTLED = frozenset({JournalStep.DONE, JournalStep.ROLLED_BACK, JournalStep.RECOVERED})
+
+# journal(entry) is called with the service's whole record: {"step", "name", "old_id",
+# "new_id", "was_running"}; it must have stored it when it returns.
+Journal = Callable[[dict], None]
+
+
 class ContainerRuntime:
     """Finds and recreates the container of a service.
 
@@ -84,9 +112,16 @@ class ContainerRuntime:
       recreate is rolled back with its message as the reason. ``labels`` are set on the new
       container over the old one's (the compose tool's config hash of the written files, so
       that a later ``compose up`` sees nothing to change). Returns the outcome; it does not
-      raise for a failed recreate.
-    - ``recover()`` restores containers left renamed aside by an interrupted recreate and
-      returns the names of the services it restored.
+      raise for a failed recreate. ``journal``, when given, is called with the service's record
+      (``JournalStep`` reached, container name, old and new container ids, whether the old one
+      was running) before each engine step.
+    - ``recover(journal)`` repairs what interrupted recreates left behind and returns the
+      services whose previous container it restored. ``journal`` maps services to the records
+      of runs that did not finish (``JOURNAL_SETTLED`` ones are skipped): a new container that
+      became healthy and still runs is kept (the old one removed), else the new one is removed
+      and the old one gets its name back and runs again if it ran before, including an old
+      container stopped under its own name. Any container still carrying the aside name is
+      then restored the same way, from the engine's state alone.
     Engine unreachable: ``RuntimeUnavailable`` from any call; another engine failure:
     ``EngineError``. ``name`` (``docker``, ``podman``) and ``where`` say which engine is in use.
 
@@ -130,8 +165,9 @@ class ContainerRuntime:
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        journal: Journal | None = None,
     ) -> RecreateResult:  # pragma: no cover - contract
         raise NotImplementedError
 
-    def recover(self) -> list[str]:  # pragma: no cover - contract
+    def recover(self, journal: dict[str, dict] | None = None) -> list[str]:  # pragma: no cover
         raise NotImplementedError

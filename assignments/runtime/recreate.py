@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import (
+    JOURNAL_SETTLED,
     ContainerRuntime,
     ContainerState,
     EngineError,
+    Journal,
+    JournalStep,
     Outcome,
     Progress,
     RecreateResult,
@@ -237,6 +240,7 @@ class EngineRuntime(ContainerRuntime):
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        journal: Journal | None = None,
     ) -> RecreateResult:
         with self.connect() as engine:
             try:
@@ -257,11 +261,20 @@ class EngineRuntime(ContainerRuntime):
                 before_start=before_start,
                 health_timeout=self.health_timeout if health_timeout is None else health_timeout,
                 health_grace=self.health_grace,
+                journal=journal,
             ).run()
 
-    def recover(self) -> list[str]:
+    def recover(self, journal: dict[str, dict] | None = None) -> list[str]:
         restored: list[str] = []
         with self.connect() as engine:
+            for service, entry in sorted((journal or {}).items()):
+                if entry.get("step") in JOURNAL_SETTLED or not entry.get("old_id"):
+                    continue
+                try:
+                    if recover_recorded(engine, entry):
+                        restored.append(service)
+                except engine.errors as exc:
+                    logger.error("could not recover %s from its record: %s", service, exc)
             for listed in engine.list(labels=self._labels(), name=ASIDE_MARK):
                 original = original_name(listed.name)
                 if original is None:
@@ -271,13 +284,46 @@ class EngineRuntime(ContainerRuntime):
                         restored.append(listed.labels.get(SERVICE_LABEL) or original)
                 except engine.errors as exc:
                     logger.error("could not recover %s as %s: %s", listed.name, original, exc)
-        return restored
+        return sorted(set(restored))
 
 
 def by_name_of(engine: Engine, name: str) -> Seen | None:
     """The container named exactly ``name`` (an id prefix that happens to match is not it)."""
     seen = engine.inspect(name)
     return seen if seen is not None and seen.name == name else None
+
+
+def recover_recorded(engine: Engine, entry: dict[str, Any]) -> bool:
+    """Finish or undo one service's interrupted recreate from its record (``JournalStep``);
+    returns whether the old container was put back."""
+    name: str = entry["name"]
+    old = engine.inspect(entry["old_id"])
+    new = engine.inspect(entry["new_id"]) if entry.get("new_id") else None
+    if new is None and entry.get("step") != JournalStep.STOPPING:
+        # Killed between the create and its record: the copy is whatever holds the name.
+        holder = by_name_of(engine, name)
+        if holder is not None and (old is None or holder.id != old.id):
+            new = holder
+    if new is not None and entry.get("step") == JournalStep.HEALTHY and new.running:
+        if old is not None:
+            logger.warning("keeping the healthy replacement of %s; removing the old one", name)
+            engine.remove(old.id, force=True)
+        return False
+    if old is None:
+        logger.error("the previous container of %s is gone; nothing to restore", name)
+        return False
+    if new is not None:
+        logger.warning("removing the unfinished replacement %s (%s)", name, new.id[:12])
+        engine.remove(new.id, force=True)
+    renamed = old.name != name
+    if renamed:
+        logger.warning("restoring %s as %s", old.name, name)
+        engine.rename(old.id, name)
+    if entry.get("was_running", True) and not old.running:
+        logger.warning("starting %s again", name)
+        engine.start(old.id)
+        return True
+    return renamed or new is not None
 
 
 def recover_one(engine: Engine, aside: Listed, original: str) -> bool:
@@ -290,7 +336,7 @@ def recover_one(engine: Engine, aside: Listed, original: str) -> bool:
             logger.warning(
                 "removing %s: %s already runs a healthy replacement", aside.name, original
             )
-            engine.remove(aside.id)
+            engine.remove(aside.id, force=True)
             return False
         logger.warning("removing the unfinished replacement %s (%s)", original, current.id[:12])
         engine.remove(current.id, force=True)
@@ -346,6 +392,7 @@ class Recreate:
         before_start: Callable[[], None] | None,
         health_timeout: float,
         health_grace: float,
+        journal: Journal | None = None,
     ) -> None:
         self.engine = engine
         self.old = old
@@ -358,6 +405,23 @@ class Recreate:
         self.was_running = old.running
         self.renamed = False
         self.new_id: str | None = None
+        self.journal = journal
+
+    def _record(self, step: JournalStep) -> None:
+        if self.journal is None:
+            return
+        entry = {
+            "step": str(step),
+            "name": self.name,
+            "old_id": self.old.id,
+            "new_id": self.new_id,
+            "was_running": self.was_running,
+        }
+        try:
+            self.journal(entry)
+        except Exception:
+            # The aside name still lets recovery find the old container.
+            logger.exception("could not record %s of %s", step, self.name)
 
     def run(self) -> RecreateResult:
         try:
@@ -371,11 +435,13 @@ class Recreate:
         except Exception as exc:  # anything else still has to be undone
             logger.exception("recreate of %s failed", self.name)
             return self._rollback(f"{type(exc).__name__}: {exc}")
+        self._record(JournalStep.HEALTHY)
         try:
             self.engine.remove(self.old.id)
         except (EngineLost, *self.engine.errors) as exc:
             # The new container runs and is healthy; a leftover stopped copy is only clutter.
             logger.warning("could not remove the old container %s: %s", self.old.id[:12], exc)
+        self._record(JournalStep.DONE)
         message = f"{self.name} healthy on {self.change.describe()}"
         emit(self.progress, Step.HEALTHY, message)
         return RecreateResult(Outcome.HEALTHY, message, container_id=self.new_id)
@@ -383,7 +449,9 @@ class Recreate:
     def _replace(self) -> None:
         engine = self.engine
         emit(self.progress, Step.STOPPING, f"stopping {self.name}")
+        self._record(JournalStep.STOPPING)
         engine.stop(self.old)
+        self._record(JournalStep.RENAMING)
         engine.rename(self.old.id, aside_name(self.name, self.old.id))
         self.renamed = True
 
@@ -394,7 +462,9 @@ class Recreate:
                 raise _Failure(str(exc) or type(exc).__name__) from exc
 
         emit(self.progress, Step.RECREATING, f"creating {self.name} on {self.change.describe()}")
+        self._record(JournalStep.CREATING)
         self.new_id = engine.create_copy(self.old, name=self.name, change=self.change)
+        self._record(JournalStep.CREATED)
         emit(self.progress, Step.STARTING, f"starting {self.name}")
         engine.start(self.new_id)
         emit(
@@ -443,6 +513,7 @@ class Recreate:
 
     def _rollback(self, reason: str) -> RecreateResult:
         engine, old_id = self.engine, self.old.id
+        self._record(JournalStep.ROLLING_BACK)
         tail = self._log_tail()
         problems: list[str] = []
         undo: list[tuple[str, Callable[[], None]]] = []
@@ -469,9 +540,11 @@ class Recreate:
                 problems.append(f"{what}: {engine.explain(exc)}")
         log_part = f"\nLast log lines of the new container:\n{tail}" if tail else ""
         if problems:
+            self._record(JournalStep.RESTORE_FAILED)
             message = f"{reason}; restoring {self.name} failed: {'; '.join(problems)}{log_part}"
             emit(self.progress, Step.FAILED, message)
             return RecreateResult(Outcome.FAILED, message, container_id=old_id)
+        self._record(JournalStep.ROLLED_BACK)
         message = f"{reason}. The previous {self.name} was restored.{log_part}"
         emit(self.progress, Step.ROLLED_BACK, message)
         return RecreateResult(Outcome.ROLLED_BACK, message, container_id=old_id)

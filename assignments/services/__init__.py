@@ -12,9 +12,10 @@ from assignments.services.apply import (
     APPLY_LOCK_KEY,
     APPLY_QUEUE_TTL,
     ApplyBusy,
-    apply_recover_stale,
+    apply_recover,
     apply_start,
     config_apply,
+    worker_identity,
 )
 from assignments.services.config import (
     MAX_BUDGET_GB,
@@ -45,7 +46,7 @@ __all__ = [
     "FilesUnwritable",
     "SaveResult",
     "actor_name",
-    "apply_recover_stale",
+    "apply_recover",
     "apply_start",
     "apply_status",
     "apply_targets",
@@ -60,4 +61,5 @@ __all__ = [
     "config_version_record",
     "inventory_changed_receiver",
     "services_live",
+    "worker_identity",
 ]

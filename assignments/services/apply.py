@@ -1,15 +1,18 @@
 """Writes that apply the saved configuration to the running containers: the apply lock, starting
-an apply, carrying it out on a worker, and recovering from a worker that died mid-apply."""
+an apply, carrying it out on a worker (with a heartbeat and a journal of its engine steps), and
+recovering what an apply whose worker died, or whose engine went away, left behind."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import uuid as uuidlib
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from assignments import progress
@@ -17,7 +20,9 @@ from assignments.applying import diff, execute
 from assignments.models import ApplyRun, ConfigVersion
 from assignments.runtime import get_runtime
 from assignments.runtime.base import (
+    JOURNAL_SETTLED,
     EngineError,
+    JournalStep,
     Outcome,
     RecreateResult,
     RuntimeUnavailable,
@@ -56,44 +61,183 @@ def _lock_holder() -> str | None:
     return cache.get(APPLY_LOCK_KEY)
 
 
-def _run_fail_interrupted(run: ApplyRun, reason: str) -> None:
-    """Mark a run the worker left running as failed, with its unfinished services."""
-    with transaction.atomic():
-        run = ApplyRun.objects.select_for_update().get(pk=run.pk)
-        if run.status != ApplyRun.Status.RUNNING:
-            return
-        run.status = ApplyRun.Status.FAILED
-        run.error = reason + "."
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "error", "finished_at"])
-    op = str(run.operation_id)
-    entries = {p["service"]: p for p in progress.progress_get(op)}
-    for service in run.services:
-        entry = entries.get(service)
-        if entry and entry["status"] not in progress.TERMINAL:
-            progress.progress_update(op, service, Step.FAILED, reason)
-    logger.warning("Apply %s marked failed: %s", run.operation_id, reason)
+# --- liveness of a run, and recovery of dead ones ---------------------------------------------
 
 
-def apply_recover_stale(*, runtime=None) -> list[str]:
-    """After a worker died mid-apply: once its lock has expired, restore any container left
-    renamed aside and mark the interrupted runs failed. Safe to call at any time."""
-    if _lock_holder() is not None:
-        return []
-    stale = list(ApplyRun.objects.filter(status__in=[ApplyRun.Status.RUNNING]))
-    if not stale:
-        return []
+def _start_time(pid: int) -> str:
+    """The start time of a live process (clock ticks since boot), or "" when there is none (a
+    zombie nobody has reaped yet counts as none)."""
     try:
-        restored = (runtime or get_runtime()).recover()
-    except RuntimeUnavailable as exc:
-        logger.error("Cannot recover interrupted apply: %s", exc)
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return ""
+    return fields[19]
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def worker_identity() -> str:
+    """Who carries out a run: host, pid namespace, pid and start time of this process."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{_pid_namespace()}|{pid}|{_start_time(pid)}"
+
+
+def _worker_gone(worker: str) -> bool:
+    """Whether the recorded process is known to be gone: it ran on this host, in this pid
+    namespace, and no process with its pid and start time exists any more. A process elsewhere
+    is judged by its heartbeat alone."""
+    try:
+        host, namespace, pid, started = worker.split("|")
+    except ValueError:
+        return False
+    if not started or host != socket.gethostname() or namespace != _pid_namespace():
+        return False
+    return _start_time(int(pid)) != started
+
+
+def _heartbeat_timeout() -> float:
+    return float(settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT)
+
+
+def _dead_reason(run: ApplyRun, now) -> str | None:
+    """Why an unfinished run is dead, or None while it may still be alive."""
+    if run.status == ApplyRun.Status.RUNNING:
+        if run.worker and _worker_gone(run.worker):
+            return "The worker carrying out this apply stopped"
+        beat = run.heartbeat_at or run.started_at or run.created_at
+        silent = (now - beat).total_seconds()
+        if silent > _heartbeat_timeout():
+            return f"The worker carrying out this apply stopped answering ({silent:.0f} s)"
+        return None
+    if run.status == ApplyRun.Status.QUEUED:
+        if (now - run.created_at).total_seconds() > APPLY_QUEUE_TTL:
+            return "No worker took this apply up"
+        try:
+            holder = _lock_holder()
+        except Exception:  # the cache is down: the heartbeat-free queued run is judged later
+            return None
+        if holder != str(run.operation_id):
+            return "This apply was lost before a worker took it up"
+    return None
+
+
+def _unsettled(journal: dict) -> dict[str, dict]:
+    return {s: e for s, e in (journal or {}).items() if e.get("step") not in JOURNAL_SETTLED}
+
+
+def _settle_journal(journal: dict, services) -> dict:
+    return {
+        s: ({**e, "step": str(JournalStep.RECOVERED)} if s in services else e)
+        for s, e in (journal or {}).items()
+    }
+
+
+RECOVERY_LOCK_TTL = 120  # seconds recovery holds the apply lock at most
+
+
+def apply_recover(*, runtime=None) -> list[str]:
+    """Repair what dead or broken applies left behind; returns the services whose previous
+    container was put back. Safe to call at any time, from any process.
+
+    A run is dead when its worker is known to be gone (same host) or its heartbeat stopped
+    (``GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT``), or, queued, when it lost its lock. While a live run
+    exists nothing is touched: its own rollback owns the containers. Otherwise the dead runs'
+    locks are freed, the apply lock is taken for the repair, the runtime undoes what the runs'
+    records (and any container still renamed aside) say was left half done, and the runs are
+    marked ``interrupted`` with the reason. Runs that finished with a restore that failed (the
+    engine went away) are repaired the same way once the engine answers again.
+    """
+    now = timezone.now()
+    active = list(
+        ApplyRun.objects.filter(status__in=[ApplyRun.Status.RUNNING, ApplyRun.Status.QUEUED])
+    )
+    dead = [(run, reason) for run in active if (reason := _dead_reason(run, now))]
+    if len(dead) < len(active):
         return []
-    reason = "The worker stopped during this apply"
-    if restored:
-        reason += f"; restored the previous container of: {', '.join(restored)}"
-    for run in stale:
-        _run_fail_interrupted(run, reason)
+    broken = [
+        run
+        for run in ApplyRun.objects.filter(status__in=ApplyRun.FINISHED).order_by("-created_at")[:5]
+        if _unsettled(run.journal)
+    ]
+    token = f"recovery-{uuidlib.uuid4()}"
+    locked = False
+    try:
+        for run, _ in dead:
+            if _lock_holder() == str(run.operation_id):
+                cache.delete(APPLY_LOCK_KEY)
+        locked = cache.add(APPLY_LOCK_KEY, token, timeout=RECOVERY_LOCK_TTL)
+        if not locked:
+            return []  # an apply (or another recovery) took the lock meanwhile
+    except Exception as exc:  # the cache is down: the database alone says no apply runs
+        logger.warning("Recovering without the apply lock (cache unavailable: %s)", exc)
+    try:
+        return _recover(runtime or get_runtime(), dead, broken)
+    except (RuntimeUnavailable, EngineError) as exc:
+        logger.error("Cannot repair interrupted applies yet: %s", exc)
+        _close_dead(dead, restored=[], settled=False, problem=str(exc))
+        return []
+    finally:
+        if locked:
+            try:
+                if cache.get(APPLY_LOCK_KEY) == token:
+                    cache.delete(APPLY_LOCK_KEY)
+            except Exception:
+                logger.warning("could not release the apply lock after recovery")
+
+
+def _recover(runtime, dead: list[tuple[ApplyRun, str]], broken: list[ApplyRun]) -> list[str]:
+    runs = sorted([run for run, _ in dead] + broken, key=lambda r: (r.created_at, r.pk))
+    journal: dict[str, dict] = {}
+    for run in runs:
+        journal.update(_unsettled(run.journal))
+    restored = runtime.recover(journal)
+    for run in broken:
+        note = "Recovery repaired what this apply left behind"
+        if restored:
+            note += f"; restored the previous container of: {', '.join(restored)}"
+        ApplyRun.objects.filter(pk=run.pk).update(
+            status=ApplyRun.Status.INTERRUPTED,
+            error=f"{run.error}\n{note}.".strip(),
+            journal=_settle_journal(run.journal, journal),
+        )
+        logger.warning("Apply %s repaired: %s", run.operation_id, note)
+    _close_dead(dead, restored=restored, settled=True)
     return restored
+
+
+def _close_dead(dead, *, restored: list[str], settled: bool, problem: str = "") -> None:
+    for run, reason in dead:
+        if restored:
+            reason += f"; restored the previous container of: {', '.join(restored)}"
+        if problem:
+            reason += f"; the containers could not be repaired yet ({problem}), recovery retries"
+        with transaction.atomic():
+            run = ApplyRun.objects.select_for_update().get(pk=run.pk)
+            if run.status not in (ApplyRun.Status.RUNNING, ApplyRun.Status.QUEUED):
+                continue
+            run.status = ApplyRun.Status.INTERRUPTED
+            run.error = reason + "."
+            run.finished_at = timezone.now()
+            if settled:
+                run.journal = _settle_journal(run.journal, run.journal)
+            run.save(update_fields=["status", "error", "finished_at", "journal"])
+        try:
+            for entry in progress.progress_get(str(run.operation_id)):
+                if entry["status"] not in progress.TERMINAL:
+                    progress.progress_update(
+                        str(run.operation_id), entry["service"], Step.INTERRUPTED, reason
+                    )
+        except Exception:
+            logger.warning("could not mark the progress of %s interrupted", run.operation_id)
+        logger.warning("Apply %s interrupted: %s", run.operation_id, reason)
 
 
 def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
@@ -109,10 +253,11 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     actor = actor or actor_name(user)
     requested_by = user if getattr(user, "pk", None) else None
     operation_id = uuidlib.uuid4()
+    # A dead run's lock must not refuse the apply: recovery frees it (and repairs) first.
+    apply_recover()
     if not cache.add(APPLY_LOCK_KEY, str(operation_id), timeout=APPLY_QUEUE_TTL):
         raise ApplyBusy(f"An apply is already running (operation {_lock_holder()}).")
     try:
-        apply_recover_stale()
         changes = diff(get_runtime(), apply_targets())
         pending = [c.service for c in changes if c.needs_recreate]
     except (RuntimeUnavailable, EngineError) as exc:
@@ -143,29 +288,66 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     return run, pending
 
 
-class _LockKeeper:
-    """Refreshes the apply lock while the apply runs; it expires soon after a crash."""
+class _RunKeeper:
+    """While an apply runs: refreshes its lock (it expires soon after a crash) and the run's
+    heartbeat (recovery judges the run dead once it stops)."""
 
-    def __init__(self, token: str):
-        self.token = token
+    def __init__(self, run: ApplyRun):
+        self.run = run
+        self.token = str(run.operation_id)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="apply-lock", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="apply-keeper", daemon=True)
 
     def __enter__(self):
         self.ttl = settings.GPUCONFIG_APPLY_LOCK_TTL
-        cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
+        self.interval = min(self.ttl / 3, _heartbeat_timeout() / 5)
+        try:
+            cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
+        except Exception:
+            logger.warning("could not take the apply lock in the cache; going on")
         self._thread.start()
         return self
 
     def _run(self):
-        while not self._stop.wait(self.ttl / 3):
-            cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
+                except Exception:
+                    logger.warning("could not refresh the apply lock")
+                try:
+                    ApplyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
+                except Exception:
+                    logger.warning("could not refresh the heartbeat of %s", self.token)
+        finally:
+            connection.close()
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=5)
-        if cache.get(APPLY_LOCK_KEY) == self.token:
-            cache.delete(APPLY_LOCK_KEY)
+        try:
+            if cache.get(APPLY_LOCK_KEY) == self.token:
+                cache.delete(APPLY_LOCK_KEY)
+        except Exception:
+            logger.warning("could not release the apply lock; it expires by itself")
+
+
+class _RunJournal:
+    """Stores each service's recreate record on the run before the engine step it names."""
+
+    def __init__(self, run: ApplyRun):
+        self.run_pk = run.pk
+        self.entries: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, service: str, entry: dict) -> None:
+        with self._lock:
+            self.entries[service] = entry
+            try:
+                ApplyRun.objects.filter(pk=self.run_pk).update(journal=dict(self.entries))
+            finally:
+                if threading.current_thread() is not threading.main_thread():
+                    connection.close()
 
 
 def _run_claim(run_id: int) -> ApplyRun | None:
@@ -183,8 +365,9 @@ def _run_claim(run_id: int) -> ApplyRun | None:
             run.save()
             return None
         run.status = ApplyRun.Status.RUNNING
-        run.started_at = timezone.now()
-        run.save(update_fields=["status", "started_at"])
+        run.started_at = run.heartbeat_at = timezone.now()
+        run.worker = worker_identity()
+        run.save(update_fields=["status", "started_at", "heartbeat_at", "worker"])
     return run
 
 
@@ -225,7 +408,11 @@ class _Apply:
         for gone in sorted(set(self.run.services) - {c.service for c in changes}):
             self.report(gone, Step.UNCHANGED, "Already running with this assignment")
         outcome = execute(
-            runtime, changes, progress=self.report, health_timeout=settings.GPUCONFIG_HEALTH_TIMEOUT
+            runtime,
+            changes,
+            progress=self.report,
+            health_timeout=settings.GPUCONFIG_HEALTH_TIMEOUT,
+            journal=_RunJournal(self.run),
         )
         for service, result in outcome.items():
             self.results[service] = {"outcome": str(result.outcome), "message": result.message}
@@ -253,7 +440,7 @@ def config_apply(*, run_id: int) -> ApplyRun:
     if run is None:
         return ApplyRun.objects.get(pk=run_id)
     work = _Apply(run)
-    with _LockKeeper(work.op):
+    with _RunKeeper(run):
         status, error = work()
         ApplyRun.objects.filter(pk=run.pk).update(
             status=status,

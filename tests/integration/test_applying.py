@@ -305,7 +305,15 @@ class StubbornRuntime(ContainerRuntime):
         self.release = threading.Event()
 
     def recreate(
-        self, service, *, device_ids, budget_gb, progress, before_start=None, health_timeout=None
+        self,
+        service,
+        *,
+        device_ids,
+        budget_gb,
+        progress,
+        before_start=None,
+        health_timeout=None,
+        journal=None,
     ):
         progress(Step.STOPPING, "stopping")
         if service == self.hanging:

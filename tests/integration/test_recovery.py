@@ -22,11 +22,7 @@ from tests.integration.recovery_checks import (
 from tests.plugins.chaos import KillPoint
 from tests.plugins.dockerd import SCRIPT, SERVICES
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.docker,
-    pytest.mark.xfail(strict=True, reason="issue 12: apply recovery not done yet"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
 def ids(stack) -> dict[str, str]:

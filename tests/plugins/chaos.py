@@ -7,13 +7,15 @@ a crash or an OOM kill would) right before or right after that engine call of th
 recreate. Without it the runtime is the plain Docker runtime.
 
 A kill point is ``service:call:occurrence:when``, e.g. ``ai-clip:rename:1:after`` (the first
-rename of ai-clip's recreate has returned). Calls are counted per service, within its recreate:
-``inspect_container`` 1 is the lookup of the old container, 2 and later are the polls of the
-health wait; the second ``rename`` and ``start`` of a recreate are its rollback's.
+rename of ai-clip's recreate has returned). Calls are the shared recreate's engine calls
+(``assignments.runtime.recreate.Engine``), counted per service within its recreate: ``inspect``
+1 is the lookup of the old container, 2 and later are the polls of the health wait; the second
+``rename`` and ``start`` of a recreate are its rollback's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -24,14 +26,7 @@ from typing import Any
 from assignments.runtime.docker import DockerRuntime
 
 KILL_ENV = "GPUCONFIG_CHAOS_KILL"
-CALLS = (
-    "stop",
-    "rename",
-    "create_container_from_config",
-    "start",
-    "inspect_container",
-    "remove_container",
-)
+CALLS = ("stop", "rename", "create_copy", "start", "inspect", "remove")
 
 
 @dataclass(frozen=True)
@@ -57,17 +52,17 @@ def _steps(service: str, *, rollback: bool) -> list[KillPoint]:
     calls = [
         ("stop", 1),
         ("rename", 1),
-        ("create_container_from_config", 1),
+        ("create_copy", 1),
         ("start", 1),
-        ("inspect_container", 2),  # the first poll of the health wait
-        ("inspect_container", 3),  # mid-health-wait
+        ("inspect", 2),  # the first poll of the health wait
+        ("inspect", 3),  # mid-health-wait
     ]
     if rollback:
         # The health wait fails; the rollback removes the copy, renames the old one back and
         # starts it.
-        calls += [("remove_container", 1), ("rename", 2), ("start", 2)]
+        calls += [("remove", 1), ("rename", 2), ("start", 2)]
     else:
-        calls += [("remove_container", 1)]  # the old container, once the copy is healthy
+        calls += [("remove", 1)]  # the old container, once the copy is healthy
     return [KillPoint(service, call, n, when) for call, n in calls for when in ("before", "after")]
 
 
@@ -92,11 +87,11 @@ def kill_schedule(points: list[KillPoint], count: int, *, seed: int) -> list[Kil
     return schedule[:count]
 
 
-class _KillingApi:
-    """Wraps a docker ``APIClient``; kills the process group at the configured call."""
+class _KillingEngine:
+    """Wraps an engine connection; kills the process group at the configured call."""
 
-    def __init__(self, api: Any, point: KillPoint, seen: dict[str, dict[str, int]]) -> None:
-        self._api = api
+    def __init__(self, engine: Any, point: KillPoint, seen: dict[str, dict[str, int]]) -> None:
+        self._api = engine
         self._point = point
         self._seen = seen
 
@@ -134,24 +129,11 @@ class ChaosDockerRuntime(DockerRuntime):
 
     _seen: dict[str, dict[str, int]] = {}
 
-    def _client(self):
-        context = super()._client()
-        raw = os.environ.get(KILL_ENV)
-        if not raw:
-            return context
-        point = KillPoint.parse(raw)
-        runtime = self
-
-        class _Wrapped:
-            def __enter__(self_inner):
-                client = context.__enter__()
-                client.api = _KillingApi(client.api, point, runtime._seen)
-                return client
-
-            def __exit__(self_inner, *exc):
-                return context.__exit__(*exc)
-
-        return _Wrapped()
+    @contextlib.contextmanager
+    def connect(self):
+        with super().connect() as engine:
+            raw = os.environ.get(KILL_ENV)
+            yield _KillingEngine(engine, KillPoint.parse(raw), self._seen) if raw else engine
 
     def recreate(self, service: str, **kwargs: Any):
         _current.service = service

@@ -38,7 +38,7 @@ class StubRuntime(ContainerRuntime):
             budget_gb=6.8 if service == "ai-enrichment" else None,
         )
 
-    def recover(self) -> list[str]:
+    def recover(self, journal: dict[str, dict] | None = None) -> list[str]:
         return []
 
 
