@@ -1,13 +1,19 @@
-"""Latency of GET /api/system/gpus under 50 concurrent clients.
+"""The API and the settings page under load: 1 and 50 concurrent clients through gunicorn.
 
 Serves the project with a fresh SQLite database and the simulated reference inventory (one
-scan at start), then 50 client threads each make requests with the API key. The request path
-reads the database only; NVML is never called on it.
+scan at start) and measures ``GET /api/system/gpus`` (API key) and ``GET /settings/gpu/`` (a
+logged-in staff session) with 1 client, then with 50 at once: p50, p99 and requests per second.
+Each client keeps its connection open, as a browser does. The request paths read the database
+and the cache only; neither NVML nor the container engine is called on them.
+
+The clients run on the same machine as the server, so on a small box they take part of its CPU:
+read the figures as a floor, and expect noise when other work shares the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import socket
 import statistics
@@ -16,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +31,20 @@ if str(REPO_ROOT) not in sys.path:
 from bench.detection import percentile
 
 KEY = "bench-key"
+WORKERS = 2
+THREADS = 8
+SESSION_SCRIPT = """
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.cached_db import SessionStore
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+user = get_user_model().objects.create_user("bench", password="bench-pw-123", is_staff=True)
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print(session.session_key)
+"""
 
 
 def _free_port() -> int:
@@ -34,10 +53,79 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _load(
+    port: int, path: str, headers: dict[str, str], *, clients: int, requests: int
+) -> dict[str, float]:
+    """``clients`` threads, each making ``requests`` requests on one kept-alive connection."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        nonlocal errors
+        mine: list[float] = []
+        failed = 0
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        barrier.wait()
+        for _ in range(requests):
+            start = time.perf_counter()
+            try:
+                conn.request("GET", path, headers=headers)
+                res = conn.getresponse()
+                res.read()
+                if res.status != 200:
+                    failed += 1
+                    continue
+                mine.append((time.perf_counter() - start) * 1000)
+            except (OSError, http.client.HTTPException):
+                failed += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors += failed
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    wall = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - wall
+    return {
+        "ok": len(latencies),
+        "errors": errors,
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": percentile(latencies, 0.99) if latencies else float("nan"),
+        "rps": len(latencies) / wall,
+    }
+
+
+def _wait_up(port: int, path: str, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path, headers=headers)
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return
+            sys.exit(f"GET {path} answered {status}")
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("the server did not start")
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=20, help="requests per client")
+    parser.add_argument("--requests", type=int, default=40, help="requests per client")
+    parser.add_argument("--single", type=int, default=300, help="requests of the lone client")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="gpuconfig-bench-api-") as tmp:
@@ -52,16 +140,18 @@ def main(argv: list[str] | None = None) -> None:
             GPUCONFIG_LOG_LEVEL="WARNING",
         )
         manage = [sys.executable, "manage.py"]
-        subprocess.run(
-            [*manage, "migrate", "--noinput"],
+        for command in (["migrate", "--noinput"], ["detect_gpus"]):
+            subprocess.run(
+                [*manage, *command], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+            )
+        session = subprocess.run(
+            [*manage, "shell", "-c", SESSION_SCRIPT],
             cwd=REPO_ROOT,
             env=env,
             check=True,
             capture_output=True,
-        )
-        subprocess.run(
-            [*manage, "detect_gpus"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
-        )
+            text=True,
+        ).stdout.split()[-1]
         port = _free_port()
         server = subprocess.Popen(
             [
@@ -72,9 +162,9 @@ def main(argv: list[str] | None = None) -> None:
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--workers",
-                "2",
+                str(WORKERS),
                 "--threads",
-                "8",
+                str(THREADS),
                 "--backlog",
                 "256",
             ],
@@ -83,61 +173,35 @@ def main(argv: list[str] | None = None) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        url = f"http://127.0.0.1:{port}/api/system/gpus"
+        targets = [
+            ("GET /api/system/gpus", "/api/system/gpus", {"X-API-Key": KEY}),
+            ("GET /settings/gpu/", "/settings/gpu/", {"Cookie": f"sessionid={session}"}),
+        ]
+        results = []
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(
-                        urllib.request.Request(url, headers={"X-API-Key": KEY}), timeout=2
-                    )
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        sys.exit("the server did not start")
-                    time.sleep(0.2)
-
-            latencies: list[float] = []
-            errors = 0
-            lock = threading.Lock()
-            barrier = threading.Barrier(args.clients)
-
-            def client() -> None:
-                nonlocal errors
-                mine = []
-                barrier.wait()
-                for _ in range(args.requests):
-                    start = time.perf_counter()
-                    try:
-                        req = urllib.request.Request(url, headers={"X-API-Key": KEY})
-                        with urllib.request.urlopen(req, timeout=30) as res:
-                            res.read()
-                        mine.append((time.perf_counter() - start) * 1000)
-                    except OSError:
-                        with lock:
-                            errors += 1
-                with lock:
-                    latencies.extend(mine)
-
-            threads = [threading.Thread(target=client) for _ in range(args.clients)]
-            wall = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - wall
+            for _, path, headers in targets:
+                _wait_up(port, path, headers)
+                _load(port, path, headers, clients=4, requests=10)  # warm both workers
+            for title, path, headers in targets:
+                for clients, requests in ((1, args.single), (args.clients, args.requests)):
+                    figures = _load(port, path, headers, clients=clients, requests=requests)
+                    results.append((title, clients, figures))
         finally:
             server.terminate()
             server.wait(10)
 
     print(
-        f"GET /api/system/gpus, {args.clients} concurrent clients x {args.requests} requests "
-        "(gunicorn 2 workers x 8 threads, SQLite)"
+        f"gunicorn {WORKERS} workers x {THREADS} threads, SQLite, clients kept alive, "
+        f"{os.cpu_count()} CPUs shared by server and clients"
     )
-    print(f"  requests ok : {len(latencies)}  errors: {errors}")
-    print(f"  p50         : {statistics.median(latencies):.1f} ms")
-    print(f"  p99         : {percentile(latencies, 0.99):.1f} ms")
-    print(f"  throughput  : {len(latencies) / wall:.0f} req/s")
+    print(
+        f"  {'request':<22} {'clients':>7} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}"
+    )
+    for title, clients, f in results:
+        print(
+            f"  {title:<22} {clients:>7} {f['ok']:>6} {f['errors']:>6} "
+            f"{f['p50']:>8.1f} {f['p99']:>8.1f} {f['rps']:>7.0f}"
+        )
 
 
 if __name__ == "__main__":
