@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         f"gunicorn {WORKERS} workers x {THREADS} threads, SQLite, clients kept alive, "
         f"{os.cpu_count()} CPUs shared by server and clients"
     )
-    print(
-        f"  {'request':<22} {'clients':>7} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}"
-    )
+    columns = ("clients", "ok", "errors", "p50 ms", "p99 ms", "req/s")
+    widths = (7, 6, 6, 8, 8, 7)
+    print(f"  {'request':<22} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
     for title, clients, f in results:
         print(
             f"  {title:<22} {clients:>7} {f['ok']:>6} {f['errors']:>6} "

@@ -1,32 +1,28 @@
 from rest_framework import serializers
 
-from gpus.models import Gpu, GpuSample
+from gpus.models import GpuSample
 
 
-class GpuSerializer(serializers.ModelSerializer):
-    """A GPU in the field names the Home Security Intelligence client reads."""
+class GpuSerializer(serializers.Serializer):
+    """A GPU in the field names the Home Security Intelligence client reads.
 
+    Fields are declared rather than derived from the model: ``GET /gpus`` is the hottest read,
+    and a ModelSerializer rebuilds its fields from the model on every request.
+    """
+
+    index = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    uuid = serializers.CharField(read_only=True)
+    vram_total_mb = serializers.IntegerField(allow_null=True, read_only=True)
+    vram_used_mb = serializers.IntegerField(allow_null=True, read_only=True)
     compute_capability = serializers.CharField(allow_null=True, read_only=True)
+    utilization_percent = serializers.IntegerField(allow_null=True, read_only=True)
+    temperature_c = serializers.IntegerField(allow_null=True, read_only=True)
+    power_w = serializers.FloatField(allow_null=True, read_only=True)
+    available = serializers.BooleanField(read_only=True)
+    pci_bus_id = serializers.CharField(read_only=True)
+    processes_used_mb = serializers.IntegerField(allow_null=True, read_only=True)
     last_seen = serializers.DateTimeField(allow_null=True, read_only=True)
-
-    class Meta:
-        model = Gpu
-        fields = [
-            "index",
-            "name",
-            "uuid",
-            "vram_total_mb",
-            "vram_used_mb",
-            "compute_capability",
-            "utilization_percent",
-            "temperature_c",
-            "power_w",
-            "available",
-            "pci_bus_id",
-            "processes_used_mb",
-            "last_seen",
-        ]
-        read_only_fields = fields
 
 
 class GpuListSerializer(serializers.Serializer):
