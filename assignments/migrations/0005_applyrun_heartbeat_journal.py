@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('assignments', '0003_fallback_as_data'),
+        ('assignments', '0004_aiservice_min_budget'),
     ]
 
     operations = [
