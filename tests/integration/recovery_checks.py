@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 from assignments.models import ApplyRun
 from tests.plugins.chaos import KILL_ENV
@@ -66,11 +67,24 @@ def wait_settled(stack: ComposeStack, *, since: float, timeout: float = SETTLE_T
     raise AssertionError(f"not settled {timeout:g}s after the fault: {problems}")
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies nobody reaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def wait_dead(worker, timeout: float = 60) -> float:
-    """Wait for a worker that is to kill itself; return when (monotonic) it was seen dead."""
+    """Wait for a worker that is to kill itself, its pool processes included; return when
+    (monotonic) it was seen dead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if worker.proc.poll() is not None:
+        if worker.proc.poll() is not None and not _group_alive(worker.proc.pid):
             return time.monotonic()
         time.sleep(0.05)
     raise AssertionError(f"the worker was not killed within {timeout:g}s:\n{worker.log()[-3000:]}")
