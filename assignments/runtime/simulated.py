@@ -26,6 +26,7 @@ from gpuconfig_site.redis_health import unknown_while_redis_is_down
 from .base import (
     ContainerRuntime,
     ContainerState,
+    Journal,
     Outcome,
     Progress,
     RecreateResult,
@@ -165,7 +166,7 @@ class SimulatedRuntime(ContainerRuntime):
             budget_gb=c.get("budget_gb"),
         )
 
-    def recover(self) -> list[str]:
+    def recover(self, journal: dict[str, dict] | None = None) -> list[str]:
         return []  # nothing is ever left renamed aside
 
     def recreate(
@@ -178,6 +179,7 @@ class SimulatedRuntime(ContainerRuntime):
         before_start: Callable[[], None] | None = None,
         health_timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        journal: Journal | None = None,
     ) -> RecreateResult:
         old = self._get(service)
         if old is None:
