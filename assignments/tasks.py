@@ -40,14 +40,12 @@ def _recover_on_worker_start(**_kwargs) -> None:
     """A worker that starts after a crash repairs what an interrupted apply left behind (a run
     whose worker may still live elsewhere is looked at again once its heartbeat is overdue) and
     rewrites generated files a save committed but did not put in place."""
-    from django.db import connections
+    from django.db import close_old_connections
 
+    close_old_connections()
+    apply_recover()
     try:
-        apply_recover()
-        try:
-            config_files_sync()
-        except OSError:
-            logging.getLogger(__name__).exception("Cannot write the generated files")
-    finally:
-        connections.close_all()  # the pool's processes are forked from this one
+        config_files_sync()
+    except OSError:
+        logging.getLogger(__name__).exception("Cannot write the generated files")
     apply_recover_task.apply_async(countdown=settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT + 1)

@@ -35,7 +35,7 @@ WORKERS = 2
 THREADS = 8
 SESSION_SCRIPT = """
 from django.contrib.auth import get_user_model
-from django.contrib.sessions.backends.cached_db import SessionStore
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 user = get_user_model().objects.create_user("bench", password="bench-pw-123", is_staff=True)
 session = SessionStore()

@@ -259,9 +259,6 @@ else:
     }
     CELERY_BROKER_URL = REDIS_URL
 
-# Sessions are read from the cache (written through to the database): one query less per page.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
