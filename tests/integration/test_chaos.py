@@ -41,8 +41,8 @@ def _next_targets(runtime: DockerRuntime) -> list[dict]:
 
 
 @pytest.mark.timeout(60 + 45 * int(os.environ.get("GPUCONFIG_CHAOS_POINTS", "20")))
-def test_the_worker_killed_at_any_step_of_an_apply_recovers(box, celery_worker_factory):
-    stack, client = box
+def test_the_worker_killed_at_any_step_of_an_apply_recovers(docker_box, celery_worker_factory):
+    stack, client = docker_box
     count = int(os.environ.get("GPUCONFIG_CHAOS_POINTS", "20"))
     seed = int(os.environ.get("GPUCONFIG_CHAOS_SEED", "12"))
     schedule = kill_schedule(kill_points(MOVING, ROLLING_BACK), count, seed=seed)
@@ -126,9 +126,9 @@ def _pings(url: str) -> bool:
 
 
 def test_redis_killed_mid_apply_leaves_every_service_running(
-    box, private_redis, celery_worker_factory
+    docker_box, private_redis, celery_worker_factory
 ):
-    stack, client = box
+    stack, client = docker_box
     celery_worker_factory(env=worker_env())
     config_save(assignments=_next_targets(DockerRuntime(project=stack.project)))
     op = client.post("/api/system/gpu-config/apply").json()["operation_id"]

@@ -41,9 +41,7 @@ def test_a_worker_killed_after_the_rename_is_recovered_by_its_restart(
     interrupted, and Apply works again."""
     stack, client = docker_box
     before = ids(stack)
-    worker = celery_worker_factory(
-        env=worker_env(KillPoint("ai-clip", "create_container_from_config", 1, "after"))
-    )
+    worker = celery_worker_factory(env=worker_env(KillPoint("ai-clip", "create_copy", 1, "after")))
     config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
     assert client.post("/api/system/gpu-config/apply").status_code == 202
     killed = wait_dead(worker)
