@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('assignments', '0005_config_version_catalog_source'),
+        ('assignments', '0006_labels'),
     ]
 
     operations = [
