@@ -3,6 +3,7 @@ restore of assignments, and the generated files following along."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 
@@ -333,6 +334,8 @@ def test_the_fallback_migration_turns_stored_sentences_into_data(transactional_d
     before = [("assignments", "0002_seed_catalog"), ("gpus", "0001_initial")]
     executor.migrate(before)
     old_apps = executor.loader.project_state(before).apps
+    # A transactional test before this one may have flushed the seeded catalog.
+    importlib.import_module("assignments.migrations.0002_seed_catalog").seed(old_apps, None)
     Service = old_apps.get_model("assignments", "AiService")
     OldAssignment = old_apps.get_model("assignments", "Assignment")
     OldAssignment.objects.create(

@@ -32,7 +32,11 @@ class SilentRuntime(ContainerRuntime):
 
 
 @pytest.fixture
-def demo(reference_inventory, settings):
+def demo(reference_inventory, settings, monkeypatch):
+    """The demo runtime switched on, on a box where no engine answers (it never stands in for
+    one that does, such as the test engine `make test` runs)."""
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
     settings.GPUCONFIG_SIMULATED_RUNTIME_STEP = 0
     demo_runtime_enable()
     return SimulatedRuntime()
