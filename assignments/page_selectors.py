@@ -520,17 +520,18 @@ def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
     return ", ".join(gpu_label(by_id[d]) if d in by_id else f"GPU {d}" for d in devices)
 
 
-def services_panel() -> dict:
-    """The services panel from the stored container state and the latest apply's progress."""
+def services_panel(*, data: PlanningInput | None = None, status: dict | None = None) -> dict:
+    """The services panel from the stored container state and the latest apply's progress
+    (``data``, ``status``: the planning input and ``apply_status(live=False)``, if read)."""
     from assignments.live import NO_ENGINE_HELP, live_cached
     from assignments.runtime.simulated import LABEL as SIMULATED_LABEL
     from assignments.runtime.simulated import simulated_runtime_enabled
     from assignments.selectors import apply_status
     from gpus.selectors import detection_mode
 
-    status = apply_status(live=False)
+    data = data or planning_input()
+    status = status or apply_status(live=False, data=data)
     live = live_cached()
-    data = planning_input()
     gpus = {g.index: g for g in data.gpus}
     colours = {d.name: n % SEGMENT_COLOURS for n, d in enumerate(data.services)}
     label = (live or {}).get("runtime_label", "")
