@@ -1,0 +1,64 @@
+"""The cached GPU inventory read (``GET /api/system/gpus``): served from the cache while nothing
+changed, and never stale after a scan, a GPU edit or a removed GPU."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from gpus.models import Gpu
+from gpus.services import gpu_scan_run
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/system/gpus"
+
+
+def _gpus(client) -> dict[int, dict]:
+    return {g["index"]: g for g in client.get(URL).json()["gpus"]}
+
+
+def test_an_unchanged_inventory_is_answered_from_the_cache(
+    staff_client, reference_inventory, django_assert_num_queries
+):
+    first = staff_client.get(URL).json()
+    with django_assert_num_queries(0):
+        again = staff_client.get(URL).json()
+    assert again == first
+
+
+def test_a_scan_is_visible_on_the_next_read(staff_client, reference_inventory):
+    assert _gpus(staff_client)[0]["vram_used_mb"] != 12345
+    entries = yaml.safe_load(reference_inventory.read_text())
+    next(e for e in entries if e["index"] == 0)["vram_used_mb"] = 12345
+    reference_inventory.write_text(yaml.safe_dump(entries))
+    gpu_scan_run()
+    assert _gpus(staff_client)[0]["vram_used_mb"] == 12345
+
+
+def test_a_gpu_edit_is_visible_on_the_next_read(staff_client, reference_inventory):
+    assert _gpus(staff_client)[1]["name"] == "NVIDIA RTX A400"
+    gpu = Gpu.objects.get(index=1)
+    gpu.name = "Renamed card"
+    gpu.save()
+    assert _gpus(staff_client)[1]["name"] == "Renamed card"
+
+
+def test_a_removed_gpu_is_gone_on_the_next_read(staff_client, reference_inventory):
+    assert set(_gpus(staff_client)) == {0, 1}
+    Gpu.objects.filter(index=1).first().delete()
+    assert set(_gpus(staff_client)) == {0}
+
+
+def test_a_save_moves_the_version_again_at_commit(
+    staff_client, reference_inventory, django_capture_on_commit_callbacks
+):
+    """The version moves at the save and again at the commit: a read between the two cannot
+    keep the old rows under the new version."""
+    staff_client.get(URL)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        gpu = Gpu.objects.get(index=0)
+        gpu.name = "Mid-commit"
+        gpu.save()
+    assert callbacks, "the save schedules a second bump at commit"
+    assert _gpus(staff_client)[0]["name"] == "Mid-commit"
