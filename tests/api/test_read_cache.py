@@ -62,3 +62,12 @@ def test_a_save_moves_the_version_again_at_commit(
         gpu.save()
     assert callbacks, "the save schedules a second bump at commit"
     assert _gpus(staff_client)[0]["name"] == "Mid-commit"
+
+
+def test_the_redis_cache_keeps_one_client_per_pool():
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    assert cache._cache.get_client() is client
+    cache.set("read-cache-test", {"a": 1}, 5)
+    assert cache.get("read-cache-test") == {"a": 1}
