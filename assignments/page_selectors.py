@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
+from django.conf import settings
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from assignments import planner
@@ -26,7 +29,15 @@ from assignments.selectors import (
     version_list,
 )
 from gpus.models import Gpu, GpuSample
-from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
+from gpus.selectors import (
+    INVENTORY_READ_TTL,
+    NO_GPUS_DETAIL,
+    TROUBLESHOOTING,
+    gpu_list,
+    gpu_samples,
+    inventory_read_cached,
+    last_scan,
+)
 
 SPARK_WIDTH = 120
 SPARK_HEIGHT = 28
@@ -99,7 +110,20 @@ def sparkline(gpu: Gpu, samples: Sequence[GpuSample]) -> Sparkline | None:
 
 
 def gpu_cards() -> dict:
-    """The GPU cards: present GPUs first, then lost ones greyed, each with its sparkline."""
+    """The GPU cards: present GPUs first, then lost ones greyed, each with its sparkline. Kept
+    in the cache until the inventory changes or the oldest sample shown leaves the window."""
+    return inventory_read_cached("cards", _gpu_cards, ttl=_cards_ttl)
+
+
+def _cards_ttl(cards: dict) -> float:
+    oldest = cards["oldest_sample_at"]
+    if oldest is None:
+        return INVENTORY_READ_TTL
+    window_end = oldest + timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION)
+    return (window_end - timezone.now()).total_seconds()
+
+
+def _gpu_cards() -> dict:
     gpus = list(gpu_list())
     samples = gpu_samples(gpu_ids=[g.pk for g in gpus])
     cards = [
@@ -120,6 +144,9 @@ def gpu_cards() -> dict:
         "last_scan_at": parse_datetime(scan["finished_at"]) if scan.get("finished_at") else None,
         "last_scan_backend": scan.get("backend"),
         "last_scan_error": scan.get("error"),
+        "oldest_sample_at": min(
+            (shown[0].taken_at for shown in samples.values() if shown), default=None
+        ),
     }
 
 

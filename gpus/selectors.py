@@ -79,10 +79,14 @@ def last_scan() -> dict | None:
     return last_scan_stored()
 
 
-def inventory_read_cached(name: str, build: Callable[[], T]) -> T:
-    """``build()``, a pure function of the GPU rows and the last scan, kept in the cache under
-    the inventory's state: the version bumped by every committed GPU change and the last
-    scan's sequence number. Without Redis it is built on every call."""
+def inventory_read_cached(
+    name: str, build: Callable[[], T], *, ttl: Callable[[T], float] | None = None
+) -> T:
+    """``build()``, a pure function of the GPU rows, their samples and the last scan, kept in
+    the cache under the inventory's state: the version bumped by every committed GPU change and
+    the last scan's sequence number (samples come and go with scans only). ``ttl(value)``:
+    seconds it stays right without a change, when less than ``INVENTORY_READ_TTL``. Without
+    Redis it is built on every call."""
     try:
         version = cache.get_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY])
         scan = version.get(LAST_SCAN_KEY) or {}
@@ -92,8 +96,10 @@ def inventory_read_cached(name: str, build: Callable[[], T]) -> T:
         return build()
     if value is None:
         value = build()
+        timeout = min(INVENTORY_READ_TTL, ttl(value)) if ttl else INVENTORY_READ_TTL
         try:
-            cache.set(key, value, INVENTORY_READ_TTL)
+            if timeout >= 1:
+                cache.set(key, value, int(timeout))
         except REDIS_DOWN:
             pass
     return value

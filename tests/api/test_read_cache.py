@@ -71,3 +71,32 @@ def test_the_redis_cache_keeps_one_client_per_pool():
     assert cache._cache.get_client() is client
     cache.set("read-cache-test", {"a": 1}, 5)
     assert cache.get("read-cache-test") == {"a": 1}
+
+
+def test_the_cards_show_a_new_sample_on_the_next_read(reference_inventory):
+    from assignments.page_selectors import gpu_cards
+
+    before = gpu_cards()["cards"][0].sparkline.count
+    gpu_scan_run()
+    assert gpu_cards()["cards"][0].sparkline.count == before + 1
+
+
+def test_the_cards_are_kept_no_longer_than_their_oldest_sample_is_shown(
+    settings, reference_inventory
+):
+    from datetime import timedelta
+
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from assignments.page_selectors import _cards_ttl, gpu_cards
+    from gpus.models import GpuSample
+
+    gpu = Gpu.objects.get(index=0)
+    edge = timezone.now() - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION - 3)
+    GpuSample.objects.create(gpu=gpu, taken_at=edge, utilization_percent=1, vram_used_mb=1)
+    cards = gpu_cards()
+    assert cards["oldest_sample_at"] == edge
+    assert 0 < _cards_ttl(cards) <= 3
+    key = next(k for k in cache._cache.get_client().keys("*gpus:read:cards:*"))
+    assert cache._cache.get_client().ttl(key) <= 3
