@@ -480,19 +480,25 @@ class StatusStrip:
         return "ok" if run.status == ApplyRun.Status.SUCCEEDED else "bad"
 
 
+def _gpu_counts() -> tuple[int, int]:
+    """How many GPUs are present, and how many lost."""
+    gpus = list(gpu_list())
+    return sum(g.available for g in gpus), sum(not g.available for g in gpus)
+
+
 def status_strip(*, problem_count: int) -> StatusStrip:
     from assignments.live import live_cached
     from assignments.selectors import apply_run_latest
     from gpus.selectors import detection_mode
 
     mode = detection_mode()
-    gpus = list(gpu_list())
+    present, lost = inventory_read_cached("counts", _gpu_counts)
     live = live_cached() or {}
     return StatusStrip(
         simulated=mode["simulated"],
         backend=mode["backend"] or "",
-        gpus_present=sum(g.available for g in gpus),
-        gpus_lost=sum(not g.available for g in gpus),
+        gpus_present=present,
+        gpus_lost=lost,
         problem_count=problem_count,
         apply_run=apply_run_latest(),
         runtime_label=live.get("runtime_label", ""),

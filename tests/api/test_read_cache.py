@@ -100,3 +100,28 @@ def test_the_cards_are_kept_no_longer_than_their_oldest_sample_is_shown(
     assert 0 < _cards_ttl(cards) <= 3
     key = next(k for k in cache._cache.get_client().keys("*gpus:read:cards:*"))
     assert cache._cache.get_client().ttl(key) <= 3
+
+
+def test_the_status_strip_counts_a_lost_gpu_on_the_next_read(reference_inventory):
+    from assignments.page_selectors import status_strip
+
+    strip = status_strip(problem_count=0)
+    assert (strip.gpus_present, strip.gpus_lost) == (2, 0)
+    gpu = Gpu.objects.get(index=1)
+    gpu.available = False
+    gpu.save()
+    strip = status_strip(problem_count=0)
+    assert (strip.gpus_present, strip.gpus_lost) == (1, 1)
+
+
+def test_the_page_shows_a_scanned_change_on_the_next_render(
+    client, staff_user, reference_inventory
+):
+    client.force_login(staff_user)
+    assert "Renamed by a scan" not in client.get("/settings/gpu/").content.decode()
+    entries = yaml.safe_load(reference_inventory.read_text())
+    next(e for e in entries if e["index"] == 1)["name"] = "Renamed by a scan"
+    reference_inventory.write_text(yaml.safe_dump(entries))
+    gpu_scan_run()
+    assert "Renamed by a scan" in client.get("/settings/gpu/").content.decode()
+    assert "Renamed by a scan" in client.get("/settings/gpu/cards/").content.decode()
