@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from assignments.models import ApplyRun
-from assignments.selectors import planning_input
+from assignments.selectors import PlanningInput, planning_input
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 LIVE_KEY = "runtime:live"
@@ -103,10 +103,15 @@ def _last_outcomes(limit: int = 20) -> dict[str, dict]:
     return out
 
 
-def service_rows(snapshot: dict | None, *, restart: dict[str, str] | None = None) -> list[dict]:
+def service_rows(
+    snapshot: dict | None,
+    *,
+    restart: dict[str, str] | None = None,
+    data: PlanningInput | None = None,
+) -> list[dict]:
     """One row per enabled service: container status and health, GPU, runtime, last restart by
-    gpuconfig and the last apply's outcome for it."""
-    data = planning_input()
+    gpuconfig and the last apply's outcome for it (``data``: the planning input, if read)."""
+    data = data or planning_input()
     restart = restart or {}
     outcomes = _last_outcomes()
     snapshot = snapshot or {}

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
+from django.conf import settings
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from assignments import planner
@@ -26,7 +29,15 @@ from assignments.selectors import (
     version_list,
 )
 from gpus.models import Gpu, GpuSample
-from gpus.selectors import NO_GPUS_DETAIL, TROUBLESHOOTING, gpu_list, gpu_samples, last_scan
+from gpus.selectors import (
+    INVENTORY_READ_TTL,
+    NO_GPUS_DETAIL,
+    TROUBLESHOOTING,
+    gpu_list,
+    gpu_samples,
+    inventory_read_cached,
+    last_scan,
+)
 
 SPARK_WIDTH = 120
 SPARK_HEIGHT = 28
@@ -99,7 +110,20 @@ def sparkline(gpu: Gpu, samples: Sequence[GpuSample]) -> Sparkline | None:
 
 
 def gpu_cards() -> dict:
-    """The GPU cards: present GPUs first, then lost ones greyed, each with its sparkline."""
+    """The GPU cards: present GPUs first, then lost ones greyed, each with its sparkline. Kept
+    in the cache until the inventory changes or the oldest sample shown leaves the window."""
+    return inventory_read_cached("cards", _gpu_cards, ttl=_cards_ttl)
+
+
+def _cards_ttl(cards: dict) -> float:
+    oldest = cards["oldest_sample_at"]
+    if oldest is None:
+        return INVENTORY_READ_TTL
+    window_end = oldest + timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION)
+    return (window_end - timezone.now()).total_seconds()
+
+
+def _gpu_cards() -> dict:
     gpus = list(gpu_list())
     samples = gpu_samples(gpu_ids=[g.pk for g in gpus])
     cards = [
@@ -120,6 +144,9 @@ def gpu_cards() -> dict:
         "last_scan_at": parse_datetime(scan["finished_at"]) if scan.get("finished_at") else None,
         "last_scan_backend": scan.get("backend"),
         "last_scan_error": scan.get("error"),
+        "oldest_sample_at": min(
+            (shown[0].taken_at for shown in samples.values() if shown), default=None
+        ),
     }
 
 
@@ -453,19 +480,25 @@ class StatusStrip:
         return "ok" if run.status == ApplyRun.Status.SUCCEEDED else "bad"
 
 
+def _gpu_counts() -> tuple[int, int]:
+    """How many GPUs are present, and how many lost."""
+    gpus = list(gpu_list())
+    return sum(g.available for g in gpus), sum(not g.available for g in gpus)
+
+
 def status_strip(*, problem_count: int) -> StatusStrip:
     from assignments.live import live_cached
     from assignments.selectors import apply_run_latest
     from gpus.selectors import detection_mode
 
     mode = detection_mode()
-    gpus = list(gpu_list())
+    present, lost = inventory_read_cached("counts", _gpu_counts)
     live = live_cached() or {}
     return StatusStrip(
         simulated=mode["simulated"],
         backend=mode["backend"] or "",
-        gpus_present=sum(g.available for g in gpus),
-        gpus_lost=sum(not g.available for g in gpus),
+        gpus_present=present,
+        gpus_lost=lost,
         problem_count=problem_count,
         apply_run=apply_run_latest(),
         runtime_label=live.get("runtime_label", ""),
@@ -520,17 +553,18 @@ def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
     return ", ".join(gpu_label(by_id[d]) if d in by_id else f"GPU {d}" for d in devices)
 
 
-def services_panel() -> dict:
-    """The services panel from the stored container state and the latest apply's progress."""
+def services_panel(*, data: PlanningInput | None = None, status: dict | None = None) -> dict:
+    """The services panel from the stored container state and the latest apply's progress
+    (``data``, ``status``: the planning input and ``apply_status(live=False)``, if read)."""
     from assignments.live import NO_ENGINE_HELP, live_cached
     from assignments.runtime.simulated import LABEL as SIMULATED_LABEL
     from assignments.runtime.simulated import simulated_runtime_enabled
     from assignments.selectors import apply_status
     from gpus.selectors import detection_mode
 
-    status = apply_status(live=False)
+    data = data or planning_input()
+    status = status or apply_status(live=False, data=data)
     live = live_cached()
-    data = planning_input()
     gpus = {g.index: g for g in data.gpus}
     colours = {d.name: n % SEGMENT_COLOURS for n, d in enumerate(data.services)}
     label = (live or {}).get("runtime_label", "")

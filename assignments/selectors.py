@@ -297,8 +297,9 @@ def apply_targets(data: PlanningInput | None = None) -> list[Target]:
     return targets
 
 
-def apply_status(*, live: bool = True) -> dict:
-    """The latest apply's progress plus each service's container state (``services_live``)."""
+def apply_status(*, live: bool = True, data: PlanningInput | None = None) -> dict:
+    """The latest apply's progress plus each service's container state (``services_live``);
+    ``data``: the planning input when the caller has read it already."""
     run = apply_run_latest()
     entries = progress.progress_get(str(run.operation_id)) if run else []
     in_progress = bool(run and not run.is_finished)
@@ -316,14 +317,18 @@ def apply_status(*, live: bool = True) -> dict:
             }
             for e in entries
         ],
-        "services": services_live(restart={e["service"]: e["status"] for e in entries}, live=live),
+        "services": services_live(
+            restart={e["service"]: e["status"] for e in entries}, live=live, data=data
+        ),
     }
 
 
-def services_live(*, restart: dict[str, str] | None = None, live: bool = True) -> list[dict]:
+def services_live(
+    *, restart: dict[str, str] | None = None, live: bool = True, data: PlanningInput | None = None
+) -> list[dict]:
     """Each enabled service's container status and health: asked of the engine now (``live``,
     which also refreshes the stored copy), else the copy the worker keeps (no engine call).
     The engine being unreachable is reported per service (status ``unknown``), not raised."""
     from assignments.live import live_cached, live_refresh, service_rows
 
-    return service_rows(live_refresh() if live else live_cached(), restart=restart)
+    return service_rows(live_refresh() if live else live_cached(), restart=restart, data=data)

@@ -100,11 +100,19 @@ def _config_form(
     )
 
 
-def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extra) -> dict:
-    """The strategy select and the assignment table for ``form`` (saved values without one)."""
-    planning = form.planning if form is not None else planning_input()
+def _config_context(
+    request: HttpRequest,
+    form: ConfigForm | None = None,
+    *,
+    planning: PlanningInput | None = None,
+    **extra,
+) -> dict:
+    """The strategy select and the assignment table for ``form`` (saved values without one;
+    ``planning``: the planning input when the caller has read it)."""
+    saved_strategy = page_selectors.current_strategy()
     if form is None:
-        form = _config_form(request, planning=planning)
+        form = _config_form(request, planning=planning or planning_input(), strategy=saved_strategy)
+    planning = form.planning
     table = page_selectors.table_state(form.choices(), data=planning)
     rows = [
         FormRow(
@@ -114,7 +122,6 @@ def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extr
         )
         for row in table.rows
     ]
-    saved_strategy = page_selectors.current_strategy()
     problems = page_selectors.problems(table)
     return {
         "form": form,
@@ -129,11 +136,15 @@ def _config_context(request: HttpRequest, form: ConfigForm | None = None, **extr
     }
 
 
-def _apply_context(**given) -> dict:
-    """The apply panel: a confirmation, the progress of the latest run, or nothing yet."""
+def _apply_context(*, status: dict | None = None, **given) -> dict:
+    """The apply panel: a confirmation, the progress of the latest run, or nothing yet
+    (``status``: ``apply_status(live=False)`` when the caller has read it)."""
     apply = {"plan": None, "progress": None, "error": "", "running": False, **given}
-    if apply["progress"] is None and apply_run_latest() is not None:
-        apply["progress"] = page_selectors.apply_progress(apply_status(live=False))
+    if apply["progress"] is None:
+        if status is None and apply_run_latest() is not None:
+            status = apply_status(live=False)
+        if status is not None and status["run"] is not None:
+            apply["progress"] = page_selectors.apply_progress(status)
     if apply["progress"] is not None:
         apply["running"] = apply["progress"].in_progress
     return apply
@@ -155,13 +166,16 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
 
     live_refresh_request()
     page = {"can_change": _can_change(request), **context}
+    # Read once for the whole page: the table, the apply panel and the services panel share them.
+    planning = planning_input()
+    applying = apply_status(live=False, data=planning)
     page.setdefault("inventory", page_selectors.gpu_cards())
     if "form" not in page:
-        page.update(_config_context(request))
+        page.update(_config_context(request, planning=planning))
     page.setdefault("preview", None)
-    page.setdefault("apply", _apply_context())
+    page.setdefault("apply", _apply_context(status=applying))
     page.setdefault("history", page_selectors.history())
-    page.setdefault("services", _services_context())
+    page.setdefault("services", page_selectors.services_panel(data=planning, status=applying))
     return render(request, TEMPLATE, page, status=status)
 
 

@@ -1,4 +1,5 @@
-"""The API and the settings page under load: 1 and 50 concurrent clients through gunicorn.
+"""The API and the settings page under load: 1 and 50 concurrent clients through gunicorn
+(as many workers and threads as `gpuconfig serve` runs).
 
 Serves the project with a fresh SQLite database and the simulated reference inventory (one
 scan at start) and measures ``GET /api/system/gpus`` (API key) and ``GET /settings/gpu/`` (a
@@ -29,10 +30,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.detection import percentile
+from gpuconfig_site.cli import SERVE_THREADS as THREADS
+from gpuconfig_site.cli import SERVE_WORKERS as WORKERS
 
 KEY = "bench-key"
-WORKERS = 2
-THREADS = 8
 SESSION_SCRIPT = """
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore

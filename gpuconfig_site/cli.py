@@ -14,6 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+# gunicorn's processes and threads for `gpuconfig serve` (and `make bench`, which measures it).
+SERVE_WORKERS = 2
+SERVE_THREADS = 4
+
 
 def _django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpuconfig_site.settings")
@@ -42,7 +46,7 @@ def cmd_serve(args) -> int:
             "--workers",
             str(args.workers),
             "--threads",
-            "4",
+            str(SERVE_THREADS),
             "--access-logfile",
             "-",
             "--access-logformat",
@@ -259,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the web site (gunicorn)")
     s.add_argument("--bind", help="address:port (default GPUCONFIG_BIND)")
-    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--workers", type=int, default=SERVE_WORKERS)
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser("worker", help="run a Celery worker (scans, applies)")
     s.add_argument("--concurrency", type=int, default=2)

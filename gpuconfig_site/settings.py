@@ -250,7 +250,7 @@ if GPUCONFIG_EMBEDDED:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "gpuconfig_site.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("GPUCONFIG_CACHE_PREFIX", "gpuconfig"),
             # A Redis that stops answering fails a request in seconds instead of hanging it.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from gpuconfig_site.redis_health import unknown_while_redis_is_down
+from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
 from gpus.models import Gpu, GpuSample
 
 NO_GPUS_DETAIL = "No GPUs detected"
@@ -22,6 +24,12 @@ TROUBLESHOOTING = (
     'Click "Re-scan GPUs" to run detection again.',
 )
 LAST_SCAN_KEY = "gpus:last-scan"
+# Bumped once a change to a GPU row has committed (``gpus.services.inventory_version_bump``).
+INVENTORY_VERSION_KEY = "gpus:inventory-version"
+# A read model stays at most this long, in case a bump was lost while Redis was away.
+INVENTORY_READ_TTL = 60
+
+T = TypeVar("T")
 
 
 def gpu_index_holder(*, gpu: Gpu) -> Gpu | None:
@@ -69,6 +77,32 @@ def last_scan_stored() -> dict | None:
 def last_scan() -> dict | None:
     """``last_scan_stored()`` for display: unknown (None) while Redis is down."""
     return last_scan_stored()
+
+
+def inventory_read_cached(
+    name: str, build: Callable[[], T], *, ttl: Callable[[T], float] | None = None
+) -> T:
+    """``build()``, a pure function of the GPU rows, their samples and the last scan, kept in
+    the cache under the inventory's state: the version bumped by every committed GPU change and
+    the last scan's sequence number (samples come and go with scans only). ``ttl(value)``:
+    seconds it stays right without a change, when less than ``INVENTORY_READ_TTL``. Without
+    Redis it is built on every call."""
+    try:
+        version = cache.get_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY])
+        scan = version.get(LAST_SCAN_KEY) or {}
+        key = f"gpus:read:{name}:{version.get(INVENTORY_VERSION_KEY, 0)}:{scan.get('seq', 0)}"
+        value = cache.get(key)
+    except REDIS_DOWN:
+        return build()
+    if value is None:
+        value = build()
+        timeout = min(INVENTORY_READ_TTL, ttl(value)) if ttl else INVENTORY_READ_TTL
+        try:
+            if timeout >= 1:
+                cache.set(key, value, int(timeout))
+        except REDIS_DOWN:
+            pass
+    return value
 
 
 def detection_mode() -> dict:

@@ -14,10 +14,17 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus import backends
 from gpus.backends.base import BackendError, BackendUnavailable, GpuReading
 from gpus.models import Gpu, GpuSample
-from gpus.selectors import LAST_SCAN_KEY, gpu_index_holder, index_taken_detail, last_scan_stored
+from gpus.selectors import (
+    INVENTORY_VERSION_KEY,
+    LAST_SCAN_KEY,
+    gpu_index_holder,
+    index_taken_detail,
+    last_scan_stored,
+)
 from gpus.signals import inventory_changed
 
 logger = logging.getLogger(__name__)
@@ -250,12 +257,31 @@ def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
     return summary
 
 
-def _scan_seq_next() -> int:
+def _counter_next(key: str) -> int:
     try:
-        return cache.incr(SCAN_SEQ_KEY)
+        return cache.incr(key)
     except ValueError:
-        cache.set(SCAN_SEQ_KEY, 1, timeout=None)
+        cache.set(key, 1, timeout=None)
         return 1
+
+
+def _scan_seq_next() -> int:
+    return _counter_next(SCAN_SEQ_KEY)
+
+
+def inventory_version_bump(**_) -> None:
+    """Make the cached inventory read models stale (``gpus.selectors.inventory_read_cached``),
+    now and again once the current transaction commits: a read between the two may have
+    cached what was there before. Connected to every save and delete of a GPU."""
+
+    def bump() -> None:
+        try:
+            _counter_next(INVENTORY_VERSION_KEY)
+        except REDIS_DOWN as exc:
+            logger.warning("Redis is not reachable (%s); cached GPU reads expire on their own", exc)
+
+    bump()
+    transaction.on_commit(bump)
 
 
 def gpu_scan_request(*, wait: float) -> tuple[dict, bool]:

@@ -23,6 +23,7 @@ from gpus.selectors import (
     gpu_list,
     gpu_sample_page,
     gpu_samples,
+    inventory_read_cached,
 )
 from gpus.services import gpu_scan_request
 
@@ -31,6 +32,10 @@ HISTORY_LIMIT_MAX = 1000
 
 
 def inventory_payload() -> dict:
+    return inventory_read_cached("payload", _inventory_payload)
+
+
+def _inventory_payload() -> dict:
     gpus = list(gpu_list())
     payload: dict = {"gpus": GpuSerializer(gpus, many=True).data, **detection_mode()}
     if not any(g.available for g in gpus):
