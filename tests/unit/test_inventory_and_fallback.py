@@ -103,7 +103,7 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     def slow_scan(name=None):
         calls.append(name)
         started.set()
-        release.wait(5)
+        release.wait(30)
         return real_scan(name)
 
     monkeypatch.setattr(backends, "scan", slow_scan)
@@ -129,13 +129,13 @@ def test_concurrent_scans_share_one_scan(simulated_gpus, monkeypatch):
     monkeypatch.setattr(cache_class, "add", add)
     t = threading.Thread(target=first)
     t.start()
-    assert started.wait(5)
+    assert started.wait(30)
     waiter = threading.Thread(target=lambda: results.setdefault("second", gpu_scan_run()))
     waiter.start()
-    assert refused.wait(5)
+    assert refused.wait(30)
     release.set()
-    t.join(10)
-    waiter.join(10)
+    t.join(60)
+    waiter.join(60)
     assert len(calls) == 1
     assert results["second"]["seq"] == results["first"]["seq"]
 
