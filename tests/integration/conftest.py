@@ -30,10 +30,10 @@ BROKEN = {  # a third card the test engine treats as broken: containers on it ne
 }
 
 
-@pytest.fixture
-def docker_box(compose_stack, simulated_gpus, settings, staff_user, live_db):
-    """The stack on GPU 0 on the Docker engine, the reference hardware (plus the broken card)
-    scanned, everything on GPU 0 saved as the current configuration, and a staff API client."""
+def stack_on_gpu0(stack, simulated_gpus, settings, staff_user):
+    """The reference hardware (plus the broken card) scanned, ``stack``'s project managed,
+    everything on GPU 0 saved as the current configuration; returns the stack and a staff
+    API client."""
     from rest_framework.test import APIClient
 
     from assignments.services import config_save
@@ -43,10 +43,16 @@ def docker_box(compose_stack, simulated_gpus, settings, staff_user, live_db):
 
     entries = yaml.safe_load(REFERENCE_GPUS.read_text()) + [BROKEN]
     simulated_gpus.write_text(yaml.safe_dump(entries))
-    settings.GPUCONFIG_COMPOSE_PROJECT = compose_stack.project
+    settings.GPUCONFIG_COMPOSE_PROJECT = stack.project
     settings.GPUCONFIG_HEALTH_TIMEOUT = 30
     gpu_scan_run()
     config_save(strategy="manual", assignments=[{"service": s, "gpu_index": 0} for s in SERVICES])
     client = APIClient()
     client.force_authenticate(staff_user)
-    return compose_stack, client
+    return stack, client
+
+
+@pytest.fixture
+def docker_box(compose_stack, simulated_gpus, settings, staff_user, live_db):
+    """The Docker engine's stack on GPU 0 (see ``stack_on_gpu0``)."""
+    return stack_on_gpu0(compose_stack, simulated_gpus, settings, staff_user)

@@ -7,43 +7,23 @@ from __future__ import annotations
 import pytest
 import yaml
 from django.core.cache import cache
-from rest_framework.test import APIClient
 
 from assignments import progress
 from assignments.models import ApplyRun
 from assignments.runtime import get_runtime
 from assignments.runtime.podman import DEVICES_LABEL
 from assignments.services import APPLY_LOCK_KEY, config_save
-from gpus.services import gpu_scan_run
-from tests.conftest import REFERENCE_GPUS, config_files, wait_for
+from tests.conftest import config_files, wait_for
+from tests.integration.conftest import stack_on_gpu0
 from tests.plugins.dockerd import SERVICES
 
 pytestmark = [pytest.mark.integration]
 
-BROKEN = {  # a third card the test engine treats as broken: containers on it never get healthy
-    "index": 99,
-    "name": "Broken test card",
-    "uuid": "GPU-broken-99",
-    "vram_total_mb": 49152,
-    "vram_used_mb": 0,
-    "compute_capability": "8.6",
-}
-
 
 @pytest.fixture
 def box(engine_stack, simulated_gpus, settings, staff_user, live_db):
-    """The stack on GPU 0 (on each engine), the reference hardware (plus the broken card)
-    scanned, everything on GPU 0 saved as the current configuration, and a staff API client."""
-    compose_stack = engine_stack
-    entries = yaml.safe_load(REFERENCE_GPUS.read_text()) + [BROKEN]
-    simulated_gpus.write_text(yaml.safe_dump(entries))
-    settings.GPUCONFIG_COMPOSE_PROJECT = compose_stack.project
-    settings.GPUCONFIG_HEALTH_TIMEOUT = 30
-    gpu_scan_run()
-    config_save(strategy="manual", assignments=[{"service": s, "gpu_index": 0} for s in SERVICES])
-    client = APIClient()
-    client.force_authenticate(staff_user)
-    return compose_stack, client
+    """The stack on GPU 0 on each engine (see ``stack_on_gpu0``)."""
+    return stack_on_gpu0(engine_stack, simulated_gpus, settings, staff_user)
 
 
 def ids(stack) -> dict[str, str]:
