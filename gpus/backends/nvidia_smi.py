@@ -19,7 +19,10 @@ QUERY_FIELDS = (
     "name",
     "pci.bus_id",
     "memory.total",
-    "memory.used",
+    # Not memory.used: since driver 510 nvidia-smi leaves the driver's reserve (memory.reserved,
+    # a few hundred MiB) out of it, while NVML's used figure counts it. total - free is the same
+    # figure from both backends, and it is what the services cannot have.
+    "memory.free",
     "compute_cap",
     "utilization.gpu",
     "temperature.gpu",
@@ -169,7 +172,7 @@ class NvidiaSmiBackend(GpuBackend):
                 }
                 try:
                     total = _value(row[4], int, "memory.total")
-                    used = _value(row[5], int, "memory.used")
+                    free = _value(row[5], int, "memory.free")
                 except _GpuFault:
                     readings.append(GpuReading(**known, lost=True))
                     continue
@@ -177,7 +180,7 @@ class NvidiaSmiBackend(GpuBackend):
                     GpuReading(
                         **known,
                         vram_total_mb=total,
-                        vram_used_mb=used,
+                        vram_used_mb=None if total is None or free is None else total - free,
                         compute_capability=_optional(row[6], _capability, "compute_cap"),
                         utilization_percent=_optional(row[7], int, "utilization.gpu"),
                         temperature_c=_optional(row[8], int, "temperature.gpu"),

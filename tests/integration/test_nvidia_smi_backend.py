@@ -67,6 +67,18 @@ def test_reads_the_reference_gpus(smi):
     ]
 
 
+def test_used_counts_the_drivers_reserve_as_nvml_does(smi):
+    # On a real H200 with nothing running, nvidia-smi's memory.used said 0 MiB and NVML's used
+    # 615 MiB: the driver's reserve. Read as total - free, both backends give 615 MiB, so a
+    # fallback from NVML to nvidia-smi does not make 615 MiB appear free.
+    smi("h200")
+
+    [reading] = NvidiaSmiBackend().scan()
+
+    assert (reading.vram_total_mb, reading.vram_used_mb) == (143771, 615)
+    assert reading.compute_capability == (9, 0)
+
+
 def test_not_supported_and_na_values_are_none(smi):
     smi("reference")
 
