@@ -8,11 +8,12 @@ from django.utils.html import format_html, format_html_join
 
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
 from assignments.services import catalog_service_save, config_save, config_validate
+from gpuconfig_site.admin_saves import ServiceSavedAdmin
 from gpuconfig_site.errors import ApplicationError
 
 
 @admin.register(AiService)
-class AiServiceAdmin(admin.ModelAdmin):
+class AiServiceAdmin(ServiceSavedAdmin):
     """The catalog: VRAM estimates, strategy flags and default budgets are edited here."""
 
     list_display = [
@@ -67,7 +68,7 @@ class AiServiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(GpuConfig)
-class GpuConfigAdmin(admin.ModelAdmin):
+class GpuConfigAdmin(ServiceSavedAdmin):
     """The strategy; a change goes through the save service, as on the page and the API."""
 
     list_display = ["strategy", "updated_at", "updated_by"]
@@ -117,7 +118,7 @@ class AssignmentForm(forms.ModelForm):
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ServiceSavedAdmin):
     """Overrides of single assignments. A save goes through the same service as the page and
     the API: validated, recorded as a ConfigVersion, and the generated files rewritten."""
 

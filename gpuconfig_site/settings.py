@@ -369,6 +369,8 @@ AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "gpuconfig_site.auth.lockout_response"
 AXES_VERBOSE = False
+# The database handler, asked only about addresses that failed lately (gpuconfig_site/lockout.py).
+AXES_HANDLER = "gpuconfig_site.lockout.CachedLockoutHandler"
 
 # --- Operating it: health, metrics, logs ------------------------------------------------------
 # Readiness and request handlers must answer while Redis is down, not hang on it.

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import ValidationError
 
+from gpuconfig_site.admin_saves import ServiceSavedAdmin
 from gpus.models import Gpu, GpuSample
 from gpus.selectors import gpu_index_holder, index_taken_detail
 from gpus.services import gpu_availability_set
@@ -25,7 +26,7 @@ class GpuForm(forms.ModelForm):
 
 
 @admin.register(Gpu)
-class GpuAdmin(admin.ModelAdmin):
+class GpuAdmin(ServiceSavedAdmin):
     """The inventory is written by scans; the admin shows it and may mark a card lost or back,
     which goes through the inventory service (fallbacks, a ConfigVersion, the files)."""
 

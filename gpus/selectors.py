@@ -83,25 +83,27 @@ def inventory_read_cached(
     name: str, build: Callable[[], T], *, ttl: Callable[[T], float] | None = None
 ) -> T:
     """``build()``, a pure function of the GPU rows, their samples and the last scan, kept in
-    the cache under the inventory's state: the version bumped by every committed GPU change and
-    the last scan's sequence number (samples come and go with scans only). ``ttl(value)``:
-    seconds it stays right without a change, when less than ``INVENTORY_READ_TTL``. Without
-    Redis it is built on every call."""
+    the cache with the inventory's state it was built under: the version bumped by every
+    committed GPU change and the last scan's sequence number (samples come and go with scans
+    only). One cache round trip reads the state and the kept value together; the value is used
+    when its state is the current one. ``ttl(value)``: seconds it stays right without a change,
+    when less than ``INVENTORY_READ_TTL``. Without Redis it is built on every call."""
+    key = f"gpus:read:{name}"
     try:
-        version = cache.get_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY])
-        scan = version.get(LAST_SCAN_KEY) or {}
-        key = f"gpus:read:{name}:{version.get(INVENTORY_VERSION_KEY, 0)}:{scan.get('seq', 0)}"
-        value = cache.get(key)
+        found = cache.get_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
     except REDIS_DOWN:
         return build()
-    if value is None:
-        value = build()
-        timeout = min(INVENTORY_READ_TTL, ttl(value)) if ttl else INVENTORY_READ_TTL
-        try:
-            if timeout >= 1:
-                cache.set(key, value, int(timeout))
-        except REDIS_DOWN:
-            pass
+    state = (found.get(INVENTORY_VERSION_KEY, 0), (found.get(LAST_SCAN_KEY) or {}).get("seq", 0))
+    kept = found.get(key)
+    if kept is not None and kept[0] == state:
+        return kept[1]
+    value = build()
+    timeout = min(INVENTORY_READ_TTL, ttl(value)) if ttl else INVENTORY_READ_TTL
+    try:
+        if timeout >= 1:
+            cache.set(key, (state, value), int(timeout))
+    except REDIS_DOWN:
+        pass
     return value
 
 

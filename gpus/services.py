@@ -146,7 +146,7 @@ def gpu_availability_set(*, gpu: Gpu, available: bool) -> SyncResult:
     """Mark a GPU present or lost by hand (the admin) and announce it as a scan would
     (``inventory_changed``): services fall back from a lost card or return to one, with a
     ConfigVersion and the files rewritten. Raises GpuIndexTaken when another present GPU holds
-    its index."""
+    its index, and whatever a receiver of the signal raises (nothing is changed then)."""
     result = SyncResult()
     with transaction.atomic():
         gpu = Gpu.objects.select_for_update().get(pk=gpu.pk)
@@ -158,10 +158,12 @@ def gpu_availability_set(*, gpu: Gpu, available: bool) -> SyncResult:
         gpu.available = available
         gpu.save(update_fields=["available", "updated_at"])
         (result.returned if available else result.lost).append(gpu.uuid)
+        # The change and what follows from it are saved together or not at all: a receiver
+        # that cannot finish (the generated files cannot be written) refuses both.
+        inventory_changed.send(sender=gpu_availability_set, result=result, by_hand=True)
     logger.warning(
         "GPU %s (%s) marked %s by hand", gpu.uuid, gpu.name, "available" if available else "lost"
     )
-    inventory_changed.send(sender=gpu_availability_set, result=result)
     return result
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid as uuidlib
 
 from django.conf import settings
@@ -141,6 +142,10 @@ def _settle_journal(journal: dict, services) -> dict:
 
 
 RECOVERY_LOCK_TTL = 120  # seconds recovery holds the apply lock at most
+RECOVERY_PREFIX = "recovery-"
+# An apply that finds recovery at work (every GPUCONFIG_RECOVERY_INTERVAL, usually a moment's
+# look at the containers) waits this long for it before answering busy.
+RECOVERY_WAIT_S = 10.0
 
 
 def apply_recover(*, runtime=None) -> list[str]:
@@ -167,7 +172,7 @@ def apply_recover(*, runtime=None) -> list[str]:
         for run in ApplyRun.objects.filter(status__in=ApplyRun.FINISHED).order_by("-created_at")[:5]
         if _unsettled(run.journal)
     ]
-    token = f"recovery-{uuidlib.uuid4()}"
+    token = f"{RECOVERY_PREFIX}{uuidlib.uuid4()}"
     locked = False
     try:
         for run, _ in dead:
@@ -240,6 +245,25 @@ def _close_dead(dead, *, restored: list[str], settled: bool, problem: str = "") 
         logger.warning("Apply %s interrupted: %s", run.operation_id, reason)
 
 
+def _lock_take(token: str) -> None:
+    """Take the apply lock for ``token``; raises ApplyBusy while an apply holds it. Recovery
+    holding it is waited for (``RECOVERY_WAIT_S``): it is over in a moment, and the user who
+    pressed Apply should not be told to come back for it."""
+    deadline = time.monotonic() + RECOVERY_WAIT_S
+    while not cache.add(APPLY_LOCK_KEY, token, timeout=APPLY_QUEUE_TTL):
+        holder = _lock_holder()
+        if holder is None:
+            continue  # freed between the two calls
+        if not holder.startswith(RECOVERY_PREFIX):
+            raise ApplyBusy(f"An apply is already running (operation {holder}).")
+        if time.monotonic() >= deadline:
+            raise ApplyBusy(
+                "gpuconfig is repairing what an interrupted apply left behind; "
+                "try again in a minute."
+            )
+        time.sleep(0.1)
+
+
 def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     """Take the apply lock, work out which services will restart, create the ApplyRun and
     enqueue the work after commit.
@@ -255,8 +279,7 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     operation_id = uuidlib.uuid4()
     # A dead run's lock must not refuse the apply: recovery frees it (and repairs) first.
     apply_recover()
-    if not cache.add(APPLY_LOCK_KEY, str(operation_id), timeout=APPLY_QUEUE_TTL):
-        raise ApplyBusy(f"An apply is already running (operation {_lock_holder()}).")
+    _lock_take(str(operation_id))
     try:
         changes = diff(get_runtime(), apply_targets())
         pending = [c.service for c in changes if c.needs_recreate]

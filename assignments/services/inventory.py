@@ -145,7 +145,7 @@ def _version_source(changes: dict[str, list[str]]) -> str:
 
 
 @transaction.atomic
-def assignments_follow_inventory() -> dict:
+def assignments_follow_inventory(*, files_required: bool = False) -> dict:
     """Keep the saved assignments true to the hardware after a scan.
 
     - a card whose index changed: the assignment follows its UUID, with the new index;
@@ -153,7 +153,8 @@ def assignments_follow_inventory() -> dict:
       VRAM (WARNING logged, shown as a warning), or is reported unplaced when none is left;
     - the saved GPU is back: the fallback is cleared and the saved choice applies again.
     Anything changed is recorded as a ConfigVersion and the generated files are rewritten after
-    commit. Returns the services concerned, by kind of change.
+    commit. Returns the services concerned, by kind of change. With ``files_required`` (a
+    change made by hand) files that cannot be written raise FilesUnwritable, refusing it all.
     """
     inv = _Inventory.load()
     if inv.available_by_index and not Assignment.objects.exists():
@@ -170,13 +171,16 @@ def assignments_follow_inventory() -> dict:
         _follow_lost_gpu(a, inv)
     if any(inv.changes.values()):
         config_version_record(
-            source=_version_source(inv.changes), strategy=GpuConfig.load().strategy, actor=ACTOR
+            source=_version_source(inv.changes),
+            strategy=GpuConfig.load().strategy,
+            actor=ACTOR,
+            files_required=files_required,
         )
     return {k: v for k, v in inv.changes.items() if v}
 
 
 def inventory_changed_receiver(sender, **kwargs) -> None:
     """``gpus.signals.inventory_changed``: the assignments follow the new inventory."""
-    follow = assignments_follow_inventory()
+    follow = assignments_follow_inventory(files_required=kwargs.get("by_hand", False))
     if follow:
         logger.info("Assignments followed the inventory: %s", follow)

@@ -108,3 +108,36 @@ def test_failed_logins_are_locked_out(settings, staff_user):
     res = client.post("/accounts/login/", {"username": "staff", "password": "pw-staff-123"})
     assert res.status_code == 429
     assert "Too many" in res.content.decode()
+
+
+def test_a_key_from_an_address_that_never_failed_costs_no_lockout_query(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(headers={"X-API-Key": API_KEY})
+    assert client.get("/api/system/gpus").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/system/gpus").status_code == 200
+    assert not [q["sql"] for q in queries if "axes_" in q["sql"]]
+
+
+def test_a_lockout_outlives_redis_losing_its_data_after_one_more_guess(settings, db):
+    from django.core.cache import cache
+
+    settings.AXES_FAILURE_LIMIT = 3
+    wrong = Client(headers={"X-API-Key": "guess"})
+    assert [wrong.get(URL).status_code for _ in range(3)] == [401, 401, 429]
+    cache.clear()  # Redis restarted: it keeps nothing on disk
+    assert wrong.get(URL).status_code == 429  # the guess is noted again; the database says locked
+    assert Client(headers={"X-API-Key": API_KEY}).get(URL).status_code == 429
+
+
+def test_wrong_keys_are_locked_out_from_the_database_while_redis_is_down(settings, db):
+    nowhere = "redis://127.0.0.1:1/0"
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": nowhere}
+    }
+    settings.AXES_FAILURE_LIMIT = 3
+    wrong = Client(headers={"X-API-Key": "guess"})
+    assert [wrong.get(URL).status_code for _ in range(3)] == [401, 401, 429]
+    assert Client(headers={"X-API-Key": API_KEY}).get(URL).status_code == 429

@@ -197,3 +197,67 @@ def test_saving_the_saved_assignment_again_records_no_version(
     before = saved_state(settings)
     assert put(staff_client, body).json()["changed"] is False
     assert saved_state(settings) == before
+
+
+@pytest.mark.parametrize("where", ["strategy", "catalog", "override", "gpu"])
+def test_an_unwritable_config_dir_is_an_admin_error_message_and_nothing_is_saved(
+    where, django_user_model, reference_inventory, settings, unwritable_config_dir
+):
+    from django.urls import reverse
+
+    from assignments.models import AiService, Assignment
+    from gpus.models import Gpu
+
+    user = django_user_model.objects.create_superuser("root", "", "pw-root-123")
+    client = Client()
+    client.force_login(user)
+    clip = AiService.objects.get(name="ai-clip")
+    clip_gpu = Assignment.objects.get(service=clip).gpu_index
+    posts = {
+        "strategy": (
+            reverse("admin:assignments_gpuconfig_change", args=[GpuConfig.load().pk]),
+            {"strategy": "isolation_first"},
+        ),
+        "catalog": (
+            reverse("admin:assignments_aiservice_change", args=[clip.pk]),
+            {**_admin_form(clip), "vram_required_mb": clip.vram_required_mb + 512},
+        ),
+        "override": (
+            reverse(
+                "admin:assignments_assignment_change",
+                args=[Assignment.objects.get(service=clip).pk],
+            ),
+            {"gpu_index": str(1 - clip_gpu), "vram_budget_override": ""},
+        ),
+        "gpu": (
+            reverse("admin:gpus_gpu_change", args=[Gpu.objects.get(index=1).pk]),
+            {"available": ""},
+        ),
+    }
+    url, form = posts[where]
+    versions = ConfigVersion.objects.count()
+    unwritable_config_dir()
+
+    res = client.post(url, form, follow=True)
+
+    assert res.status_code == 200
+    shown = [str(m) for m in res.context["messages"]]
+    assert any("Cannot write the generated files" in m for m in shown), shown
+    assert ConfigVersion.objects.count() == versions
+    assert GpuConfig.load().strategy != "isolation_first"
+    assert AiService.objects.get(name="ai-clip").vram_required_mb == clip.vram_required_mb
+    assert Assignment.objects.get(service=clip).gpu_index == clip_gpu
+    assert Gpu.objects.get(index=1).available
+
+
+def _admin_form(obj) -> dict:
+    """The admin change form's fields as a browser would post them, unchanged."""
+    from django.forms.models import model_to_dict
+
+    form = {}
+    for name, value in model_to_dict(obj).items():
+        if value is True:
+            form[name] = "on"
+        elif value not in (None, False):
+            form[name] = value
+    return form

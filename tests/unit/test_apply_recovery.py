@@ -145,3 +145,38 @@ def test_recovery_does_not_run_while_an_apply_holds_the_lock():
 
     assert apply_recover(runtime=runtime) == []
     assert runtime.calls == []
+
+
+def test_an_apply_waits_for_recovery_to_finish_instead_of_answering_busy():
+    import threading
+
+    from assignments.services.apply import _lock_take
+
+    cache.set(APPLY_LOCK_KEY, "recovery-1", 60)
+    threading.Timer(0.3, cache.delete, args=[APPLY_LOCK_KEY]).start()
+
+    _lock_take("op-1")
+
+    assert cache.get(APPLY_LOCK_KEY) == "op-1"
+
+
+def test_an_apply_is_busy_when_recovery_outlasts_the_wait(monkeypatch):
+    from assignments.services import ApplyBusy
+    from assignments.services import apply as apply_module
+
+    monkeypatch.setattr(apply_module, "RECOVERY_WAIT_S", 0.2)
+    cache.set(APPLY_LOCK_KEY, "recovery-1", 60)
+
+    with pytest.raises(ApplyBusy, match="repairing what an interrupted apply left behind"):
+        apply_module._lock_take("op-1")
+    assert cache.get(APPLY_LOCK_KEY) == "recovery-1"
+
+
+def test_an_apply_is_busy_at_once_while_another_apply_runs():
+    from assignments.services import ApplyBusy
+    from assignments.services.apply import _lock_take
+
+    cache.set(APPLY_LOCK_KEY, "op-0", 60)
+
+    with pytest.raises(ApplyBusy, match=r"already running \(operation op-0\)"):
+        _lock_take("op-1")

@@ -1,0 +1,57 @@
+"""django-axes' database handler, with the lockout check skipped for clients that never failed.
+
+Every request carrying an API key asks django-axes whether its address is locked out, and the
+database handler answers with an aggregate query: on ``GET /api/system/gpus`` that query was
+the largest part of the request. Almost every caller has never failed a sign-in, so this
+handler notes each address that fails in the cache (Redis), for as long as django-axes keeps
+counting its failures, and only asks the database about addresses noted there.
+
+The database stays the record: failures, lockouts and resets are django-axes' own. When Redis
+does not answer, the check goes to the database as before. Redis losing its data (a restart:
+it keeps nothing on disk here) forgets the notes, so an address already locked out gets one
+more attempt, whose failure notes it again and finds the lockout in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from axes.handlers.database import AxesDatabaseHandler
+from axes.helpers import get_cool_off
+from django.core.cache import cache
+
+from gpuconfig_site.redis_health import REDIS_DOWN
+
+logger = logging.getLogger(__name__)
+
+_NOTE_PREFIX = "axes:failed:"
+
+
+def _note_key(request) -> str | None:
+    address = getattr(request, "axes_ip_address", None)
+    return f"{_NOTE_PREFIX}{address}" if address else None
+
+
+class CachedLockoutHandler(AxesDatabaseHandler):
+    def get_failures(self, request, credentials=None) -> int:
+        key = _note_key(request)
+        if key is not None:
+            try:
+                if cache.get(key) is None:
+                    return 0
+            except REDIS_DOWN:
+                pass  # the database answers alone
+        return super().get_failures(request, credentials)
+
+    def user_login_failed(self, sender, credentials, request=None, **kwargs):
+        # Noted before django-axes counts the failure: its own lockout decision reads
+        # get_failures, which must not skip the database from this failure on.
+        key = _note_key(request) if request is not None else None
+        if key is not None:
+            cool_off = get_cool_off(request)
+            timeout = None if cool_off is None else int(cool_off.total_seconds()) + 60
+            try:
+                cache.set(key, 1, timeout)
+            except REDIS_DOWN:
+                logger.warning("Redis is down: a failed sign-in is recorded in the database only")
+        return super().user_login_failed(sender, credentials, request, **kwargs)
