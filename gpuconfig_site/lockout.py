@@ -8,8 +8,8 @@ counting its failures, and only asks the database about addresses noted there.
 
 The database stays the record: failures, lockouts and resets are django-axes' own. When Redis
 does not answer, the check goes to the database as before. Redis losing its data (a restart:
-it keeps nothing on disk here) forgets the notes, so an address already locked out gets one
-more attempt, whose failure notes it again and finds the lockout in the database.
+it keeps nothing on disk here) forgets the notes: an address already locked out is let
+through until its next failure, which notes it again and finds the lockout in the database.
 """
 
 from __future__ import annotations

@@ -63,8 +63,11 @@ def test_the_worker_killed_at_any_step_of_an_apply_recovers(docker_box, celery_w
             times.append(wait_settled(stack, since=killed))
         except AssertionError as exc:
             failures.append(f"{point}: {exc}")
+            print(f"  {position + 1}/{len(schedule)} {point}: NOT RECOVERED: {exc}", flush=True)
             if len(failures) >= 3:
                 break
+        else:
+            print(f"  {position + 1}/{len(schedule)} {point}: {times[-1]:.1f} s", flush=True)
     print(
         f"\nchaos: {len(times)}/{len(schedule)} kill points recovered; "
         f"max {max(times, default=0):.1f} s, "
