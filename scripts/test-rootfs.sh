@@ -13,6 +13,8 @@ BUSYBOX=${GPUCONFIG_BUSYBOX:-/bin/busybox}
 work=$(mktemp -d "$(dirname "$out")/rootfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin" "$work/tmp" "$work/etc" "$work/proc" "$work/sys" "$work/dev" "$work/data"
+# mktemp makes the folder 0700: as the image's root it would hide /bin from a non-root user.
+chmod 755 "$work"
 chmod 1777 "$work/tmp"
 cp "$BUSYBOX" "$work/bin/busybox"
 for applet in $("$BUSYBOX" --list); do
