@@ -110,12 +110,17 @@ start_service() {
 }
 
 import_image() {
-    if "$BIN/podman" image exists "$IMAGE"; then
+    # The script that builds the root filesystem is hashed beside the data root, so a data root
+    # kept from an earlier run gets the image again when that script has changed.
+    local built
+    built=$(sha256sum "$(dirname "$0")/test-rootfs.sh" | cut -c1-16)
+    if [ "$(cat "$BASE/image-built" 2>/dev/null)" = "$built" ] && "$BIN/podman" image exists "$IMAGE"; then
         return 0
     fi
     bash "$(dirname "$0")/test-rootfs.sh" "$BASE/rootfs.tar"
     "$BIN/podman" import --change 'ENV PATH=/bin' --change 'CMD ["sh"]' "$BASE/rootfs.tar" "$IMAGE" >/dev/null
     rm -f "$BASE/rootfs.tar"
+    echo "$built" >"$BASE/image-built"
 }
 
 cmd_start() {
