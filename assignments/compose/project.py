@@ -28,6 +28,10 @@ _DEFAULT_ARGV[tools.V1] = ("docker-compose",)
 _stack_cache: dict[tuple, BaseStack] = {}
 _stack_lock = threading.Lock()
 
+# A service's problem when the tool could not read the stack at all: the one error is the
+# report's ``error``, not repeated on every service.
+NOT_CHECKED = "Not checked: the compose tool could not read the stack (see the error)."
+
 
 def _mtime(path: Path) -> float | None:
     try:
@@ -192,7 +196,9 @@ def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> 
         ok = not problem and not result["error"] and effective == assigned
         ok = ok and requests == (1 if assigned else 0)
         if not ok and not problem:
-            problem = result["error"] or _describe_problem(assigned, effective, requests)
+            problem = (
+                NOT_CHECKED if result["error"] else _describe_problem(assigned, effective, requests)
+            )
         rows.append(
             {
                 "service": name,

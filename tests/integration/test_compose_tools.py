@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from assignments.compose import model, rendering, tools
+from assignments.compose.project import NOT_CHECKED
 from assignments.services import config_files_sync, config_save
 from tests.unit.test_compose_stack import HSI, MOVES, PLAIN, copy_stack
 
@@ -166,6 +167,7 @@ def test_a_tool_that_fails_is_reported_not_raised(
     report = staff_client.get("/api/system/gpu-config/compose").json()
     assert report["ok"] is False
     assert report["error"]
+    assert {row["problem"] for row in report["services"]} == {NOT_CHECKED}
     assert os.environ["DOCKER_CONFIG"]
 
 
