@@ -46,7 +46,7 @@ class CachedLockoutHandler(AxesDatabaseHandler):
     def user_login_failed(self, sender, credentials, request=None, **kwargs):
         # Noted before django-axes counts the failure: its own lockout decision reads
         # get_failures, which must not skip the database from this failure on.
-        key = _note_key(request) if request is not None else None
+        key = _note_key(request)
         if key is not None:
             cool_off = get_cool_off(request)
             timeout = None if cool_off is None else int(cool_off.total_seconds()) + 60
