@@ -25,22 +25,6 @@ load_dotenv(GPUCONFIG_ENV_FILE, override=False)
 VAR_DIR = Path(os.environ.get("GPUCONFIG_VAR_DIR") or BASE_DIR / "var")
 
 
-def _private_var_dir(path: Path) -> None:
-    """var/ holds the database, password hashes, sessions and keys: owner-only (0700, 0600)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o700)
-        for child in path.iterdir():
-            if child.is_file() and child.stat().st_mode & 0o077:
-                child.chmod(0o600)
-    except PermissionError:  # a var/ owned by another user (a deployment): leave it as is
-        pass
-
-
-_private_var_dir(VAR_DIR)
-
-
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     if value is None:
@@ -49,13 +33,43 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    """An integer from the environment; a value that is not one names the variable."""
     value = os.environ.get(name)
-    if value in (None, ""):
+    if value is None or not value.strip():
         return default
     try:
         return int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """A number from the environment; a value that is not one names the variable."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated list from the environment, blanks dropped."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: set[str]) -> str:
+    """One of ``choices`` (case-insensitive); anything else names the variable and the choices."""
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(
+            f"{name} must be one of {', '.join(sorted(choices))}, got {value!r}"
+        )
+    return value
 
 
 def _secret_key() -> str:
@@ -68,13 +82,23 @@ def _secret_key() -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        from django.core.management.utils import get_random_secret_key
+        pass
+    # The first start of an installation writes it: this is the one write settings make, since
+    # Django needs the key before any app loads. O_EXCL: a web process and a worker starting
+    # together agree on one key (the loser reads the winner's).
+    from django.core.management.utils import get_random_secret_key
 
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key = get_random_secret_key()
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = get_random_secret_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key
 
 
 def _api_key() -> str | None:
@@ -103,12 +127,8 @@ def _api_key() -> str | None:
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
 # Django's test runner adds "testserver" for tests; it is not a host a real request may name.
-ALLOWED_HOSTS = [
-    h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h
-]
-CSRF_TRUSTED_ORIGINS = [
-    o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o
-]
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -127,6 +147,7 @@ INSTALLED_APPS = [
     "gpus",
     "assignments",
     "apikeys",
+    "gpuconfig_site.apps.SiteConfig",
 ]
 if django.VERSION < (6, 0):
     # Template partials ({% partialdef %}) are built into Django 6; on 5.2 the package adds them.
@@ -227,6 +248,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- Redis: the Celery broker and the live progress store (through Django's cache API) -------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 GPUCONFIG_EMBEDDED = env_bool("GPUCONFIG_EMBEDDED", False)
+GPUCONFIG_REDIS_TIMEOUT = env_float("GPUCONFIG_REDIS_TIMEOUT", 2.0)
 
 if GPUCONFIG_EMBEDDED:
     # No Redis answered: `make run` falls back to a file cache and Celery's filesystem transport.
@@ -245,16 +267,18 @@ if GPUCONFIG_EMBEDDED:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
-    for _d in ("out", "processed", "control"):
-        (_broker_dir / _d).mkdir(parents=True, exist_ok=True)
 else:
     CACHES = {
         "default": {
             "BACKEND": "gpuconfig_site.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("GPUCONFIG_CACHE_PREFIX", "gpuconfig"),
-            # A Redis that stops answering fails a request in seconds instead of hanging it.
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+            # A Redis that stops answering fails a request in seconds instead of hanging it:
+            # readiness and request handlers must answer while Redis is down.
+            "OPTIONS": {
+                "socket_connect_timeout": GPUCONFIG_REDIS_TIMEOUT,
+                "socket_timeout": GPUCONFIG_REDIS_TIMEOUT,
+            },
         }
     }
     CELERY_BROKER_URL = REDIS_URL
@@ -287,15 +311,15 @@ GPUCONFIG_APPLY_LOCK_TTL = env_int("GPUCONFIG_APPLY_LOCK_TTL", 30)
 # A running apply refreshes its heartbeat; one silent this long is dead and gets recovered
 # (sooner when its worker is seen gone on this host).
 GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT = env_int("GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT", 15)
-GPUCONFIG_HEALTH_GRACE = float(os.environ.get("GPUCONFIG_HEALTH_GRACE", "3"))
+GPUCONFIG_HEALTH_GRACE = env_float("GPUCONFIG_HEALTH_GRACE", 3.0)
 # Seconds each step of a "Simulated containers" recreate takes (so its progress can be watched).
-GPUCONFIG_SIMULATED_RUNTIME_STEP = float(os.environ.get("GPUCONFIG_SIMULATED_RUNTIME_STEP", "0.6"))
+GPUCONFIG_SIMULATED_RUNTIME_STEP = env_float("GPUCONFIG_SIMULATED_RUNTIME_STEP", 0.6)
 # The user's base compose file(s), comma-separated, and the compose tool that runs them.
 GPUCONFIG_COMPOSE_FILE = os.environ.get("GPUCONFIG_COMPOSE_FILE") or None
 GPUCONFIG_COMPOSE_TOOL = os.environ.get("GPUCONFIG_COMPOSE_TOOL", "auto")
-GPUCONFIG_COMPOSE_TIMEOUT = float(os.environ.get("GPUCONFIG_COMPOSE_TIMEOUT", "30"))
-GPUCONFIG_NVIDIA_SMI_TIMEOUT = float(os.environ.get("GPUCONFIG_NVIDIA_SMI_TIMEOUT", "10"))
-GPUCONFIG_DETECT_WAIT = float(os.environ.get("GPUCONFIG_DETECT_WAIT", "5"))
+GPUCONFIG_COMPOSE_TIMEOUT = env_float("GPUCONFIG_COMPOSE_TIMEOUT", 30.0)
+GPUCONFIG_NVIDIA_SMI_TIMEOUT = env_float("GPUCONFIG_NVIDIA_SMI_TIMEOUT", 10.0)
+GPUCONFIG_DETECT_WAIT = env_float("GPUCONFIG_DETECT_WAIT", 5.0)
 
 # Periodic repair: interrupted applies are recovered, and the generated files are rewritten
 # from the database when they differ.
@@ -373,26 +397,11 @@ AXES_VERBOSE = False
 AXES_HANDLER = "gpuconfig_site.lockout.CachedLockoutHandler"
 
 # --- Operating it: health, metrics, logs ------------------------------------------------------
-# Readiness and request handlers must answer while Redis is down, not hang on it.
-if not GPUCONFIG_EMBEDDED:
-    CACHES["default"]["OPTIONS"] = {
-        "socket_connect_timeout": float(os.environ.get("GPUCONFIG_REDIS_TIMEOUT", "2")),
-        "socket_timeout": float(os.environ.get("GPUCONFIG_REDIS_TIMEOUT", "2")),
-    }
 # Who may scrape /metrics without the API key: addresses or networks, comma-separated.
-GPUCONFIG_METRICS_ALLOW = [
-    a.strip()
-    for a in os.environ.get("GPUCONFIG_METRICS_ALLOW", "127.0.0.1,::1").split(",")
-    if a.strip()
-]
-GPUCONFIG_COMPOSE_TOOL = os.environ.get("GPUCONFIG_COMPOSE_TOOL", "auto")
+GPUCONFIG_METRICS_ALLOW = env_list("GPUCONFIG_METRICS_ALLOW", "127.0.0.1,::1")
 # gunicorn's bind address, used by `gpuconfig serve` and the service units.
 GPUCONFIG_BIND = os.environ.get("GPUCONFIG_BIND", "127.0.0.1:8000")
-GPUCONFIG_LOG_FORMAT = os.environ.get("GPUCONFIG_LOG_FORMAT", "text").strip().lower()
-if GPUCONFIG_LOG_FORMAT not in {"text", "json"}:
-    raise ImproperlyConfigured(
-        f"GPUCONFIG_LOG_FORMAT must be 'text' or 'json', got {GPUCONFIG_LOG_FORMAT!r}"
-    )
+GPUCONFIG_LOG_FORMAT = env_choice("GPUCONFIG_LOG_FORMAT", "text", {"text", "json"})
 MIDDLEWARE.insert(0, "gpuconfig_site.logs.RequestIdMiddleware")
 
 LOGGING = {

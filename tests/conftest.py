@@ -174,3 +174,24 @@ def wait_for(predicate, timeout=30.0, interval=0.2, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# Markers follow folders: unit/ and api/ are the fast tier; integration/ talks to real engines,
+# workers and tools; e2e/ drives a browser. A test's folder is the one place that decides it,
+# so `make test-fast` (-m "not integration and not e2e") never skips a pure test.
+FOLDER_MARKERS = {"integration": ("integration",), "e2e": ("e2e",)}
+# Tests run once in `make test`, not again on the second database.
+ONCE_PER_SUITE = {"test_chaos.py": "chaos"}
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            parts = Path(item.fspath).relative_to(tests_dir).parts
+        except ValueError:
+            continue
+        for name in FOLDER_MARKERS.get(parts[0], ()):
+            item.add_marker(getattr(pytest.mark, name))
+        if parts[-1] in ONCE_PER_SUITE:
+            item.add_marker(getattr(pytest.mark, ONCE_PER_SUITE[parts[-1]]))

@@ -20,8 +20,11 @@ from gpus.models import Gpu
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def settings_in_child(tmp_path: Path, expr: str, **env: str) -> subprocess.CompletedProcess:
-    """Import the settings in a fresh process (as every entry point does) and print ``expr``."""
+def settings_in_child(
+    tmp_path: Path, expr: str, *, setup: bool = False, **env: str
+) -> subprocess.CompletedProcess:
+    """Import the settings in a fresh process (as every entry point does) and print ``expr``;
+    with ``setup``, load the apps too (``django.setup()``), as every entry point then does."""
     child_env = {
         k: v
         for k, v in os.environ.items()
@@ -29,6 +32,9 @@ def settings_in_child(tmp_path: Path, expr: str, **env: str) -> subprocess.Compl
     }
     child_env.update({"GPUCONFIG_VAR_DIR": str(tmp_path / "var"), **env})
     code = f"from gpuconfig_site import settings as s; print(repr({expr}))"
+    if setup:
+        child_env["DJANGO_SETTINGS_MODULE"] = "gpuconfig_site.settings"
+        code = f"import django; django.setup(); {code}"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=child_env, capture_output=True, text=True
     )
@@ -85,7 +91,7 @@ def test_var_is_owner_only(tmp_path):
     var.mkdir(mode=0o755)
     (var / "gpuconfig.sqlite3").write_text("")
     (var / "gpuconfig.sqlite3").chmod(0o644)
-    result = settings_in_child(tmp_path, "s.VAR_DIR", GPUCONFIG_ENV_FILE="/dev/null")
+    result = settings_in_child(tmp_path, "s.VAR_DIR", setup=True, GPUCONFIG_ENV_FILE="/dev/null")
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(var.stat().st_mode) == 0o700
     for child in var.iterdir():
@@ -191,3 +197,78 @@ def test_gpuconfig_status_reports_each_service_even_without_an_engine(
 
     assert [s["name"] for s in printed["services"]] == [s.name for s in service_list()]
     assert {s["status"] for s in printed["services"]} == {"unknown"}
+
+
+def test_importing_the_settings_touches_no_folder(tmp_path):
+    """Settings only read: var/ (and the embedded broker's folders) are made when the apps load."""
+    result = settings_in_child(
+        tmp_path,
+        "s.VAR_DIR",
+        GPUCONFIG_ENV_FILE="/dev/null",
+        DJANGO_SECRET_KEY="k" * 50,
+        GPUCONFIG_EMBEDDED="1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "var").exists()
+    loaded = settings_in_child(
+        tmp_path,
+        "sorted(p.name for p in (s.VAR_DIR / 'broker').iterdir())",
+        setup=True,
+        GPUCONFIG_ENV_FILE="/dev/null",
+        DJANGO_SECRET_KEY="k" * 50,
+        GPUCONFIG_EMBEDDED="1",
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "['control', 'out', 'processed']"
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("GPUCONFIG_HEALTH_GRACE", "three"),
+        ("GPUCONFIG_COMPOSE_TIMEOUT", "nan"),
+        ("GPUCONFIG_REDIS_TIMEOUT", "2s"),
+        ("GPUCONFIG_SCAN_INTERVAL", "30.5"),
+        ("GPUCONFIG_LOG_FORMAT", "xml"),
+    ],
+)
+def test_a_malformed_setting_names_its_variable(tmp_path, name, value):
+    """A bad value stops the start with ImproperlyConfigured naming the variable, no traceback
+    from deep inside a float() call."""
+    result = settings_in_child(tmp_path, "1", GPUCONFIG_ENV_FILE="/dev/null", **{name: value})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: " + name), last
+
+
+def test_the_redis_cache_keeps_one_timeout_for_connect_and_reads(tmp_path):
+    result = settings_in_child(
+        tmp_path,
+        "s.CACHES['default']['OPTIONS']",
+        GPUCONFIG_ENV_FILE="/dev/null",
+        GPUCONFIG_REDIS_TIMEOUT="4.5",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'socket_connect_timeout': 4.5, 'socket_timeout': 4.5}"
+
+
+def test_each_setting_is_defined_once_and_documented():
+    """One definition per name in settings.py, and every GPUCONFIG_* setting in the README."""
+    import ast
+    import re
+
+    tree = ast.parse((ROOT / "gpuconfig_site" / "settings.py").read_text())
+    names = [
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id.isupper()
+    ]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    assert repeated == []
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`(GPUCONFIG_[A-Z0-9_]+)`", readme))
+    internal = {"GPUCONFIG_EMBEDDED"}  # written by `make run` itself, never by a user
+    missing = sorted(n for n in set(names) if n.startswith("GPUCONFIG_") and n not in documented)
+    assert sorted(set(missing) - internal) == []
