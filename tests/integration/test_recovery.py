@@ -7,12 +7,11 @@ import subprocess
 import time
 
 import pytest
-from django.core.cache import cache
 
 from assignments import progress
 from assignments.models import ApplyRun
 from assignments.runtime.docker import DockerRuntime
-from assignments.services import APPLY_LOCK_KEY, config_save
+from assignments.services import config_save
 from tests.conftest import wait_for
 from tests.integration.recovery_checks import (
     wait_dead,
@@ -46,7 +45,7 @@ def test_a_worker_killed_after_the_rename_is_recovered_by_its_restart(
     assert client.post("/api/system/gpu-config/apply").status_code == 202
     killed = wait_dead(worker)
     assert any("-gpuconfig-old-" in c["Names"][0] for c in stack.containers())
-    assert cache.get(APPLY_LOCK_KEY) is not None  # the dead run's lock has not expired
+    assert interrupted_run().status == "running"  # the dead run still holds the active slot
 
     celery_worker_factory(env=worker_env())
     wait_settled(stack, since=killed)
@@ -55,7 +54,7 @@ def test_a_worker_killed_after_the_rename_is_recovered_by_its_restart(
     run = interrupted_run()
     assert run.status == "interrupted", run.error
     assert "ai-clip" in run.error and "worker" in run.error
-    assert cache.get(APPLY_LOCK_KEY) is None
+    assert not ApplyRun.objects.filter(status__in=ApplyRun.ACTIVE).exists()
     statuses = {e["service"]: e["status"] for e in progress.progress_get(str(run.operation_id))}
     assert statuses["ai-clip"] not in ("stopping", "recreating", "starting", "waiting_health")
     assert client.post("/api/system/gpu-config/apply").status_code == 202  # not stuck
@@ -70,7 +69,7 @@ def test_apply_recovers_a_dead_run_before_it_checks_the_lock(docker_box, celery_
     config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
     client.post("/api/system/gpu-config/apply")
     wait_dead(worker)
-    assert cache.get(APPLY_LOCK_KEY) is not None
+    assert interrupted_run().status == "running"
 
     res = client.post("/api/system/gpu-config/apply")
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.core.cache import cache
 
 from assignments import planner, progress
 from assignments.models import ApplyRun, Assignment, ConfigVersion
 from assignments.runtime.base import ContainerRuntime, ContainerState
 from assignments.selectors import config_preview
-from assignments.services import APPLY_LOCK_KEY
+from assignments.services import worker_identity
 from tests.conftest import config_files
 
 pytestmark = pytest.mark.django_db
@@ -409,7 +408,7 @@ def test_apply_start_shows_polling_progress(staff, reference_inventory, settings
 
 def test_apply_while_another_runs_is_refused(staff, reference_inventory, settings):
     settings.GPUCONFIG_CONTAINER_RUNTIME = STUB_RUNTIME
-    cache.set(APPLY_LOCK_KEY, "another", 60)
+    ApplyRun.objects.create(status=ApplyRun.Status.RUNNING, worker=worker_identity())
     response = staff.post("/settings/gpu/apply/", **HTMX)
     assert response.status_code == 409
     assert "An apply is already running" in text(response)
