@@ -134,3 +134,41 @@ def test_an_engine_restart_mid_apply_is_repaired(docker_box, celery_worker_facto
     res = client.post("/api/system/gpu-config/apply")
     assert res.status_code == 202, res.json()
     assert sorted(res.json()["restarted_services"]) == sorted(still_differs)
+
+
+def test_a_replacement_healthy_at_the_kill_is_kept(docker_box, celery_worker_factory):
+    """Killed while it waited for the copy's health: the copy became healthy anyway. Recovery
+    keeps it (the apply's aim, reached) instead of restoring the old container, which would be
+    one restart more."""
+    stack, client = docker_box
+    before = ids(stack)
+    # The first poll of the health wait: the copy is created and started, the record says
+    # "created", and the worker dies before it sees the copy healthy.
+    worker = celery_worker_factory(env=worker_env(KillPoint("ai-clip", "inspect", 2, "before")))
+    config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
+    assert client.post("/api/system/gpu-config/apply").status_code == 202
+    killed = wait_dead(worker)
+    assert interrupted_run().journal["ai-clip"]["step"] == "created"
+
+    def healthy_copy():
+        container = stack.container("ai-clip")
+        return container if container["State"]["Health"]["Status"] == "healthy" else None
+
+    copy = wait_for(healthy_copy, timeout=30, what="the copy to become healthy, unwatched")
+    assert copy["Id"] != before["ai-clip"]
+
+    celery_worker_factory(env=worker_env())
+    wait_settled(stack, since=killed)
+
+    after = ids(stack)
+    assert after["ai-clip"] == copy["Id"]  # kept, not restored
+    assert {s: after[s] for s in SERVICES if s != "ai-clip"} == {
+        s: before[s] for s in SERVICES if s != "ai-clip"
+    }
+    assert DockerRuntime(project=stack.project).inspect("ai-clip").device_ids == ("1",)
+    run = interrupted_run()
+    assert run.status == "interrupted"
+    assert "restored the previous container" not in run.error
+    # Nothing left to do: the next apply restarts nothing.
+    res = client.post("/api/system/gpu-config/apply")
+    assert res.status_code == 202 and res.json()["restarted_services"] == [], res.json()

@@ -343,3 +343,84 @@ def test_readyz_fails_the_worker_check_while_an_apply_is_stuck(settings):
 
     assert check.ok is False
     assert str(run.operation_id) in check.detail and "worker stopped" in check.detail
+
+
+# --- recovery from a record: a copy that became healthy is kept ---------------------------------
+
+
+class RecordEngine:
+    """An engine to ``recreate.Engine``'s contract holding two containers: the old one, set
+    aside and stopped, and the copy under the service's name (running, in ``copy_health``)."""
+
+    errors = ()
+
+    def __init__(self, copy_health):
+        from assignments.runtime.recreate import Seen
+
+        def seen(cid, name, status, health):
+            return Seen(cid, name, status, health, "", 0, "", 0, {}, (), None, 10, {})
+
+        self.containers = {
+            "old-1": seen("old-1", "proj_ai-clip_1-gpuconfig-old-old1", "exited", "healthy"),
+            "new-1": seen("new-1", "proj_ai-clip_1", "running", copy_health),
+        }
+        self.calls: list[tuple[str, str]] = []
+
+    def inspect(self, ref):
+        return self.containers.get(ref) or next(
+            (c for c in self.containers.values() if c.name == ref), None
+        )
+
+    def check_health(self, seen):
+        return seen
+
+    def remove(self, container_id, *, force=False):
+        self.calls.append(("remove", container_id))
+        self.containers.pop(container_id, None)
+
+    def rename(self, container_id, name):
+        self.calls.append(("rename", container_id))
+
+    def start(self, container_id):
+        self.calls.append(("start", container_id))
+
+
+def created(step="created") -> dict:
+    return {
+        "step": step,
+        "name": "proj_ai-clip_1",
+        "old_id": "old-1",
+        "new_id": "new-1",
+        "was_running": True,
+    }
+
+
+def test_a_copy_healthy_now_is_kept_though_the_record_stopped_at_its_health_wait():
+    from assignments.runtime.recreate import recover_recorded
+
+    engine = RecordEngine("healthy")
+
+    assert recover_recorded(engine, created()) is False
+
+    assert engine.calls == [("remove", "old-1")]  # the old one goes; the copy stays
+
+
+@pytest.mark.parametrize("health", ["starting", "unhealthy", None])
+def test_a_copy_not_healthy_now_is_replaced_by_the_old_container(health):
+    from assignments.runtime.recreate import recover_recorded
+
+    engine = RecordEngine(health)
+
+    assert recover_recorded(engine, created()) is True
+
+    assert engine.calls == [("remove", "new-1"), ("rename", "old-1"), ("start", "old-1")]
+
+
+def test_a_healthy_copy_the_apply_was_rolling_back_is_not_kept():
+    from assignments.runtime.recreate import recover_recorded
+
+    engine = RecordEngine("healthy")
+
+    assert recover_recorded(engine, created("rolling_back")) is True
+
+    assert ("remove", "new-1") in engine.calls and ("start", "old-1") in engine.calls
