@@ -258,6 +258,10 @@ else:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # kombu's Redis transport with one fix: a worker survives a Redis restart while it holds an
+    # unacknowledged message (see gpuconfig_site/broker.py).
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        CELERY_BROKER_TRANSPORT = "gpuconfig_site.broker:RedisTransport"
 
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -7,74 +7,19 @@ The shared Redis of the other tests is never touched: each test starts its own
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import redis as redis_py
 
 from assignments.models import ApplyRun
 from gpuconfig_site.celery import app
 from gpus.models import Gpu
 from tests.conftest import wait_for
+from tests.plugins.private_redis import PrivateRedis
 
 pytestmark = [pytest.mark.integration]
 
 RESTARTS = 5
-
-
-def _free_port(start: int = 6391) -> int:
-    for port in range(start, start + 200):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError("no free port for a private Redis")
-
-
-class PrivateRedis:
-    """A ``redis-server`` of this test alone, with its data kept across a restart (as a real
-    one's snapshot keeps it)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.folder),
-                "--save",
-                "3600 1",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis_py.Redis.from_url(self.url, socket_connect_timeout=0.5)
-        wait_for(lambda: _pings(client), timeout=10, what="the private Redis to answer")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def _pings(client) -> bool:
-    try:
-        return bool(client.ping())
-    except redis_py.RedisError:
-        return False
 
 
 @pytest.fixture
