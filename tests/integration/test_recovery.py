@@ -189,9 +189,9 @@ def test_a_replacement_healthy_at_the_kill_is_kept(docker_box, celery_worker_fac
     one restart more."""
     stack, client = docker_box
     before = ids(stack)
-    # The first poll of the health wait: the copy is created and started, the record says
-    # "created", and the worker dies before it sees the copy healthy.
-    worker = celery_worker_factory(env=worker_env(KillPoint("ai-clip", "inspect", 2, "before")))
+    # Right after the copy's start: the record says "created", and the worker dies before its
+    # health wait sees the copy healthy.
+    worker = celery_worker_factory(env=worker_env(KillPoint("ai-clip", "start", 1, "after")))
     config_save(assignments=[{"service": "ai-clip", "gpu_index": 1}])
     assert client.post("/api/system/gpu-config/apply").status_code == 202
     killed = wait_dead(worker)
@@ -199,7 +199,8 @@ def test_a_replacement_healthy_at_the_kill_is_kept(docker_box, celery_worker_fac
 
     def healthy_copy():
         container = stack.container("ai-clip")
-        return container if container["State"]["Health"]["Status"] == "healthy" else None
+        health = container["State"].get("Health") or {}
+        return container if health.get("Status") == "healthy" else None
 
     copy = wait_for(healthy_copy, timeout=30, what="the copy to become healthy, unwatched")
     assert copy["Id"] != before["ai-clip"]
