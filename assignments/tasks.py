@@ -5,8 +5,9 @@ import threading
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
+from django import db
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from assignments.live import live_refresh
 from assignments.services import (
@@ -93,12 +94,16 @@ def _recover_on_worker_start(**_kwargs) -> None:
     """A worker that starts after a crash repairs what an interrupted apply left behind (a run
     whose worker may still live elsewhere is repaired by the watch once its heartbeat is
     overdue) and rewrites generated files a save committed but did not put in place."""
-    close_old_connections()
+    db.close_old_connections()
     apply_recover()
     try:
         config_files_sync()
     except OSError:
         logger.exception("Cannot write the generated files")
+
+
+@worker_ready.connect
+def _start_recovery_watch(**_kwargs) -> None:
     RecoveryWatch.start()
 
 
