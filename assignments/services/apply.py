@@ -150,12 +150,13 @@ def apply_recover(*, runtime=None) -> list[str]:
     container was put back. Safe to call at any time, from any process.
 
     A run is dead when its worker is known to be gone (same host) or its heartbeat stopped
-    (``GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT``), or, queued, when it lost its lock. While a live run
-    exists nothing is touched: its own rollback owns the containers. Otherwise the dead runs'
-    locks are freed, the apply lock is taken for the repair, the runtime undoes what the runs'
-    records (and any container still renamed aside) say was left half done, and the runs are
-    marked ``interrupted`` with the reason. Runs that finished with a restore that failed (the
-    engine went away) are repaired the same way once the engine answers again.
+    (``GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT``), or, queued, when no worker took it up within
+    ``APPLY_QUEUE_TTL``. While a live run exists nothing is touched: its own rollback owns the
+    containers. Otherwise the recovery lock is taken (an apply waits for it), the runtime undoes
+    what the runs' records (and any container still renamed aside) say was left half done, and
+    the dead runs are marked ``interrupted`` with the reason, which frees the active slot. Runs
+    that finished with a restore that failed (the engine went away) are repaired the same way
+    once the engine answers again.
     """
     if _dead_and_broken() is None:
         return []
@@ -288,10 +289,11 @@ def recovery_wait(*, limit: float = RECOVERY_WAIT_S) -> bool:
 
 
 def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
-    """Take the apply lock, work out which services will restart, create the ApplyRun and
-    enqueue the work after commit.
+    """Work out which services will restart, create the ApplyRun (the database refuses a second
+    queued or running one) and enqueue the work after commit.
 
-    Raises ApplyBusy while another apply runs, and an ApplicationError (``engine_unavailable``
+    Raises ApplyBusy while another apply is queued or running (or recovery outlasts
+    ``RECOVERY_WAIT_S``), and an ApplicationError (``engine_unavailable``
     or ``engine_refused``) when the container engine cannot be asked; that attempt is recorded
     as a failed run.
     """
