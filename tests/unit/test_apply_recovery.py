@@ -424,3 +424,27 @@ def test_a_healthy_copy_the_apply_was_rolling_back_is_not_kept():
     assert recover_recorded(engine, created("rolling_back")) is True
 
     assert ("remove", "new-1") in engine.calls and ("start", "old-1") in engine.calls
+
+
+@pytest.mark.django_db
+def test_an_apply_queued_by_another_request_meanwhile_makes_this_one_busy(monkeypatch):
+    """Two Apply requests at once both pass the first look; the database lets one run be
+    queued and the other request answers busy, naming the first one's operation."""
+    from assignments.services import ApplyBusy, apply_start
+    from assignments.services import apply as apply_module
+
+    competitor: list[ApplyRun] = []
+
+    def diff_while_another_request_queues(runtime, targets):
+        competitor.append(ApplyRun.objects.create(status=ApplyRun.Status.QUEUED))
+        return []
+
+    monkeypatch.setattr(apply_module, "apply_recover", list)
+    monkeypatch.setattr(apply_module, "get_runtime", RecordingRuntime)
+    monkeypatch.setattr(apply_module, "diff", diff_while_another_request_queues)
+
+    with pytest.raises(ApplyBusy) as refused:
+        apply_start()
+
+    assert f"already running (operation {competitor[0].operation_id})" in str(refused.value)
+    assert list(ApplyRun.objects.values_list("pk", flat=True)) == [competitor[0].pk]
