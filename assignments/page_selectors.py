@@ -26,6 +26,7 @@ from assignments.selectors import (
     fallback_issues,
     fallback_messages,
     planning_input,
+    run_stall,
     version_list,
 )
 from gpus.models import Gpu, GpuSample
@@ -467,7 +468,7 @@ class StatusStrip:
         if run is None:
             return "Never applied"
         if not run.is_finished:
-            return "Applying…"
+            return "Apply stalled: no worker" if run_stall(run) else "Applying…"
         return f"Last apply {run.get_status_display().lower()}"
 
     @property
@@ -784,6 +785,7 @@ class Progress:
     in_progress: bool
     rows: list[ProgressRow]
     failures: list[tuple[str, str, str]]  # service, outcome, message
+    stall: str = ""  # why an unfinished run does not move (no worker), else empty
 
     @property
     def finished(self) -> bool:
@@ -820,7 +822,13 @@ def apply_progress(status: dict) -> Progress:
         for service, result in sorted((run.results or {}).items()):
             if result.get("outcome") != "healthy":
                 failures.append((service, result.get("outcome", ""), result.get("message", "")))
-    return Progress(run=run, in_progress=status["in_progress"], rows=rows, failures=failures)
+    return Progress(
+        run=run,
+        in_progress=status["in_progress"],
+        rows=rows,
+        failures=failures,
+        stall=status.get("stall", ""),
+    )
 
 
 # --- history ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from assignments import files, planner, progress
 from assignments.applying import Target
@@ -14,6 +15,7 @@ from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, G
 from assignments.planner.checks import gpu_label
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
+from gpuconfig_site.health import worker_alive
 from gpus.models import Gpu
 
 
@@ -297,6 +299,23 @@ def apply_targets(data: PlanningInput | None = None) -> list[Target]:
     return targets
 
 
+def run_stall(run: ApplyRun | None, *, now=None) -> str:
+    """Why an unfinished run is not moving, for the status API, the page and ``/readyz``; empty
+    while it is (or when it has finished). A running run whose heartbeat is overdue lost its
+    worker; a queued one waits for a worker when none beats its heart."""
+    if run is None or run.is_finished:
+        return ""
+    now = now or timezone.now()
+    if run.status == ApplyRun.Status.RUNNING:
+        beat = run.heartbeat_at or run.started_at or run.created_at
+        if (now - beat).total_seconds() > float(settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT):
+            return "Apply stalled: the worker stopped; repair waits for a worker."
+        return ""
+    if not worker_alive():
+        return "No worker is running; the apply waits for one (start it: gpuconfig worker)."
+    return ""
+
+
 def apply_status(*, live: bool = True, data: PlanningInput | None = None) -> dict:
     """The latest apply's progress plus each service's container state (``services_live``);
     ``data``: the planning input when the caller has read it already."""
@@ -305,6 +324,7 @@ def apply_status(*, live: bool = True, data: PlanningInput | None = None) -> dic
     in_progress = bool(run and not run.is_finished)
     return {
         "run": run,
+        "stall": run_stall(run),
         "in_progress": in_progress,
         "services_pending": [e["service"] for e in entries if e["status"] not in progress.TERMINAL],
         "services_completed": [e["service"] for e in entries if e["status"] in progress.TERMINAL],

@@ -10,6 +10,8 @@ UNIT = """\
 Description=gpuconfig {title}
 After=network-online.target redis-server.service postgresql.service docker.service
 Wants=network-online.target
+# Never give up restarting: a worker that stops (whatever the exit code) must come back.
+StartLimitIntervalSec=0
 
 [Service]
 Type=exec
@@ -18,7 +20,7 @@ Group={group}
 {groups}Environment=GPUCONFIG_ENV_FILE={env_file}
 WorkingDirectory={workdir}
 {pre}ExecStart={gpuconfig} {command}
-Restart=on-failure
+Restart=always
 RestartSec=5
 {stop}UMask=0077
 NoNewPrivileges=yes

@@ -167,15 +167,34 @@ def check_compose_tool() -> Check:
     return Check("compose", False, "no compose tool runs (" + "; ".join(tried) + ")")
 
 
+def worker_alive() -> bool:
+    """Whether a worker beat its heart lately (within two of its beat intervals, at least
+    15 s): answered from the cache in a moment, so an apply can say at once that none runs.
+    A cache that does not answer says nothing against the worker."""
+    try:
+        beat = cache.get(HEARTBEAT_KEY)
+    except Exception:
+        return True
+    return bool(beat) and time.time() - beat["at"] < max(15.0, 2 * WorkerHeartbeat.interval())
+
+
 def check_worker() -> Check:
-    """A Celery worker beat its heart within two scan intervals."""
+    """A Celery worker beat its heart within two scan intervals, and no apply is stuck (a
+    running one whose heartbeat stopped: its worker died mid-apply)."""
+    from assignments.models import ApplyRun
+    from assignments.selectors import run_stall
+
     beat = cache.get(HEARTBEAT_KEY)
     limit = 2 * settings.GPUCONFIG_SCAN_INTERVAL
     if not beat:
         return Check("worker", False, "no worker heartbeat (is the worker running?)")
     age = time.time() - beat["at"]
-    ok = age < limit
-    return Check("worker", ok, f"{beat.get('hostname') or 'worker'} beat {age:.0f} s ago")
+    detail = f"{beat.get('hostname') or 'worker'} beat {age:.0f} s ago"
+    running = ApplyRun.objects.filter(status=ApplyRun.Status.RUNNING).first()
+    stall = run_stall(running)
+    if stall:
+        return Check("worker", False, f"apply {running.operation_id} is stuck: {stall} ({detail})")
+    return Check("worker", age < limit, detail)
 
 
 def check_last_scan() -> Check:

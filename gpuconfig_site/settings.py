@@ -282,6 +282,10 @@ else:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # kombu's Redis transport with one fix: a worker survives a Redis restart while it holds an
+    # unacknowledged message (see gpuconfig_site/broker.py).
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        CELERY_BROKER_TRANSPORT = "gpuconfig_site.broker:RedisTransport"
 
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -306,8 +310,6 @@ GPUCONFIG_HEALTH_TIMEOUT = env_int("GPUCONFIG_HEALTH_TIMEOUT", 180)
 GPUCONFIG_DEVICE_ID_FORMAT = os.environ.get("GPUCONFIG_DEVICE_ID_FORMAT", "index")
 GPUCONFIG_CONTAINER_RUNTIME = os.environ.get("GPUCONFIG_CONTAINER_RUNTIME", "auto")
 GPUCONFIG_SAMPLE_RETENTION = env_int("GPUCONFIG_SAMPLE_RETENTION", 3600)  # seconds of samples kept
-# An apply holds a lock it refreshes while it runs; a worker that dies frees it this soon.
-GPUCONFIG_APPLY_LOCK_TTL = env_int("GPUCONFIG_APPLY_LOCK_TTL", 30)
 # A running apply refreshes its heartbeat; one silent this long is dead and gets recovered
 # (sooner when its worker is seen gone on this host).
 GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT = env_int("GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT", 15)
@@ -324,6 +326,10 @@ GPUCONFIG_DETECT_WAIT = env_float("GPUCONFIG_DETECT_WAIT", 5.0)
 # Periodic repair: interrupted applies are recovered, and the generated files are rewritten
 # from the database when they differ.
 GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)
+# The worker looks this often (seconds) whether an apply needs repair (a dead run, or a restore
+# the engine's absence left undone) and repairs it as soon as the engine answers again, without
+# waiting for beat's next recovery tick. No broker message is held for it.
+GPUCONFIG_RECOVERY_WATCH_INTERVAL = env_float("GPUCONFIG_RECOVERY_WATCH_INTERVAL", 2.0)
 
 CELERY_BEAT_SCHEDULE = {
     "detect-gpus": {

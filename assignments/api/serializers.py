@@ -102,6 +102,11 @@ class StatusSerializer(serializers.Serializer):
     operation_id = serializers.UUIDField(allow_null=True)
     run_status = serializers.CharField(allow_null=True)
     error = serializers.CharField(allow_blank=True)
+    stall = serializers.CharField(
+        allow_blank=True,
+        help_text="Why an unfinished apply does not move (its worker stopped, or none runs); "
+        "empty otherwise.",
+    )
     in_progress = serializers.BooleanField()
     services_pending = serializers.ListField(child=serializers.CharField())
     services_completed = serializers.ListField(child=serializers.CharField())

@@ -304,7 +304,7 @@ def recover_recorded(engine: Engine, entry: dict[str, Any]) -> bool:
         holder = by_name_of(engine, name)
         if holder is not None and (old is None or holder.id != old.id):
             new = holder
-    if new is not None and entry.get("step") == JournalStep.HEALTHY and new.running:
+    if new is not None and _proved_healthy(engine, new, entry.get("step")):
         if old is not None:
             logger.warning("keeping the healthy replacement of %s; removing the old one", name)
             engine.remove(old.id, force=True)
@@ -324,6 +324,24 @@ def recover_recorded(engine: Engine, entry: dict[str, Any]) -> bool:
         engine.start(old.id)
         return True
     return renamed or new is not None
+
+
+# The steps after which the copy is the one the apply meant to keep, if it is healthy: it was
+# being created, started or waited for. After ``rolling_back`` the apply had given up on it.
+_KEEPABLE = (JournalStep.CREATING, JournalStep.CREATED, JournalStep.HEALTHY)
+
+
+def _proved_healthy(engine: Engine, new: Seen, step: str | None) -> bool:
+    """Whether an interrupted recreate's copy is to be kept: the record says it was healthy, or
+    the container is healthy now (it became healthy after the worker died, mid health wait).
+    A copy without a healthcheck counts only on the record: running says nothing yet."""
+    if not new.running or step not in _KEEPABLE:
+        return False
+    if step == JournalStep.HEALTHY:
+        return True
+    if new.health is None:
+        return False
+    return engine.check_health(new).health == "healthy"
 
 
 def recover_one(engine: Engine, aside: Listed, original: str) -> bool:

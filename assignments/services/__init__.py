@@ -2,17 +2,18 @@
 
 - ``config``: validate a change, save it with a ConfigVersion, write the generated files;
 - ``inventory``: follow the GPU inventory (initial plan, fallback, restore);
-- ``apply``: the apply lock, starting an apply, carrying it out, recovery.
+- ``apply``: starting an apply (one at a time), recovery waits, carrying it out, recovery.
 
 The names below are the public ones; import them from here.
 """
 
 from assignments.selectors import apply_status, apply_targets, config_entries, services_live
 from assignments.services.apply import (
-    APPLY_LOCK_KEY,
     APPLY_QUEUE_TTL,
+    RECOVERY_LOCK_KEY,
     ApplyBusy,
     apply_recover,
+    apply_repair_pending,
     apply_start,
     config_apply,
     worker_identity,
@@ -37,7 +38,7 @@ from assignments.services.inventory import (
 from gpuconfig_site.errors import ApplicationError
 
 __all__ = [
-    "APPLY_LOCK_KEY",
+    "RECOVERY_LOCK_KEY",
     "APPLY_QUEUE_TTL",
     "MAX_BUDGET_GB",
     "ApplicationError",
@@ -47,6 +48,7 @@ __all__ = [
     "SaveResult",
     "actor_name",
     "apply_recover",
+    "apply_repair_pending",
     "apply_start",
     "apply_status",
     "apply_targets",

@@ -1,6 +1,7 @@
-"""Writes that apply the saved configuration to the running containers: the apply lock, starting
-an apply, carrying it out on a worker (with a heartbeat and a journal of its engine steps), and
-recovering what an apply whose worker died, or whose engine went away, left behind."""
+"""Writes that apply the saved configuration to the running containers: starting an apply (one
+at a time, a database rule), carrying it out on a worker (with a heartbeat and a journal of its
+engine steps), and recovering what an apply whose worker died, or whose engine went away, left
+behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import uuid as uuidlib
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from assignments import progress
@@ -35,12 +36,14 @@ from gpuconfig_site.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
-APPLY_LOCK_KEY = "apply:lock"
-APPLY_QUEUE_TTL = 300  # seconds a queued apply holds the lock waiting for a worker
+# Held (in the cache) while recovery repairs; an apply waits for it. One apply at a time is the
+# database's rule (ApplyRun's ``applyrun_one_active`` constraint), not a lock.
+RECOVERY_LOCK_KEY = "apply:recovery"
+APPLY_QUEUE_TTL = 300  # seconds a queued apply waits for a worker before recovery closes it
 
 
 class ApplyBusy(ApplicationError):
-    """Another apply holds the lock."""
+    """Another apply is queued or running, or recovery is repairing."""
 
     code = "apply_busy"
 
@@ -58,8 +61,8 @@ def _engine_error(exc: Exception) -> ApplicationError:
     )
 
 
-def _lock_holder() -> str | None:
-    return cache.get(APPLY_LOCK_KEY)
+def _recovery_holder() -> str | None:
+    return cache.get(RECOVERY_LOCK_KEY)
 
 
 # --- liveness of a run, and recovery of dead ones ---------------------------------------------
@@ -118,15 +121,9 @@ def _dead_reason(run: ApplyRun, now) -> str | None:
         if silent > _heartbeat_timeout():
             return f"The worker carrying out this apply stopped answering ({silent:.0f} s)"
         return None
-    if run.status == ApplyRun.Status.QUEUED:
-        if (now - run.created_at).total_seconds() > APPLY_QUEUE_TTL:
-            return "No worker took this apply up"
-        try:
-            holder = _lock_holder()
-        except Exception:  # the cache is down: the heartbeat-free queued run is judged later
-            return None
-        if holder != str(run.operation_id):
-            return "This apply was lost before a worker took it up"
+    queued_for = (now - run.created_at).total_seconds()
+    if run.status == ApplyRun.Status.QUEUED and queued_for > APPLY_QUEUE_TTL:
+        return "No worker took this apply up"
     return None
 
 
@@ -153,49 +150,87 @@ def apply_recover(*, runtime=None) -> list[str]:
     container was put back. Safe to call at any time, from any process.
 
     A run is dead when its worker is known to be gone (same host) or its heartbeat stopped
-    (``GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT``), or, queued, when it lost its lock. While a live run
-    exists nothing is touched: its own rollback owns the containers. Otherwise the dead runs'
-    locks are freed, the apply lock is taken for the repair, the runtime undoes what the runs'
-    records (and any container still renamed aside) say was left half done, and the runs are
-    marked ``interrupted`` with the reason. Runs that finished with a restore that failed (the
-    engine went away) are repaired the same way once the engine answers again.
+    (``GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT``), or, queued, when no worker took it up within
+    ``APPLY_QUEUE_TTL``. While a live run exists nothing is touched: its own rollback owns the
+    containers. Otherwise the recovery lock is taken (an apply waits for it), the runtime undoes
+    what the runs' records (and any container still renamed aside) say was left half done, and
+    the dead runs are marked ``interrupted`` with the reason, which frees the active slot. Runs
+    that finished with a restore that failed (the engine went away) are repaired the same way
+    once the engine answers again.
     """
+    if _dead_and_broken() is None:
+        return []
+    token = f"{RECOVERY_PREFIX}{uuidlib.uuid4()}"
+    locked = False
+    try:
+        locked = cache.add(RECOVERY_LOCK_KEY, token, timeout=RECOVERY_LOCK_TTL)
+        if not locked:
+            return []  # another recovery is at work
+    except Exception as exc:  # the cache is down: the database alone says no apply runs
+        logger.warning("Recovering without the recovery lock (cache unavailable: %s)", exc)
+    try:
+        # Looked at again under the lock: an apply queued meanwhile is alive, and owns the slot.
+        found = _dead_and_broken()
+        if found is None:
+            return []
+        dead, broken = found
+        try:
+            return _recover(runtime or get_runtime(), dead, broken)
+        except (RuntimeUnavailable, EngineError) as exc:
+            if dead or broken:
+                _log_unrepairable(exc)
+            else:  # nothing was interrupted: no engine is nothing to repair
+                logger.debug("No engine to look for containers left aside: %s", exc)
+            _close_dead(dead, restored=[], settled=False, problem=str(exc))
+            return []
+    finally:
+        if locked:
+            try:
+                if cache.get(RECOVERY_LOCK_KEY) == token:
+                    cache.delete(RECOVERY_LOCK_KEY)
+            except Exception:
+                logger.warning("could not release the recovery lock; it expires by itself")
+
+
+def apply_repair_pending() -> bool:
+    """Whether recovery has something to do: an unfinished run that is dead, or a finished one
+    whose record is unsettled (its restore failed while the engine was away). Database only."""
+    found = _dead_and_broken()
+    return bool(found and (found[0] or found[1]))
+
+
+_last_problem: tuple[str, float] = ("", 0.0)
+PROBLEM_REPEAT_S = 300.0  # the same unrepairable state is logged as an error this seldom
+
+
+def _log_unrepairable(exc: Exception) -> None:
+    """An error the first time (and every ``PROBLEM_REPEAT_S``), a debug line in between: the
+    worker retries every couple of seconds while the engine is away."""
+    global _last_problem
+    text, now = str(exc), time.monotonic()
+    if text != _last_problem[0] or now - _last_problem[1] >= PROBLEM_REPEAT_S:
+        _last_problem = (text, now)
+        logger.error("Cannot repair interrupted applies yet: %s", exc)
+    else:
+        logger.debug("Cannot repair interrupted applies yet: %s", exc)
+
+
+def _dead_and_broken() -> tuple[list[tuple[ApplyRun, str]], list[ApplyRun]] | None:
+    """The unfinished runs that are dead (with why) and the finished ones left unsettled; None
+    while a live run exists (its own rollback owns the containers)."""
     now = timezone.now()
     active = list(
         ApplyRun.objects.filter(status__in=[ApplyRun.Status.RUNNING, ApplyRun.Status.QUEUED])
     )
     dead = [(run, reason) for run in active if (reason := _dead_reason(run, now))]
     if len(dead) < len(active):
-        return []
+        return None
     broken = [
         run
         for run in ApplyRun.objects.filter(status__in=ApplyRun.FINISHED).order_by("-created_at")[:5]
         if _unsettled(run.journal)
     ]
-    token = f"{RECOVERY_PREFIX}{uuidlib.uuid4()}"
-    locked = False
-    try:
-        for run, _ in dead:
-            if _lock_holder() == str(run.operation_id):
-                cache.delete(APPLY_LOCK_KEY)
-        locked = cache.add(APPLY_LOCK_KEY, token, timeout=RECOVERY_LOCK_TTL)
-        if not locked:
-            return []  # an apply (or another recovery) took the lock meanwhile
-    except Exception as exc:  # the cache is down: the database alone says no apply runs
-        logger.warning("Recovering without the apply lock (cache unavailable: %s)", exc)
-    try:
-        return _recover(runtime or get_runtime(), dead, broken)
-    except (RuntimeUnavailable, EngineError) as exc:
-        logger.error("Cannot repair interrupted applies yet: %s", exc)
-        _close_dead(dead, restored=[], settled=False, problem=str(exc))
-        return []
-    finally:
-        if locked:
-            try:
-                if cache.get(APPLY_LOCK_KEY) == token:
-                    cache.delete(APPLY_LOCK_KEY)
-            except Exception:
-                logger.warning("could not release the apply lock after recovery")
+    return dead, broken
 
 
 def _recover(runtime, dead: list[tuple[ApplyRun, str]], broken: list[ApplyRun]) -> list[str]:
@@ -208,12 +243,8 @@ def _recover(runtime, dead: list[tuple[ApplyRun, str]], broken: list[ApplyRun]) 
         note = "Recovery repaired what this apply left behind"
         if restored:
             note += f"; restored the previous container of: {', '.join(restored)}"
-        ApplyRun.objects.filter(pk=run.pk).update(
-            status=ApplyRun.Status.INTERRUPTED,
-            error=f"{run.error}\n{note}.".strip(),
-            journal=_settle_journal(run.journal, journal),
-        )
-        logger.warning("Apply %s repaired: %s", run.operation_id, note)
+        if run.repaired(f"{note}.", journal=_settle_journal(run.journal, journal)):
+            logger.warning("Apply %s repaired: %s", run.operation_id, note)
     _close_dead(dead, restored=restored, settled=True)
     return restored
 
@@ -224,16 +255,9 @@ def _close_dead(dead, *, restored: list[str], settled: bool, problem: str = "") 
             reason += f"; restored the previous container of: {', '.join(restored)}"
         if problem:
             reason += f"; the containers could not be repaired yet ({problem}), recovery retries"
-        with transaction.atomic():
-            run = ApplyRun.objects.select_for_update().get(pk=run.pk)
-            if run.status not in (ApplyRun.Status.RUNNING, ApplyRun.Status.QUEUED):
-                continue
-            run.status = ApplyRun.Status.INTERRUPTED
-            run.error = reason + "."
-            run.finished_at = timezone.now()
-            if settled:
-                run.journal = _settle_journal(run.journal, run.journal)
-            run.save(update_fields=["status", "error", "finished_at", "journal"])
+        journal = _settle_journal(run.journal, run.journal) if settled else run.journal
+        if not run.interrupt(reason + ".", journal=journal):
+            continue  # it ended meanwhile: its own outcome stands
         try:
             for entry in progress.progress_get(str(run.operation_id)):
                 if entry["status"] not in progress.TERMINAL:
@@ -245,30 +269,31 @@ def _close_dead(dead, *, restored: list[str], settled: bool, problem: str = "") 
         logger.warning("Apply %s interrupted: %s", run.operation_id, reason)
 
 
-def _lock_take(token: str) -> None:
-    """Take the apply lock for ``token``; raises ApplyBusy while an apply holds it. Recovery
-    holding it is waited for (``RECOVERY_WAIT_S``): it is over in a moment, and the user who
-    pressed Apply should not be told to come back for it."""
-    deadline = time.monotonic() + RECOVERY_WAIT_S
-    while not cache.add(APPLY_LOCK_KEY, token, timeout=APPLY_QUEUE_TTL):
-        holder = _lock_holder()
-        if holder is None:
-            continue  # freed between the two calls
-        if not holder.startswith(RECOVERY_PREFIX):
-            raise ApplyBusy(f"An apply is already running (operation {holder}).")
+def _busy(active: ApplyRun | None = None) -> ApplyBusy:
+    active = active or ApplyRun.objects.filter(status__in=ApplyRun.ACTIVE).first()
+    holder = active.operation_id if active else "unknown"
+    return ApplyBusy(f"An apply is already running (operation {holder}).")
+
+
+def recovery_wait(*, limit: float = RECOVERY_WAIT_S) -> bool:
+    """Wait (at most ``limit`` s) while recovery repairs; returns whether it is over. Recovery
+    is over in a moment, and the user who pressed Apply should not be told to come back for
+    it. A cache that does not answer raises (an apply needs Redis, its broker, anyway)."""
+    deadline = time.monotonic() + limit
+    while True:
+        if not _recovery_holder():
+            return True
         if time.monotonic() >= deadline:
-            raise ApplyBusy(
-                "gpuconfig is repairing what an interrupted apply left behind; "
-                "try again in a minute."
-            )
+            return False
         time.sleep(0.1)
 
 
 def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
-    """Take the apply lock, work out which services will restart, create the ApplyRun and
-    enqueue the work after commit.
+    """Work out which services will restart, create the ApplyRun (the database refuses a second
+    queued or running one) and enqueue the work after commit.
 
-    Raises ApplyBusy while another apply runs, and an ApplicationError (``engine_unavailable``
+    Raises ApplyBusy while another apply is queued or running (or recovery outlasts
+    ``RECOVERY_WAIT_S``), and an ApplicationError (``engine_unavailable``
     or ``engine_refused``) when the container engine cannot be asked; that attempt is recorded
     as a failed run.
     """
@@ -277,14 +302,19 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     actor = actor or actor_name(user)
     requested_by = user if getattr(user, "pk", None) else None
     operation_id = uuidlib.uuid4()
-    # A dead run's lock must not refuse the apply: recovery frees it (and repairs) first.
+    # A dead run must not refuse the apply: recovery closes it (and repairs) first.
     apply_recover()
-    _lock_take(str(operation_id))
+    if not recovery_wait():
+        raise ApplyBusy(
+            "gpuconfig is repairing what an interrupted apply left behind; try again in a minute."
+        )
+    active = ApplyRun.objects.filter(status__in=ApplyRun.ACTIVE).first()
+    if active is not None:
+        raise _busy(active)
     try:
         changes = diff(get_runtime(), apply_targets())
         pending = [c.service for c in changes if c.needs_recreate]
     except (RuntimeUnavailable, EngineError) as exc:
-        cache.delete(APPLY_LOCK_KEY)
         error = _engine_error(exc)
         ApplyRun.objects.create(
             operation_id=operation_id,
@@ -295,25 +325,26 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
             finished_at=timezone.now(),
         )
         raise error from exc
-    except BaseException:
-        cache.delete(APPLY_LOCK_KEY)
-        raise
     with transaction.atomic():
-        run = ApplyRun.objects.create(
-            operation_id=operation_id,
-            requested_by=requested_by,
-            actor=actor,
-            config_version=ConfigVersion.objects.order_by("-created_at", "-pk").first(),
-            services=pending,
-        )
+        try:
+            with transaction.atomic():  # a savepoint: the refusal leaves the outer one usable
+                run = ApplyRun.objects.create(
+                    operation_id=operation_id,
+                    requested_by=requested_by,
+                    actor=actor,
+                    config_version=ConfigVersion.objects.order_by("-created_at", "-pk").first(),
+                    services=pending,
+                )
+        except IntegrityError:
+            raise _busy() from None  # another apply was queued meanwhile
         progress.progress_init(str(operation_id), pending)
         apply_config_task.delay_on_commit(run.pk)
     return run, pending
 
 
 class _RunKeeper:
-    """While an apply runs: refreshes its lock (it expires soon after a crash) and the run's
-    heartbeat (recovery judges the run dead once it stops)."""
+    """While an apply runs: refreshes the run's heartbeat (recovery judges the run dead, and the
+    status says the worker stopped, once it stops)."""
 
     def __init__(self, run: ApplyRun):
         self.run = run
@@ -322,22 +353,13 @@ class _RunKeeper:
         self._thread = threading.Thread(target=self._run, name="apply-keeper", daemon=True)
 
     def __enter__(self):
-        self.ttl = settings.GPUCONFIG_APPLY_LOCK_TTL
-        self.interval = min(self.ttl / 3, _heartbeat_timeout() / 5)
-        try:
-            cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
-        except Exception:
-            logger.warning("could not take the apply lock in the cache; going on")
+        self.interval = _heartbeat_timeout() / 5
         self._thread.start()
         return self
 
     def _run(self):
         try:
             while not self._stop.wait(self.interval):
-                try:
-                    cache.set(APPLY_LOCK_KEY, self.token, self.ttl)
-                except Exception:
-                    logger.warning("could not refresh the apply lock")
                 try:
                     ApplyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
                 except Exception:
@@ -348,11 +370,6 @@ class _RunKeeper:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=5)
-        try:
-            if cache.get(APPLY_LOCK_KEY) == self.token:
-                cache.delete(APPLY_LOCK_KEY)
-        except Exception:
-            logger.warning("could not release the apply lock; it expires by itself")
 
 
 class _RunJournal:
@@ -374,24 +391,16 @@ class _RunJournal:
 
 
 def _run_claim(run_id: int) -> ApplyRun | None:
-    """Move a queued run to running; None when it is not queued (run twice) or another apply
-    holds the lock (the run is then failed)."""
-    with transaction.atomic():
-        run = ApplyRun.objects.select_for_update().get(pk=run_id)
-        if run.status != ApplyRun.Status.QUEUED:
-            return None
-        holder = _lock_holder()
-        if holder not in (None, str(run.operation_id)):
-            run.status = ApplyRun.Status.FAILED
-            run.error = f"Another apply ({holder}) was running."
-            run.finished_at = timezone.now()
-            run.save()
-            return None
-        run.status = ApplyRun.Status.RUNNING
-        run.started_at = run.heartbeat_at = timezone.now()
-        run.worker = worker_identity()
-        run.save(update_fields=["status", "started_at", "heartbeat_at", "worker"])
-    return run
+    """Move a queued run to running; None when it is not queued (run twice, or closed by
+    recovery). A recovery at work (it started before this run was queued) is waited out."""
+    run = ApplyRun.objects.get(pk=run_id)
+    if run.status != ApplyRun.Status.QUEUED:
+        return None
+    try:
+        recovery_wait(limit=RECOVERY_LOCK_TTL)
+    except Exception:  # the cache is away: the database's rule still holds one apply at a time
+        logger.warning("could not ask whether recovery is at work; going on")
+    return run if run.claim(worker=worker_identity()) else None
 
 
 def _outcome_status(outcome: dict[str, RecreateResult]) -> tuple[str, str]:
@@ -465,13 +474,10 @@ def config_apply(*, run_id: int) -> ApplyRun:
     work = _Apply(run)
     with _RunKeeper(run):
         status, error = work()
-        ApplyRun.objects.filter(pk=run.pk).update(
-            status=status,
-            error=error,
-            results=work.results,
-            log="\n".join(work.log),
-            finished_at=timezone.now(),
-        )
+        if not run.finish(status, error=error, results=work.results, log="\n".join(work.log)):
+            logger.warning(
+                "Apply %s ended %s, but it was already %s; that stands", work.op, status, run.status
+            )
     _live_refresh_quietly()
     run.refresh_from_db()
     return run

@@ -463,9 +463,13 @@ def test_rendered_systemd_units_verify(tmp_path):
     assert verify.returncode == 0, verify.stderr
     assert verify.stderr == "", verify.stderr
     assert f"ExecStart={GPUCONFIG} serve" in (out / "gpuconfig-web.service").read_text()
+    # Each process comes back however it stopped (a worker that dies on a broker outage too).
+    for unit in units:
+        text = unit.read_text()
+        assert "Restart=always" in text and "StartLimitIntervalSec=0" in text, unit.name
 
     broken = tmp_path / "gpuconfig-broken.service"
-    broken.write_text(units[0].read_text().replace("Restart=on-failure", "Restart=sometimes"))
+    broken.write_text(units[0].read_text().replace("Restart=always", "Restart=sometimes"))
     complaint = subprocess.run(
         ["systemd-analyze", "verify", str(broken)], capture_output=True, text=True
     )

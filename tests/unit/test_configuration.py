@@ -182,6 +182,19 @@ def test_the_shipped_units_are_what_deploy_systemd_renders():
     for text in units.values():
         assert "User=gpuconfig\n" in text
         assert "Environment=GPUCONFIG_ENV_FILE=/etc/gpuconfig/gpuconfig.env\n" in text
+        # However a process stops (a worker that dies on a broker outage too), it comes back.
+        assert "\nRestart=always\n" in text and "\nStartLimitIntervalSec=0\n" in text
+
+
+def test_the_compose_deploy_restarts_every_gpuconfig_process():
+    import yaml
+
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text())["services"]
+    ours = {name: s for name, s in services.items() if name.startswith("gpuconfig-")}
+    assert {"gpuconfig-web", "gpuconfig-worker", "gpuconfig-beat"} <= set(ours)
+    assert {name: s.get("restart") for name, s in ours.items()} == dict.fromkeys(
+        ours, "unless-stopped"
+    )
 
 
 @pytest.mark.django_db

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.core.cache import cache
 
 from assignments import planner, progress
 from assignments.models import ApplyRun, Assignment, ConfigVersion
 from assignments.runtime.base import ContainerRuntime, ContainerState
 from assignments.selectors import config_preview
-from assignments.services import APPLY_LOCK_KEY
+from assignments.services import worker_identity
 from tests.conftest import config_files
 
 pytestmark = pytest.mark.django_db
@@ -409,7 +408,7 @@ def test_apply_start_shows_polling_progress(staff, reference_inventory, settings
 
 def test_apply_while_another_runs_is_refused(staff, reference_inventory, settings):
     settings.GPUCONFIG_CONTAINER_RUNTIME = STUB_RUNTIME
-    cache.set(APPLY_LOCK_KEY, "another", 60)
+    ApplyRun.objects.create(status=ApplyRun.Status.RUNNING, worker=worker_identity())
     response = staff.post("/settings/gpu/apply/", **HTMX)
     assert response.status_code == 409
     assert "An apply is already running" in text(response)
@@ -435,6 +434,33 @@ def test_progress_of_a_running_apply_keeps_polling(staff, reference_inventory):
     body = text(response)
     assert 'hx-trigger="load delay:500ms, every 1s"' in body
     assert "Waiting for health" in body and "waiting for healthy" in body
+
+
+def test_progress_of_a_run_whose_worker_stopped_says_so(staff, reference_inventory, settings):
+    """The worker died mid-apply (its heartbeat is overdue): the panel says so instead of
+    "Applying…", and keeps polling so that it shows the repair once a worker runs."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT = 15
+    stale = timezone.now() - timedelta(seconds=45)
+    run = ApplyRun.objects.create(
+        status=ApplyRun.Status.RUNNING,
+        services=["ai-enrichment"],
+        actor="staff",
+        worker="elsewhere|pid:[1]|4242|99",
+        started_at=stale,
+        heartbeat_at=stale,
+    )
+    progress.progress_init(str(run.operation_id), ["ai-enrichment"])
+    progress.progress_update(str(run.operation_id), "ai-enrichment", "waiting_health", "")
+
+    body = text(staff.get("/settings/gpu/apply/progress/", **HTMX))
+
+    assert "Apply stalled: the worker stopped; repair waits for a worker." in body
+    assert "Applying…" not in body
+    assert 'hx-trigger="load delay:500ms, every 1s"' in body
 
 
 def test_finished_progress_returns_286_with_a_healthy_result(staff, reference_inventory):
