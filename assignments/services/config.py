@@ -320,18 +320,25 @@ def _state() -> tuple:
 
 
 def _change_save(
-    change: Callable[[], str], *, source: str, user=None, actor: str = ""
+    change: Callable[[], str],
+    *,
+    source: str,
+    user=None,
+    actor: str = "",
+    keep_unchanged: bool = False,
 ) -> SaveResult:
     """Run ``change`` (database writes; returns the strategy) in one transaction with a new
     ConfigVersion and the generated files staged for it. All or nothing: a refusal, or files
     that cannot be written (FilesUnwritable), leave the database and the files as they were.
-    A change that changes nothing records no version."""
+    A change that changes nothing records no version; with ``keep_unchanged`` its writes are
+    kept all the same (a catalog entry's text, which no version records)."""
     before = _state()
     with transaction.atomic():
         strategy = change()
         unchanged = _state() == before
         if unchanged:
-            transaction.set_rollback(True)
+            if not keep_unchanged:
+                transaction.set_rollback(True)
         else:
             version, warnings = config_version_record(
                 source=source, strategy=strategy, user=user, actor=actor, files_required=True
@@ -390,7 +397,9 @@ def catalog_service_save(*, service: AiService, user=None) -> SaveResult:
                 _assignment_set(assignment, values)
         return strategy
 
-    return _change_save(change, source=ConfigVersion.Source.CATALOG, user=user)
+    # Text (display name, model, description) changes no planning state, and is saved all the
+    # same; only a change of the planning state records a version.
+    return _change_save(change, source=ConfigVersion.Source.CATALOG, user=user, keep_unchanged=True)
 
 
 def config_files_write() -> dict:
