@@ -149,12 +149,28 @@ class ApplyView(APIView):
         )
 
 
+def _status_stored() -> dict:
+    """The latest apply's status with the container state the worker keeps: a request never
+    waits on the engine (any signed-in user could keep it busy); a stale copy is refreshed by
+    the worker, not here."""
+    from django.core.cache import cache
+
+    from assignments.live import LIVE_KEY, live_refresh_request
+
+    # Unlike the page, the API does not answer "unknown" while Redis is away: this read raises,
+    # and the answer is a 503 naming Redis.
+    cache.get(LIVE_KEY)
+    live_refresh_request()
+    return apply_status(live=False)
+
+
 class StatusView(APIView):
-    """The latest apply's per-service progress with each service's live container state."""
+    """The latest apply's per-service progress with each service's container state, as the
+    worker last read it from the engine (at most a few seconds old)."""
 
     @extend_schema(responses=s.StatusSerializer, operation_id="gpu_config_status")
     def get(self, request):
-        data = apply_status()
+        data = _status_stored()
         run = data.pop("run")
         data["operation_id"] = run.operation_id if run else None
         data["run_status"] = run.status if run else None
@@ -181,11 +197,12 @@ class ComposeView(APIView):
 
 
 class ServicesView(APIView):
-    """Live per-service view: container status, health, GPU and last restart status."""
+    """Per-service view: container status, health, the GPU it runs on and the saved one, last
+    restart status; from the state the worker keeps (no engine call)."""
 
     @extend_schema(responses=s.ServicesSerializer, operation_id="gpu_config_services")
     def get(self, request):
-        data = apply_status()
+        data = _status_stored()
         return Response({"services": data["services"]})
 
 
