@@ -91,15 +91,34 @@ def live_refresh_request() -> None:
         live_refresh_task.delay()
 
 
+def live_stored() -> dict | None:
+    """The stored state for a request that must not wait on the engine: read once (raising
+    while Redis is away), with a refresh asked of the worker when it is stale (one request at
+    a time, as ``live_refresh_request``)."""
+    from assignments.tasks import live_refresh_task
+
+    snapshot = cache.get(LIVE_KEY)
+    if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
+        return snapshot
+    if cache.add(LIVE_REFRESH_LOCK, 1, LIVE_STALE_S):
+        live_refresh_task.delay()
+        # A worker that ran it inline (tests, or no broker) has stored a fresh copy already.
+        snapshot = cache.get(LIVE_KEY) or snapshot
+    return snapshot
+
+
 def _last_outcomes(limit: int = 20) -> dict[str, dict]:
     """Per service: the outcome of the last finished apply that touched it, and when."""
     out: dict[str, dict] = {}
-    runs = ApplyRun.objects.exclude(finished_at=None).order_by("-finished_at")[:limit]
-    for run in runs:
-        for service, result in (run.results or {}).items():
-            out.setdefault(
-                service, {"outcome": result.get("outcome"), "finished_at": run.finished_at}
-            )
+    # Only the two columns read: a run's log and journal can be long.
+    runs = (
+        ApplyRun.objects.exclude(finished_at=None)
+        .order_by("-finished_at")
+        .values_list("finished_at", "results")[:limit]
+    )
+    for finished_at, results in runs:
+        for service, result in (results or {}).items():
+            out.setdefault(service, {"outcome": result.get("outcome"), "finished_at": finished_at})
     return out
 
 
