@@ -34,7 +34,11 @@ class ConfigForm(forms.Form):
     """Strategy plus one GPU choice (and budget) per service; bound to a POST of the page, or
     unbound showing ``choices`` (the saved configuration unless given)."""
 
-    strategy = forms.ChoiceField(label="Strategy")
+    strategy = forms.ChoiceField(
+        label="Strategy",
+        # Not the default message, which repeats the whole value sent.
+        error_messages={"invalid_choice": "Choose one of the strategies listed."},
+    )
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from assignments.selectors import (
 )
 from assignments.services import apply_start, config_save
 from gpuconfig_site.api import bad_request
+from gpuconfig_site.errors import echo
 
 ALREADY_APPLIED = "Every service already runs with its assignment."
 
@@ -46,7 +47,7 @@ class GpuConfigView(APIView):
             )
         unknown = set(body) - {"strategy", "assignments"}
         if unknown:
-            return bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+            return bad_request(f"Unknown field(s): {echo(', '.join(sorted(unknown)))}.")
         if not body:
             return bad_request("Nothing to save: give a strategy, assignments, or both.")
         result = config_save(
