@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-
 ECHO_LIMIT = 60
 
 
