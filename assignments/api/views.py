@@ -187,8 +187,14 @@ class ComposeView(APIView):
         operation_id="gpu_config_compose",
     )
     def get(self, request):
+        tool = request.query_params.get("tool")
+        if tool is not None and tool not in (AUTO, *KINDS):
+            # Also an empty ?tool=: the schema's enum is the whole truth.
+            return bad_request(
+                f"Unknown compose tool {echo(tool)}; expected one of: {', '.join((AUTO, *KINDS))}."
+            )
         try:
-            report = compose_report(tool=request.query_params.get("tool") or None)
+            report = compose_report(tool=tool)
         except UnknownTool as exc:
             return bad_request(str(exc))
         return Response(s.ComposeCheckSerializer(report).data)

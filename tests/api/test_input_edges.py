@@ -73,3 +73,25 @@ def test_the_page_does_not_echo_a_megabyte_strategy(client, staff_user, referenc
     res = client.post("/settings/gpu/save/", {"strategy": HUGE}, HTTP_HX_REQUEST="true")
     assert res.status_code == 422
     assert HUGE[:1000] not in res.content.decode()
+
+
+@pytest.mark.parametrize("tool", ["", "nope", "docker-compose-v3"])
+def test_a_compose_tool_outside_the_schemas_enum_is_a_400(staff_client, reference_inventory, tool):
+    res = staff_client.get("/api/system/gpu-config/compose", {"tool": tool})
+    assert res.status_code == 400
+    assert "expected one of: auto" in res.json()["detail"]
+
+
+def test_the_history_bounds_in_the_schema_are_the_ones_enforced(staff_client, db):
+    params = {
+        p["name"]: p["schema"]
+        for p in staff_client.get("/api/schema/?format=json").json()["paths"][
+            "/api/system/gpu/history"
+        ]["get"]["parameters"]
+    }
+    assert params["limit"]["minimum"] == 1
+    assert staff_client.get("/api/system/gpu/history", {"limit": 0}).status_code == 400
+    assert staff_client.get("/api/system/gpu/history", {"limit": 1}).status_code == 200
+    top = params["limit"]["maximum"]
+    assert staff_client.get("/api/system/gpu/history", {"limit": top}).status_code == 200
+    assert staff_client.get("/api/system/gpu/history", {"limit": top + 1}).status_code == 400
