@@ -34,7 +34,11 @@ class ConfigForm(forms.Form):
     """Strategy plus one GPU choice (and budget) per service; bound to a POST of the page, or
     unbound showing ``choices`` (the saved configuration unless given)."""
 
-    strategy = forms.ChoiceField(label="Strategy")
+    strategy = forms.ChoiceField(
+        label="Strategy",
+        # Not the default message, which repeats the whole value sent.
+        error_messages={"invalid_choice": "Choose one of the strategies listed."},
+    )
 
     def __init__(
         self,
@@ -116,15 +120,18 @@ class ConfigForm(forms.Form):
         return value if value in planner.STRATEGIES else default
 
     def assignments(self) -> list[dict]:
-        """The choices in ``config_save``'s shape (call after ``is_valid()``)."""
+        """The choices in ``config_save``'s shape (call after ``is_valid()``); a service whose
+        fields the POST lacks has no ``gpu_index`` (or budget) key."""
         out = []
         for d in self.planning.services:
-            item: dict[str, object] = {
-                "service": d.name,
-                "gpu_index": self.cleaned_data.get(gpu_field_name(d.name)),
-            }
-            if d.budget_adjustable:
-                item["vram_budget_override"] = self.cleaned_data.get(budget_field_name(d.name))
+            gpu_key, budget_key = gpu_field_name(d.name), budget_field_name(d.name)
+            item: dict[str, object] = {"service": d.name}
+            # A field the POST lacks is left out, not read as "unassigned": the save then
+            # refuses it as the API refuses an assignment without gpu_index.
+            if gpu_key in self.data:
+                item["gpu_index"] = self.cleaned_data.get(gpu_key)
+            if d.budget_adjustable and budget_key in self.data:
+                item["vram_budget_override"] = self.cleaned_data.get(budget_key)
             out.append(item)
         return out
 

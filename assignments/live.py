@@ -91,16 +91,44 @@ def live_refresh_request() -> None:
         live_refresh_task.delay()
 
 
+def live_stored() -> dict | None:
+    """The stored state for a request that must not wait on the engine: read once (raising
+    while Redis is away), with a refresh asked of the worker when it is stale (one request at
+    a time, as ``live_refresh_request``)."""
+    from assignments.tasks import live_refresh_task
+
+    snapshot = cache.get(LIVE_KEY)
+    if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
+        return snapshot
+    if cache.add(LIVE_REFRESH_LOCK, 1, LIVE_STALE_S):
+        live_refresh_task.delay()
+        # A worker that ran it inline (tests, or no broker) has stored a fresh copy already.
+        snapshot = cache.get(LIVE_KEY) or snapshot
+    return snapshot
+
+
 def _last_outcomes(limit: int = 20) -> dict[str, dict]:
     """Per service: the outcome of the last finished apply that touched it, and when."""
     out: dict[str, dict] = {}
-    runs = ApplyRun.objects.exclude(finished_at=None).order_by("-finished_at")[:limit]
-    for run in runs:
-        for service, result in (run.results or {}).items():
-            out.setdefault(
-                service, {"outcome": result.get("outcome"), "finished_at": run.finished_at}
-            )
+    # Only the two columns read: a run's log and journal can be long.
+    runs = (
+        ApplyRun.objects.exclude(finished_at=None)
+        .order_by("-finished_at")
+        .values_list("finished_at", "results")[:limit]
+    )
+    for finished_at, results in runs:
+        for service, result in (results or {}).items():
+            out.setdefault(service, {"outcome": result.get("outcome"), "finished_at": finished_at})
     return out
+
+
+def running_gpu_index(container: dict | None, by_device: dict[str, int]) -> int | None:
+    """The index of the GPU a container's device request names (an index or a UUID), or None
+    when there is no container, it has no GPU, or its device is not a known GPU."""
+    for device in (container or {}).get("device_ids") or ():
+        if device in by_device:
+            return by_device[device]
+    return None
 
 
 def service_rows(
@@ -109,14 +137,17 @@ def service_rows(
     restart: dict[str, str] | None = None,
     data: PlanningInput | None = None,
 ) -> list[dict]:
-    """One row per enabled service: container status and health, GPU, runtime, last restart by
-    gpuconfig and the last apply's outcome for it (``data``: the planning input, if read)."""
+    """One row per enabled service: container status and health, the GPU it runs on now
+    (``gpu_index``) beside the saved one (``assigned_gpu_index``; ``pending_apply`` while they
+    differ), runtime, last restart by gpuconfig and the last apply's outcome for it (``data``:
+    the planning input, if read)."""
     data = data or planning_input()
     restart = restart or {}
     outcomes = _last_outcomes()
     snapshot = snapshot or {}
     containers = snapshot.get("containers", {})
     reachable = snapshot.get("reachable")
+    by_device = {str(g.index): g.index for g in data.gpus} | {g.uuid: g.index for g in data.gpus}
     out = []
     for d in data.services:
         container = containers.get(d.name)
@@ -126,11 +157,15 @@ def service_rows(
             status = "missing" if reachable else "unknown"
             health = "unknown"
         last = outcomes.get(d.name) or {}
+        running = running_gpu_index(container, by_device)
         row = {
             "name": d.name,
             "status": status,
             "health": health,
-            "gpu_index": d.current_gpu,
+            # Where the container runs now; the saved target apart. They differ until an apply.
+            "gpu_index": running,
+            "assigned_gpu_index": d.current_gpu,
+            "pending_apply": container is not None and running != d.current_gpu,
             "restart_status": restart.get(d.name),
             "runtime": snapshot.get("runtime"),
             "container": (container or {}).get("id", ""),

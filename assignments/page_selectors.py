@@ -525,6 +525,8 @@ class ServiceRow:
     started_at: object
     last_apply: str | None
     colour: int
+    pending_apply: bool = False
+    assigned_label: str = ""
 
     @property
     def status_tone(self) -> str:
@@ -544,10 +546,11 @@ class ServiceRow:
 
 
 def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
-    """Where the container runs (its device request), else where the service is assigned."""
+    """Where the container runs (its device request); "–" without a container, as the API's
+    null ``gpu_index`` (the saved GPU is shown apart, while it differs)."""
     devices = row.get("device_ids")
     if devices is None:
-        return gpu_name(gpus, row["gpu_index"])
+        return "–"
     if not devices:
         return "No GPU"
     by_id = {str(g.index): g for g in gpus.values()} | {g.uuid: g for g in gpus.values()}
@@ -575,6 +578,8 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
             status=r["status"],
             health=r["health"],
             gpu_label=_running_on(gpus, r),
+            pending_apply=r["pending_apply"],
+            assigned_label=gpu_name(gpus, r["assigned_gpu_index"]),
             runtime=label,
             restart_status=r["restart_status"] if status["in_progress"] else None,
             started_at=r["started_at"],

@@ -316,9 +316,12 @@ def run_stall(run: ApplyRun | None, *, now=None) -> str:
     return ""
 
 
-def apply_status(*, live: bool = True, data: PlanningInput | None = None) -> dict:
+def apply_status(
+    *, live: bool = True, data: PlanningInput | None = None, snapshot: dict | None = None
+) -> dict:
     """The latest apply's progress plus each service's container state (``services_live``);
-    ``data``: the planning input when the caller has read it already."""
+    ``data``, ``snapshot``: the planning input and the stored engine state when the caller has
+    read them already."""
     run = apply_run_latest()
     entries = progress.progress_get(str(run.operation_id)) if run else []
     in_progress = bool(run and not run.is_finished)
@@ -338,17 +341,26 @@ def apply_status(*, live: bool = True, data: PlanningInput | None = None) -> dic
             for e in entries
         ],
         "services": services_live(
-            restart={e["service"]: e["status"] for e in entries}, live=live, data=data
+            restart={e["service"]: e["status"] for e in entries},
+            live=live,
+            data=data,
+            snapshot=snapshot,
         ),
     }
 
 
 def services_live(
-    *, restart: dict[str, str] | None = None, live: bool = True, data: PlanningInput | None = None
+    *,
+    restart: dict[str, str] | None = None,
+    live: bool = True,
+    data: PlanningInput | None = None,
+    snapshot: dict | None = None,
 ) -> list[dict]:
     """Each enabled service's container status and health: asked of the engine now (``live``,
     which also refreshes the stored copy), else the copy the worker keeps (no engine call).
     The engine being unreachable is reported per service (status ``unknown``), not raised."""
     from assignments.live import live_cached, live_refresh, service_rows
 
-    return service_rows(live_refresh() if live else live_cached(), restart=restart, data=data)
+    if snapshot is None:
+        snapshot = live_refresh() if live else live_cached()
+    return service_rows(snapshot, restart=restart, data=data)

@@ -2,8 +2,9 @@
 (as many workers and threads as `gpuconfig serve` runs).
 
 Serves the project with a fresh SQLite database and the simulated reference inventory (one
-scan at start) and measures ``GET /api/system/gpus`` (API key) and ``GET /settings/gpu/`` (a
-logged-in staff session) with 1 client, then with 50 at once: p50, p99 and requests per second.
+scan at start) and measures ``GET /api/system/gpus``, ``/gpu-config/status`` and
+``/gpu-config/services`` (API key) and ``GET /settings/gpu/`` (a logged-in staff session) with
+1 client, then with 50 at once: p50, p99 and requests per second.
 Each client keeps its connection open, as a browser does. The request paths read the database
 and the cache only; neither NVML nor the container engine is called on them.
 
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         targets = [
             ("GET /api/system/gpus", "/api/system/gpus", {"X-API-Key": KEY}),
+            ("GET .../status", "/api/system/gpu-config/status", {"X-API-Key": KEY}),
+            ("GET .../services", "/api/system/gpu-config/services", {"X-API-Key": KEY}),
             ("GET /settings/gpu/", "/settings/gpu/", {"Cookie": f"sessionid={session}"}),
         ]
         results = []

@@ -8,7 +8,7 @@ from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_login_failed
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
@@ -41,39 +41,64 @@ class ApiKeyUser(AnonymousUser):
         return self.username
 
 
+class KeyLockedOut(Exception):
+    """The address is locked out (django-axes) and the key is not a valid named key."""
+
+
+class KeyInvalid(Exception):
+    """The key matches neither ``GPUCONFIG_API_KEY`` nor a usable named key (counted)."""
+
+
+def api_key_identify(request: HttpRequest, supplied: str) -> tuple[ApiKeyUser, object]:
+    """Who an API key is, for every place that takes one (the API, ``/readyz``, ``/metrics``).
+
+    A wrong key counts as a failed sign-in for django-axes (``KeyInvalid``). From an address
+    locked out, ``GPUCONFIG_API_KEY`` is not even compared (``KeyLockedOut``): it is chosen by
+    a person and may be guessable. A valid named key still gets through such a lockout (its
+    secret is random, 32 characters, out of reach of guessing), so one client's wrong keys do
+    not lock out the others behind the same address (a reverse proxy).
+    """
+    from apikeys.selectors import api_key_find
+    from apikeys.services import api_key_touch
+
+    supplied = supplied.strip()
+    locked = AxesProxyHandler.is_locked(request, KEY_CREDENTIALS)
+    if not locked:
+        expected = (settings.GPUCONFIG_API_KEY or "").strip()
+        if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
+            return ApiKeyUser(), "api-key"
+    named = api_key_find(key=supplied) if supplied else None
+    if named is not None:
+        api_key_touch(api_key=named)
+        return ApiKeyUser(name=named.name), named
+    if locked:
+        raise KeyLockedOut
+    user_login_failed.send(sender=ApiKeyUser, credentials=KEY_CREDENTIALS, request=request)
+    raise KeyInvalid
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Accepts ``X-API-Key`` when it matches ``GPUCONFIG_API_KEY`` or a named key of the admin
     (``apikeys.ApiKey``: not revoked, not expired). Any other key is refused with "Invalid API
     key."; a request without the header goes on to the session.
 
     A wrong key counts as a failed sign-in for django-axes; a locked-out address is refused
-    (429) before its key is even compared, so guessing stops paying off."""
+    (429) before the configured key is even compared, so guessing stops paying off
+    (``api_key_identify``)."""
 
     header = "HTTP_X_API_KEY"
     keyword = "X-API-Key"
 
     def authenticate(self, request):
-        from apikeys.selectors import api_key_find
-        from apikeys.services import api_key_touch
-
         supplied = request.META.get(self.header)
         if supplied is None:
             return None
-        http_request = request._request
-        if AxesProxyHandler.is_locked(http_request, KEY_CREDENTIALS):
-            raise exceptions.Throttled(detail=LOCKED_OUT)
-        supplied = supplied.strip()
-        expected = (settings.GPUCONFIG_API_KEY or "").strip()
-        if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
-            return (ApiKeyUser(), "api-key")
-        named = api_key_find(key=supplied) if supplied else None
-        if named is None:
-            user_login_failed.send(
-                sender=type(self), credentials=KEY_CREDENTIALS, request=http_request
-            )
-            raise exceptions.AuthenticationFailed("Invalid API key.")
-        api_key_touch(api_key=named)
-        return (ApiKeyUser(name=named.name), named)
+        try:
+            return api_key_identify(request._request, supplied)
+        except KeyLockedOut:
+            raise exceptions.Throttled(detail=LOCKED_OUT) from None
+        except KeyInvalid:
+            raise exceptions.AuthenticationFailed("Invalid API key.") from None
 
     def authenticate_header(self, request) -> str:
         return self.keyword

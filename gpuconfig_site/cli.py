@@ -213,7 +213,11 @@ def cmd_status(args) -> int:
             print(f"  {entry['service']}: {entry['status']} {entry['message']}".rstrip())
     for svc in data["services"]:
         gpu = "-" if svc["gpu_index"] is None else svc["gpu_index"]
-        print(f"{svc['name']}: {svc['status']} (health {svc['health'] or 'none'}), GPU {gpu}")
+        line = f"{svc['name']}: {svc['status']} (health {svc['health'] or 'none'}), GPU {gpu}"
+        if svc["pending_apply"]:
+            saved = svc["assigned_gpu_index"]
+            line += f" (saved: GPU {'-' if saved is None else saved}, waiting for Apply)"
+        print(line)
     return 0
 
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+ECHO_LIMIT = 60
+
+
+def echo(value, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for a refusal's message, cut to ``limit`` characters: a refusal names the
+    input it refuses, but never sends a megabyte of it back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
 
 class ApplicationError(Exception):
     """A request gpuconfig refuses, with the reason in words and as data.

@@ -14,6 +14,7 @@ through until its next failure, which notes it again and finds the lockout in th
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from axes.handlers.database import AxesDatabaseHandler
@@ -55,3 +56,43 @@ class CachedLockoutHandler(AxesDatabaseHandler):
             except REDIS_DOWN:
                 logger.warning("Redis is down: a failed sign-in is recorded in the database only")
         return super().user_login_failed(sender, credentials, request, **kwargs)
+
+
+def client_address(request) -> str | None:
+    """The client's address for django-axes (``AXES_CLIENT_IP_CALLABLE``): ``REMOTE_ADDR``,
+    unless it is one of ``GPUCONFIG_TRUSTED_PROXIES``; then the right-most address of
+    ``X-Forwarded-For`` that is not a trusted proxy (entries to its left could be sent by the
+    client itself, so they are never believed)."""
+    from django.conf import settings
+
+    remote = request.META.get("REMOTE_ADDR")
+    trusted = settings.GPUCONFIG_TRUSTED_PROXIES
+    if not trusted or not _in_networks(remote, trusted):
+        return remote
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _in_networks(hop, trusted):
+            return hop if _is_address(hop) else remote
+    return remote
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_networks(address: str | None, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    for entry in networks:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False

@@ -434,3 +434,34 @@ LOGGING = {
 }
 # The worker logs through LOGGING above (JSON included) rather than Celery's own setup.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Web edges: client address behind a proxy, Content-Security-Policy ------------------------
+# Reverse proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated).
+# Off by default: the client is REMOTE_ADDR. Set it only to the proxy's own address; then the
+# lockout counts the client the proxy names, not the proxy (gpuconfig_site/lockout.py).
+GPUCONFIG_TRUSTED_PROXIES = [
+    a.strip() for a in os.environ.get("GPUCONFIG_TRUSTED_PROXIES", "").split(",") if a.strip()
+]
+AXES_CLIENT_IP_CALLABLE = "gpuconfig_site.lockout.client_address"
+
+# One policy for the page (HTMX), the admin and the API docs (Swagger UI from the sidecar, its
+# script served apart): scripts only from this site; inline styles are allowed (the page's bars
+# set widths in style attributes, Swagger UI and htmx add <style>).
+CSP_DIRECTIVES = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+if django.VERSION >= (6, 0):
+    SECURE_CSP = CSP_DIRECTIVES
+    MIDDLEWARE.insert(1, "django.middleware.csp.ContentSecurityPolicyMiddleware")
+else:  # Django 5.2: the django-csp package
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": CSP_DIRECTIVES}
+    MIDDLEWARE.insert(1, "csp.middleware.CSPMiddleware")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 
 from django.conf import settings
@@ -10,13 +9,18 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from gpuconfig_site.auth import KeyLockedOut, lockout_response
 from gpuconfig_site.health import readiness_checks
 from gpuconfig_site.metrics import metrics_render
 
 
 def has_operator_access(request: HttpRequest) -> bool:
     """A staff session, or an API key (``GPUCONFIG_API_KEY`` or a named key) in ``X-API-Key``
-    or ``Authorization: Bearer`` (what Prometheus sends)."""
+    or ``Authorization: Bearer`` (what Prometheus sends). A wrong key counts as a failed
+    sign-in, as on the API, so these endpoints are no unthrottled key oracle; from a locked-out
+    address only a named key is taken, another raises ``KeyLockedOut`` (``api_key_identify``)."""
+    from gpuconfig_site.auth import KeyInvalid, api_key_identify
+
     user = getattr(request, "user", None)
     if user and user.is_authenticated and user.is_staff:
         return True
@@ -24,15 +28,13 @@ def has_operator_access(request: HttpRequest) -> bool:
     auth = request.headers.get("Authorization", "")
     if supplied is None and auth[:7].lower() == "bearer ":
         supplied = auth[7:]
-    supplied = (supplied or "").strip()
-    if not supplied:
+    if supplied is None:
         return False
-    expected = (settings.GPUCONFIG_API_KEY or "").strip()
-    if expected and hmac.compare_digest(supplied.encode(), expected.encode()):
-        return True
-    from apikeys.selectors import api_key_find
-
-    return api_key_find(key=supplied) is not None
+    try:
+        api_key_identify(request, supplied)
+    except KeyInvalid:
+        return False
+    return True
 
 
 def _address_allowed(address: str) -> bool:
@@ -60,9 +62,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when every check passes, else 503. Details only for operators."""
+    try:
+        detailed = has_operator_access(request)
+    except KeyLockedOut:
+        return lockout_response(request)
     checks = readiness_checks()
     ready = all(c.ok is not False for c in checks)
-    detailed = has_operator_access(request)
     body = {
         "status": "ready" if ready else "not ready",
         "checks": {
@@ -81,7 +86,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics, for the API key, a staff session or an allowed address."""
-    if not (has_operator_access(request) or _address_allowed(request.META.get("REMOTE_ADDR", ""))):
+    try:
+        operator = has_operator_access(request)
+    except KeyLockedOut:
+        return lockout_response(request)
+    if not (operator or _address_allowed(request.META.get("REMOTE_ADDR", ""))):
         return JsonResponse(
             {"detail": "Metrics need the API key or an address in GPUCONFIG_METRICS_ALLOW."},
             status=403,

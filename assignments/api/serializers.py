@@ -78,7 +78,16 @@ class LiveServiceSerializer(serializers.Serializer):
         help_text="none: the container has no healthcheck; unknown: no container, or the "
         "engine did not answer.",
     )
-    gpu_index = serializers.IntegerField(allow_null=True)
+    gpu_index = serializers.IntegerField(
+        allow_null=True,
+        help_text="The GPU the container runs on now (null: no container, no GPU, or unknown).",
+    )
+    assigned_gpu_index = serializers.IntegerField(
+        allow_null=True, help_text="The GPU saved for the service (what Apply makes it run on)."
+    )
+    pending_apply = serializers.BooleanField(
+        help_text="True while the container runs elsewhere than saved: waiting for Apply."
+    )
     restart_status = serializers.CharField(allow_null=True)
     runtime = serializers.CharField(required=False, allow_null=True)
     container = serializers.CharField(required=False, allow_blank=True)

@@ -21,6 +21,7 @@ from assignments.selectors import (
 )
 from assignments.services import apply_start, config_save
 from gpuconfig_site.api import bad_request
+from gpuconfig_site.errors import echo
 
 ALREADY_APPLIED = "Every service already runs with its assignment."
 
@@ -46,7 +47,7 @@ class GpuConfigView(APIView):
             )
         unknown = set(body) - {"strategy", "assignments"}
         if unknown:
-            return bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+            return bad_request(f"Unknown field(s): {echo(', '.join(sorted(unknown)))}.")
         if not body:
             return bad_request("Nothing to save: give a strategy, assignments, or both.")
         result = config_save(
@@ -149,17 +150,30 @@ class ApplyView(APIView):
         )
 
 
+def _status_stored() -> dict:
+    """The latest apply's status with the container state the worker keeps: a request never
+    waits on the engine (any signed-in user could keep it busy); a stale copy is refreshed by
+    the worker, not here. Unlike the page, the API does not answer "unknown" while Redis is
+    away: the read raises, and the answer is a 503 naming Redis."""
+    from assignments.live import live_stored
+
+    return apply_status(live=False, snapshot=live_stored() or {})
+
+
 class StatusView(APIView):
-    """The latest apply's per-service progress with each service's live container state."""
+    """The latest apply's per-service progress with each service's container state, as the
+    worker last read it from the engine (at most a few seconds old)."""
 
     @extend_schema(responses=s.StatusSerializer, operation_id="gpu_config_status")
     def get(self, request):
-        data = apply_status()
+        data = _status_stored()
         run = data.pop("run")
         data["operation_id"] = run.operation_id if run else None
         data["run_status"] = run.status if run else None
         data["error"] = run.error if run else ""
-        return Response(s.StatusSerializer(data).data)
+        # Built as the schema's StatusSerializer documents it; not run through it per request
+        # (a serializer costs more than the reads behind this answer).
+        return Response(data)
 
 
 class ComposeView(APIView):
@@ -173,19 +187,26 @@ class ComposeView(APIView):
         operation_id="gpu_config_compose",
     )
     def get(self, request):
+        tool = request.query_params.get("tool")
+        if tool is not None and tool not in (AUTO, *KINDS):
+            # Also an empty ?tool=: the schema's enum is the whole truth.
+            return bad_request(
+                f"Unknown compose tool {echo(tool)}; expected one of: {', '.join((AUTO, *KINDS))}."
+            )
         try:
-            report = compose_report(tool=request.query_params.get("tool") or None)
+            report = compose_report(tool=tool)
         except UnknownTool as exc:
             return bad_request(str(exc))
         return Response(s.ComposeCheckSerializer(report).data)
 
 
 class ServicesView(APIView):
-    """Live per-service view: container status, health, GPU and last restart status."""
+    """Per-service view: container status, health, the GPU it runs on and the saved one, last
+    restart status; from the state the worker keeps (no engine call)."""
 
     @extend_schema(responses=s.ServicesSerializer, operation_id="gpu_config_services")
     def get(self, request):
-        data = apply_status()
+        data = _status_stored()
         return Response({"services": data["services"]})
 
 

@@ -75,7 +75,10 @@ def get_strategy(name: str) -> Strategy:
         return STRATEGIES[name]
     except (KeyError, TypeError):
         known = ", ".join(STRATEGIES)
-        raise UnknownStrategy(f"Unknown strategy {name!r}; choose one of: {known}.") from None
+        shown = repr(name)
+        if len(shown) > 60:  # name the input, never echo all of it
+            shown = f"{shown[:60]}… ({len(shown)} characters)"
+        raise UnknownStrategy(f"Unknown strategy {shown}; choose one of: {known}.") from None
 
 
 def strategy_names() -> list[str]:

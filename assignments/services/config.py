@@ -20,7 +20,7 @@ from assignments import files, planner
 from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig
 from assignments.planner.registry import get_strategy
 from assignments.selectors import PlanningInput, config_entries, config_issues, planning_input
-from gpuconfig_site.errors import ApplicationError
+from gpuconfig_site.errors import ApplicationError, echo
 from gpus.models import Gpu
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,13 @@ def _validate_budget(name: str, value, *, svc: AiService, gpu: Gpu | None) -> fl
         return ConfigInvalid(f"{name}: {message}", service=name, field="vram_budget_override")
 
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise refuse(f"vram_budget_override must be a number of GB, got {value!r}.")
-    value = float(value)
+        raise refuse(f"vram_budget_override must be a number of GB, got {echo(value)}.")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float: far above any limit
+        raise refuse(
+            f"a VRAM budget of {echo(value)} GB is more than the {MAX_BUDGET_GB:g} GB limit."
+        ) from None
     if not math.isfinite(value) or value <= 0:
         raise refuse(f"vram_budget_override must be greater than 0 GB, got {value:g}.")
     if not svc.budget_adjustable:
@@ -113,7 +118,7 @@ def _validate_gpu_index(name: str, item: dict, gpus: dict[int, Gpu]) -> Gpu | No
         return None
     if isinstance(index, bool) or not isinstance(index, int):
         raise ConfigInvalid(
-            f"{name}: gpu_index must be an integer or null, got {index!r}.",
+            f"{name}: gpu_index must be an integer or null, got {echo(index)}.",
             service=name,
             field="gpu_index",
         )
@@ -135,7 +140,7 @@ def _validate_item(position: int, item, data: PlanningInput, gpus: dict[int, Gpu
     unknown_keys = set(item) - set(ASSIGNMENT_KEYS)
     if unknown_keys:
         raise ConfigInvalid(
-            f"assignments[{position}]: unknown field(s) {', '.join(sorted(unknown_keys))}.",
+            f"assignments[{position}]: unknown field(s) {echo(', '.join(sorted(unknown_keys)))}.",
             field="assignments",
         )
     name = item.get("service")
@@ -144,7 +149,7 @@ def _validate_item(position: int, item, data: PlanningInput, gpus: dict[int, Gpu
     svc = data.catalog.get(name)
     if svc is None:
         raise ConfigInvalid(
-            f"Unknown service {name!r}; known: {', '.join(data.catalog)}.",
+            f"Unknown service {echo(name)}; known: {', '.join(data.catalog)}.",
             code="unknown_service",
             field="service",
         )
@@ -320,18 +325,25 @@ def _state() -> tuple:
 
 
 def _change_save(
-    change: Callable[[], str], *, source: str, user=None, actor: str = ""
+    change: Callable[[], str],
+    *,
+    source: str,
+    user=None,
+    actor: str = "",
+    keep_unchanged: bool = False,
 ) -> SaveResult:
     """Run ``change`` (database writes; returns the strategy) in one transaction with a new
     ConfigVersion and the generated files staged for it. All or nothing: a refusal, or files
     that cannot be written (FilesUnwritable), leave the database and the files as they were.
-    A change that changes nothing records no version."""
+    A change that changes nothing records no version; with ``keep_unchanged`` its writes are
+    kept all the same (a catalog entry's text, which no version records)."""
     before = _state()
     with transaction.atomic():
         strategy = change()
         unchanged = _state() == before
         if unchanged:
-            transaction.set_rollback(True)
+            if not keep_unchanged:
+                transaction.set_rollback(True)
         else:
             version, warnings = config_version_record(
                 source=source, strategy=strategy, user=user, actor=actor, files_required=True
@@ -390,7 +402,9 @@ def catalog_service_save(*, service: AiService, user=None) -> SaveResult:
                 _assignment_set(assignment, values)
         return strategy
 
-    return _change_save(change, source=ConfigVersion.Source.CATALOG, user=user)
+    # Text (display name, model, description) changes no planning state, and is saved all the
+    # same; only a change of the planning state records a version.
+    return _change_save(change, source=ConfigVersion.Source.CATALOG, user=user, keep_unchanged=True)
 
 
 def config_files_write() -> dict:

@@ -72,6 +72,9 @@ class GpuHistoryView(APIView):
         return Response(GpuHistoryListSerializer({"gpus": data}).data)
 
 
+OFFSET_MAX = 10**9
+
+
 def _bounded_int(value: str | None, *, name: str, default: int, low: int, high: int) -> int:
     if value in (None, ""):
         return default
@@ -90,10 +93,18 @@ class GpuSampleHistoryView(APIView):
 
     @extend_schema(
         parameters=[
+            # The bounds in the schema are the ones the view enforces (a client generated from
+            # the schema then never sends a limit of 0).
             OpenApiParameter(
-                "limit", int, description=f"1–{HISTORY_LIMIT_MAX}, default {HISTORY_LIMIT_DEFAULT}"
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": HISTORY_LIMIT_MAX},
+                description=f"1–{HISTORY_LIMIT_MAX}, default {HISTORY_LIMIT_DEFAULT}",
             ),
-            OpenApiParameter("offset", int, description="samples to skip, default 0"),
+            OpenApiParameter(
+                "offset",
+                {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
+                description="samples to skip, default 0",
+            ),
         ],
         responses={200: GpuHistoryPageSerializer, 400: OpenApiTypes.OBJECT},
         operation_id="gpu_history_list",
@@ -108,7 +119,7 @@ class GpuSampleHistoryView(APIView):
                 high=HISTORY_LIMIT_MAX,
             )
             offset = _bounded_int(
-                request.query_params.get("offset"), name="offset", default=0, low=0, high=10**9
+                request.query_params.get("offset"), name="offset", default=0, low=0, high=OFFSET_MAX
             )
         except ValueError as exc:
             return bad_request(str(exc))

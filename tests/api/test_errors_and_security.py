@@ -141,3 +141,33 @@ def test_wrong_keys_are_locked_out_from_the_database_while_redis_is_down(setting
     wrong = Client(headers={"X-API-Key": "guess"})
     assert [wrong.get(URL).status_code for _ in range(3)] == [401, 401, 429]
     assert Client(headers={"X-API-Key": API_KEY}).get(URL).status_code == 429
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/metrics"])
+@pytest.mark.parametrize("header", ["X-API-Key", "Authorization"])
+def test_wrong_keys_on_readyz_and_metrics_count_toward_the_lockout(settings, db, path, header):
+    """These endpoints take a key too: guessing there is counted as on the API, and a lockout
+    reached there holds on the API."""
+    settings.AXES_FAILURE_LIMIT = 3
+    settings.GPUCONFIG_METRICS_ALLOW = []
+    value = "Bearer guess" if header == "Authorization" else "guess"
+    probe = Client(headers={header: value})
+    for _ in range(3):
+        probe.get(path)
+    assert probe.get(path).status_code == 429
+    assert Client(headers={"X-API-Key": API_KEY}).get(URL).status_code == 429
+
+
+def test_a_valid_named_key_gets_through_a_lockout_caused_by_wrong_keys(settings, db):
+    """Behind one address (a reverse proxy) one client's wrong keys lock out the address; a
+    named key (random, beyond guessing) still works, the configured key does not."""
+    from apikeys.services import api_key_create
+
+    _row, named = api_key_create(name="grafana")
+    settings.AXES_FAILURE_LIMIT = 3
+    wrong = Client(headers={"X-API-Key": "guess"})
+    assert [wrong.get(URL).status_code for _ in range(3)] == [401, 401, 429]
+    assert wrong.get(URL).status_code == 429
+    assert Client(headers={"X-API-Key": named}).get(URL).status_code == 200
+    assert Client(headers={"Authorization": f"Bearer {named}"}).get("/metrics").status_code == 200
+    assert Client(headers={"X-API-Key": API_KEY}).get(URL).status_code == 429

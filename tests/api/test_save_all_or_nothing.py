@@ -68,6 +68,20 @@ def test_an_unwritable_config_dir_refuses_the_save_with_a_json_503_and_changes_n
     assert GpuConfig.load().strategy != "isolation_first"
 
 
+def page_form(**overrides) -> dict:
+    """The page's whole form as it sends it (every service's GPU field, the saved values), with
+    ``overrides``."""
+    return {
+        "strategy": "manual",
+        "budget-ai-enrichment": "",
+        **{
+            f"gpu-{name}": "" if index is None else str(index)
+            for name, index in Assignment.objects.values_list("service__name", "gpu_index")
+        },
+        **overrides,
+    }
+
+
 def test_an_unwritable_config_dir_is_shown_on_the_page_and_nothing_is_saved(
     staff_user, reference_inventory, settings, unwritable_config_dir
 ):
@@ -75,7 +89,7 @@ def test_an_unwritable_config_dir_is_shown_on_the_page_and_nothing_is_saved(
     versions = ConfigVersion.objects.count()
     client = Client(headers={"HX-Request": "true"})
     client.force_login(staff_user)
-    form = {"strategy": "manual", "gpu-ai-clip": "0"}
+    form = page_form(**{"gpu-ai-clip": "1"})
     res = client.post("/settings/gpu/save/", form)
     assert res.status_code == 503
     assert "Cannot write the generated files" in res.content.decode()
@@ -157,7 +171,7 @@ def test_a_budget_that_rounds_to_zero_is_a_form_error_on_the_page(staff_user, re
     versions = ConfigVersion.objects.count()
     res = client.post(
         "/settings/gpu/save/",
-        {"strategy": "manual", "gpu-ai-enrichment": "0", "budget-ai-enrichment": "0.004"},
+        page_form(**{"gpu-ai-enrichment": "0", "budget-ai-enrichment": "0.004"}),
     )
     assert res.status_code == 422
     assert "at least 0.01 GB" in res.content.decode()

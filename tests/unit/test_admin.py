@@ -251,3 +251,40 @@ def test_catalog_edits_in_the_admin_are_recorded_replanned_and_written(
         assert admin_client_logged.post(url, data).status_code == 302
     assert ConfigVersion.objects.count() == versions + 2
     assert "ai-clip" not in config_files(settings)["docker-compose.gpu-override.yml"]
+
+
+def test_editing_only_a_catalog_entrys_text_in_the_admin_is_saved_without_a_version(
+    admin_client_logged, reference_inventory
+):
+    """Display name, model name and description change no plan: they are saved all the same,
+    and no ConfigVersion is recorded for them."""
+    from assignments.services import config_save
+
+    config_save(strategy="manual")  # the saved assignments stay as they are: nothing re-plans
+    svc = AiService.objects.get(name="ai-clip")
+    versions = ConfigVersion.objects.count()
+    url = reverse("admin:assignments_aiservice_change", args=[svc.pk])
+    data = {
+        "name": "ai-clip",
+        "display_name": "CLIP (renamed)",
+        "model_name": "CLIP ViT-L/14 renamed",
+        "description": "A new description.",
+        "vram_required_mb": svc.vram_required_mb,
+        "default_budget_gb": "" if svc.default_budget_gb is None else svc.default_budget_gb,
+        "min_budget_gb": "" if svc.min_budget_gb is None else svc.min_budget_gb,
+        "enabled": "on",
+        "sort_order": svc.sort_order,
+    }
+    if svc.latency_critical:
+        data["latency_critical"] = "on"
+    if svc.isolated:
+        data["isolated"] = "on"
+    res = admin_client_logged.post(url, data)
+    assert res.status_code == 302, res.content[:2000]
+    svc.refresh_from_db()
+    assert (svc.display_name, svc.model_name, svc.description) == (
+        "CLIP (renamed)",
+        "CLIP ViT-L/14 renamed",
+        "A new description.",
+    )
+    assert ConfigVersion.objects.count() == versions

@@ -333,6 +333,35 @@ def test_save_with_an_invalid_budget_shows_the_error_and_changes_nothing(
     assert after == before
 
 
+def test_save_missing_the_per_service_fields_is_refused_as_the_api_refuses_it(
+    staff, reference_inventory, settings
+):
+    """Only the CSRF token and ``strategy=manual``: no service is unassigned, no budget
+    cleared; the refusal is the API's own ("gpu_index is required")."""
+    Assignment.objects.filter(service__name="ai-enrichment").update(vram_budget_override=3.5)
+    before = (
+        list(Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")),
+        ConfigVersion.objects.count(),
+        config_files(settings),
+    )
+    response = staff.post("/settings/gpu/save/", {"strategy": "manual"})
+    assert response.status_code == 422
+    assert "gpu_index is required" in text(response)
+    after = (
+        list(Assignment.objects.values_list("service__name", "gpu_index", "vram_budget_override")),
+        ConfigVersion.objects.count(),
+        config_files(settings),
+    )
+    assert after == before
+    api = staff.put(
+        "/api/system/gpu-config",
+        {"strategy": "manual", "assignments": [{"service": "ai-llm"}]},
+        content_type="application/json",
+    )
+    assert api.status_code == 400
+    assert "gpu_index is required" in api.json()["detail"]
+
+
 def test_save_with_a_budget_that_is_not_a_number_is_refused_inline(staff, reference_inventory):
     versions = ConfigVersion.objects.count()
     response = staff.post("/settings/gpu/save/", form_data(**{"budget-ai-enrichment": "lots"}))
