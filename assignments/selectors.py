@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -228,10 +228,20 @@ def plan_details(plan: planner.Plan, data: PlanningInput) -> list[dict]:
     )
 
 
+def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
+    """``strategy``'s plan for ``data`` (raises UnknownStrategy). An automatic strategy plans
+    from the catalog: saved budget overrides are the manual layout's, so "Revert to VRAM-Based"
+    gives the recommended configuration whatever was saved before."""
+    services = data.services
+    if strategy != "manual":
+        services = tuple(replace(d, budget_gb=None) for d in services)
+    return planner.plan(strategy, data.gpus, services)
+
+
 def config_preview(*, strategy: str) -> tuple[planner.Plan, PlanningInput]:
     """What ``strategy`` would do with the current inventory (raises UnknownStrategy)."""
     data = planning_input()
-    return planner.plan(strategy, data.gpus, data.services), data
+    return strategy_plan(strategy, data), data
 
 
 def version_list(*, limit: int = 10) -> QuerySet[ConfigVersion]:

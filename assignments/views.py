@@ -360,6 +360,8 @@ def config_save_view(request):
         if result.changed
         else "Nothing changed: the saved configuration already is what the form says."
     )
+    if result.notices:
+        notice = " ".join([notice, *result.notices])
     if not request.htmx:
         messages.success(request, notice)
         return redirect(f"{reverse('settings-gpu')}#assignments")
