@@ -383,8 +383,7 @@ def _move_fix(gpu_index: int, table: TableState) -> Fix | None:
     isolated_alone = {
         g.index
         for g in table.gpus
-        if (on := [d for d in services if d.current_gpu == g.index])
-        and all(d.isolated for d in on)
+        if (on := [d for d in services if d.current_gpu == g.index]) and all(d.isolated for d in on)
     }
     others = [
         g
