@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from django.conf import settings
@@ -228,10 +228,10 @@ def _base_files_state() -> tuple:
     return tuple(state)
 
 
-def config_current_cached() -> dict:
-    """``config_current()``, kept in the cache while neither the configuration rows, the GPU
-    inventory nor the base compose file changed (one cache round trip when nothing did).
-    Without Redis it is built on every call."""
+def config_read_cached(build: Callable[[], dict]) -> dict:
+    """``build()`` (``config_current``: the saved configuration's read model), kept in the
+    cache while neither the configuration rows, the GPU inventory nor the base compose file
+    changed (one cache round trip when nothing did). Without Redis it is built on every call."""
     from gpuconfig_site.redis_health import REDIS_DOWN
     from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY
 
@@ -239,7 +239,7 @@ def config_current_cached() -> dict:
     try:
         found = cache.get_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
     except REDIS_DOWN:
-        return config_current()
+        return build()
     state = (
         found.get(CONFIG_STATE_KEY, 0),
         found.get(INVENTORY_VERSION_KEY, 0),
@@ -249,7 +249,7 @@ def config_current_cached() -> dict:
     kept = found.get(key)
     if kept is not None and kept[0] == state:
         return kept[1]
-    value = config_current()
+    value = build()
     try:
         cache.set(key, (state, value), CONFIG_READ_TTL)
     except REDIS_DOWN:

@@ -15,8 +15,8 @@ from assignments.selectors import (
     apply_status,
     compose_report,
     config_current,
-    config_current_cached,
     config_preview,
+    config_read_cached,
     plan_details,
     service_list,
 )
@@ -32,7 +32,7 @@ class GpuConfigView(APIView):
 
     @extend_schema(responses=s.GpuConfigSerializer, operation_id="gpu_config_retrieve")
     def get(self, request):
-        return Response(s.GpuConfigSerializer(config_current_cached()).data)
+        return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
 
     @extend_schema(
         request=s.GpuConfigUpdateSerializer,

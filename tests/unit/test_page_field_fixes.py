@@ -155,3 +155,17 @@ def test_gpuconfig_check_fails_the_compose_line_the_page_fails(
     check = check_compose_tool()
     assert check.ok is False, check.detail
     assert report["error"] in check.detail
+
+
+def test_the_api_docs_send_a_signed_out_browser_to_log_in(client):
+    response = client.get("/api/docs/", HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/api/docs/"
+    # A client that does not ask for a page still gets the API's refusal.
+    assert client.get("/api/docs/").status_code in (401, 403)
+
+
+def test_the_api_docs_open_once_signed_in(staff):
+    response = staff.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()
