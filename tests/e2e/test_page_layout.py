@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.pages import DESKTOP, PHONE, STAFF, screenshot
+from tests.e2e.pages import DESKTOP, PHONE, STAFF, choose_budget_suggestion, screenshot
 
 pytestmark = [pytest.mark.e2e]
 
@@ -51,6 +51,9 @@ def test_the_operation_panels_take_the_full_width(browsing, fresh_box, staff_use
     desktop = pages["desktop"]
     desktop.get_by_role("button", name="Try it with").click()
     expect(desktop.locator("#strip-live")).not_to_contain_text("No container engine")
+    choose_budget_suggestion(desktop)
+    desktop.get_by_role("button", name="Save", exact=True).click()
+    expect(desktop.locator("#assignments")).to_contain_text("Saved as version")
     desktop.get_by_role("button", name="Apply & Restart Services").click()
     desktop.locator("#apply-confirm").get_by_role("button", name="Restart").click()
     expect(desktop.locator("#apply-progress .result")).to_be_visible(timeout=60_000)
