@@ -33,7 +33,8 @@ def measure(page) -> dict:
           };
           return {height: document.documentElement.scrollHeight,
                   gpus: box('gpus'), plan: box('assignments'), apply: box('apply'),
-                  services: box('services'), compose: box('compose')};
+                  services: box('services'),
+                  compose: box('compose-fold') || box('compose')};
         }"""
     )
 
