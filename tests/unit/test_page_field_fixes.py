@@ -169,3 +169,8 @@ def test_the_api_docs_open_once_signed_in(staff):
     response = staff.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_the_page_shows_no_template_comment(staff, reference_inventory):
+    body = staff.get("/settings/gpu/").content.decode()
+    assert "{#" not in body and "#}" not in body
