@@ -58,9 +58,17 @@ test-postgres: $(STAMP)
 test-fast: $(STAMP)
 	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
-bench: $(STAMP) dockerd-start
-	eval "$$(bash scripts/test-dockerd.sh env)"; \
-	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m bench
+# `make bench` leaves the machine as it found it: the test engine is stopped afterwards only if
+# this run started it (also when a section fails). BENCH=api runs only the API part.
+BENCH ?=
+TEST_DOCKERD ?= bash scripts/test-dockerd.sh
+bench: $(STAMP)
+	@if $(TEST_DOCKERD) running; then started=; else started=1; fi; \
+	$(TEST_DOCKERD) start >/dev/null && eval "$$($(TEST_DOCKERD) env)" && \
+	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m bench $(BENCH); status=$$?; \
+	if [ -n "$$started" ]; then echo "bench: stopping the test engine it started"; \
+		$(TEST_DOCKERD) stop; fi; \
+	exit $$status
 
 # Mutation check of the planner and the apply diff (pyproject's [tool.mutmut]); CPU-heavy.
 MUTANTS ?= 'assignments.planner.*' $(foreach f,diff differs _same_budget _holds \

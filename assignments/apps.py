@@ -15,3 +15,25 @@ class AssignmentsConfig(AppConfig):
         inventory_changed.connect(
             inventory_changed_receiver, dispatch_uid="assignments.follow_inventory"
         )
+        # Any write of this app's configuration rows makes the cached read model stale.
+        from django.db.models.signals import post_delete, post_save
+
+        post_save.connect(_config_changed, dispatch_uid="assignments.config_state.save")
+        post_delete.connect(_config_changed, dispatch_uid="assignments.config_state.delete")
+
+
+# Rows that are not the configuration: an apply's progress changes nothing a plan reads.
+_NOT_CONFIG = {"ApplyRun"}
+
+
+def _config_changed(sender, **kwargs) -> None:
+    if sender._meta.app_label != "assignments" or sender.__name__ in _NOT_CONFIG:
+        return
+    from django.db import transaction
+
+    from assignments.selectors import config_state_bump
+
+    # Now, so this process reads the change at once; and once committed, so a reader that
+    # cached the old rows meanwhile (under the new state) reads the new ones.
+    config_state_bump()
+    transaction.on_commit(config_state_bump)

@@ -168,6 +168,15 @@ class Assignment(models.Model):
         blank=True,
         help_text="VRAM budget in GB (budget-adjustable services only); empty: the default.",
     )
+    budget_lowered_for_uuid = models.CharField(
+        "budget lowered for GPU",
+        max_length=96,
+        blank=True,
+        help_text=(
+            "The GPU (UUID) the planner lowered the budget to fit; empty: the budget is the "
+            "user's own. A lowered budget goes when the service moves where its full need fits."
+        ),
+    )
     fallback_gpu_index = models.PositiveSmallIntegerField(
         "fallback GPU", null=True, blank=True, help_text="Where it runs while its GPU is lost."
     )

@@ -5,6 +5,7 @@ apply diff and progress). Nothing here writes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -378,7 +379,18 @@ def _move_fix(gpu_index: int, table: TableState) -> Fix | None:
     free = planner.free_mb(table.gpus, services, placements)
     overflow = -free.get(gpu_index, 0)
     here = sorted((d for d in services if d.current_gpu == gpu_index), key=lambda d: d.effective_mb)
-    others = [g for g in table.gpus if g.available and g.index != gpu_index]
+    # A GPU an isolated service has to itself stays so: a fix must not undo the isolation the
+    # plan (Isolation-First) made.
+    isolated_alone = {
+        g.index
+        for g in table.gpus
+        if (on := [d for d in services if d.current_gpu == g.index]) and all(d.isolated for d in on)
+    }
+    others = [
+        g
+        for g in table.gpus
+        if g.available and g.index != gpu_index and g.index not in isolated_alone
+    ]
     fitting = [
         (d, g)
         for d in here
@@ -801,6 +813,20 @@ class Progress:
         return [r.service for r in self.rows if r.status == "healthy"]
 
 
+_ROLLED_BACK_SAID = (
+    re.compile(r"^rolled back to the previous container:\s*", re.I),
+    re.compile(r"\s*The previous [^.]*? was restored\.", re.I),
+)
+
+
+def rollback_reason(message: str) -> str:
+    """A rolled-back service's message without its own "rolled back / restored" words: the
+    page says that once ("was rolled back to its previous container: <reason>")."""
+    for said in _ROLLED_BACK_SAID:
+        message = said.sub("", message, count=1)
+    return message.strip() or "no reason given"
+
+
 def apply_progress(status: dict) -> Progress:
     """Shape ``services.apply_status()`` for the progress table."""
     run: ApplyRun | None = status["run"]
@@ -825,8 +851,11 @@ def apply_progress(status: dict) -> Progress:
     failures = []
     if run is not None:
         for service, result in sorted((run.results or {}).items()):
-            if result.get("outcome") != "healthy":
-                failures.append((service, result.get("outcome", ""), result.get("message", "")))
+            outcome, message = result.get("outcome", ""), result.get("message", "")
+            if outcome != "healthy":
+                if outcome == "rolled_back":
+                    message = rollback_reason(message)
+                failures.append((service, outcome, message))
     return Progress(
         run=run,
         in_progress=status["in_progress"],

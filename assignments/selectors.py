@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -196,6 +197,68 @@ def issue_details(
     return out
 
 
+# Bumped by every write of a configuration row (``config_state_bump``, from the model signals
+# this app connects): the saved configuration's read model is kept under it.
+CONFIG_STATE_KEY = "assignments:config-state"
+CONFIG_READ_TTL = 60  # at most, in case a bump was lost while Redis was away
+
+
+def config_state_bump() -> None:
+    """Make the cached configuration read model stale (any assignments row changed)."""
+    from gpuconfig_site.redis_health import REDIS_DOWN
+
+    try:
+        try:
+            cache.incr(CONFIG_STATE_KEY)
+        except ValueError:  # not set yet (or evicted)
+            cache.add(CONFIG_STATE_KEY, 1, None)
+    except REDIS_DOWN:
+        pass
+
+
+def _base_files_state() -> tuple:
+    """The base compose file(s) as set, with their times: its budgets are part of the plan."""
+    from assignments.compose.reading import compose_files_setting
+
+    files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
+    state = []
+    for path in (*files, *(files[:1] and (files[0].parent / ".env",))):
+        try:
+            state.append((str(path), path.stat().st_mtime_ns))
+        except OSError:
+            state.append((str(path), None))
+    return tuple(state)
+
+
+def config_read_cached(build: Callable[[], dict]) -> dict:
+    """``build()`` (``config_current``: the saved configuration's read model), kept in the
+    cache while neither the configuration rows, the GPU inventory nor the base compose file
+    changed (one cache round trip when nothing did). Without Redis it is built on every call."""
+    from gpuconfig_site.redis_health import REDIS_DOWN
+    from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY
+
+    key = "assignments:read:config-current"
+    try:
+        found = cache.get_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
+    except REDIS_DOWN:
+        return build()
+    state = (
+        found.get(CONFIG_STATE_KEY, 0),
+        found.get(INVENTORY_VERSION_KEY, 0),
+        (found.get(LAST_SCAN_KEY) or {}).get("seq", 0),
+        _base_files_state(),
+    )
+    kept = found.get(key)
+    if kept is not None and kept[0] == state:
+        return kept[1]
+    value = build()
+    try:
+        cache.set(key, (state, value), CONFIG_READ_TTL)
+    except REDIS_DOWN:
+        pass
+    return value
+
+
 def config_current() -> dict:
     """The saved configuration in the API's shape."""
     config = GpuConfig.load()
@@ -230,10 +293,20 @@ def plan_details(plan: planner.Plan, data: PlanningInput) -> list[dict]:
     )
 
 
+def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
+    """``strategy``'s plan for ``data`` (raises UnknownStrategy). An automatic strategy plans
+    from the catalog: saved budget overrides are the manual layout's, so "Revert to VRAM-Based"
+    gives the recommended configuration whatever was saved before."""
+    services = data.services
+    if strategy != "manual":
+        services = tuple(replace(d, budget_gb=None) for d in services)
+    return planner.plan(strategy, data.gpus, services)
+
+
 def config_preview(*, strategy: str) -> tuple[planner.Plan, PlanningInput]:
     """What ``strategy`` would do with the current inventory (raises UnknownStrategy)."""
     data = planning_input()
-    return planner.plan(strategy, data.gpus, data.services), data
+    return strategy_plan(strategy, data), data
 
 
 def version_list(*, limit: int = 10) -> QuerySet[ConfigVersion]:

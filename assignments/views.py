@@ -150,6 +150,11 @@ def _apply_context(*, status: dict | None = None, **given) -> dict:
     return apply
 
 
+def _live_strip() -> dict:
+    """The status strip's live chips (last apply, engine), sent out of band with a partial."""
+    return {"strip": page_selectors.status_strip(problem_count=0), "live_oob": True}
+
+
 def _render(
     request: HttpRequest, partial: str, context: dict, *, status: int = 200
 ) -> HttpResponse:
@@ -360,6 +365,8 @@ def config_save_view(request):
         if result.changed
         else "Nothing changed: the saved configuration already is what the form says."
     )
+    if result.notices:
+        notice = " ".join([notice, *result.notices])
     if not request.htmx:
         messages.success(request, notice)
         return redirect(f"{reverse('settings-gpu')}#assignments")
@@ -400,7 +407,9 @@ def apply_view(request):
             )
         return redirect(f"{reverse('settings-gpu')}#apply")
     progress = page_selectors.apply_progress(apply_status(live=False))
-    response = _render(request, "apply-started", {"apply": _apply_context(progress=progress)})
+    response = _render(
+        request, "apply-started", {"apply": _apply_context(progress=progress), **_live_strip()}
+    )
     trigger_client_event(response, APPLY_STARTED)
     return response
 
@@ -413,7 +422,7 @@ def apply_progress(request):
     progress = (
         page_selectors.apply_progress(apply_status(live=False)) if apply_run_latest() else None
     )
-    context = {"apply": _apply_context(progress=progress)}
+    context = {"apply": _apply_context(progress=progress), **_live_strip()}
     finished = progress is None or progress.finished
     if finished:
         context["history"] = page_selectors.history()
@@ -438,7 +447,7 @@ def history_view(request):
 def services_view(request):
     """The services panel: container status and health from the worker's stored copy (the page
     polls this; it never waits on the engine)."""
-    return _render(request, "services", {"services": _services_context()})
+    return _render(request, "services", {"services": _services_context(), **_live_strip()})
 
 
 @page_login_required
@@ -459,4 +468,4 @@ def demo_runtime_view(request):
         demo_runtime_disable()
     if not request.htmx:
         return redirect(f"{reverse('settings-gpu')}#services")
-    return _render(request, "services", {"services": _services_context()})
+    return _render(request, "services", {"services": _services_context(), **_live_strip()})

@@ -7,6 +7,7 @@ environment), so a shell sees the backend, database and Redis the running site u
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import shutil
@@ -160,16 +161,17 @@ def cmd_plan(args) -> int:
 def cmd_apply(args) -> int:
     _django()
     from assignments.models import ApplyRun
-    from assignments.runtime.base import RuntimeError_, RuntimeUnavailable
     from assignments.services import ApplyBusy, apply_start
+    from gpuconfig_site.errors import ApplicationError
 
     try:
         run, pending = apply_start(actor="gpuconfig apply")
     except ApplyBusy as exc:
         print(f"gpuconfig apply: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeUnavailable, RuntimeError_) as exc:
-        print(f"gpuconfig apply: the container engine: {exc}", file=sys.stderr)
+    except ApplicationError as exc:
+        # engine_unavailable / engine_refused: the message says where the engine was looked for.
+        print(f"gpuconfig apply: {exc.message}", file=sys.stderr)
         return 1
     print(f"Apply {run.operation_id}: restarting {', '.join(pending) or 'nothing'}")
     if not args.wait:
@@ -237,14 +239,22 @@ def cmd_deploy(args) -> int:
     from gpuconfig_site.deploy import UnitOptions, systemd_units
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpuconfig_site.settings")
+    # Under sudo the invoking user is the one who typed it, not root.
+    user = args.user or os.environ.get("SUDO_USER") or getpass.getuser()
+    # The account must exist on the box: say which one the units name, and how to change it.
+    print(
+        f"gpuconfig deploy: the units run as user {user!r}, group {args.group or user!r} "
+        "(--user/--group to choose another; the account must exist).",
+        file=sys.stderr,
+    )
     gpuconfig = Path(args.gpuconfig or shutil.which("gpuconfig") or sys.argv[0]).absolute()
     units = systemd_units(
         UnitOptions(
             gpuconfig=gpuconfig,
             env_file=Path(args.env_file or settings.GPUCONFIG_ENV_FILE).absolute(),
             workdir=Path(args.workdir or settings.BASE_DIR).absolute(),
-            user=args.user,
-            group=args.group or args.user,
+            user=user,
+            group=args.group or user,
             engine_group=args.engine_group,
         )
     )
@@ -301,7 +311,10 @@ def parser() -> argparse.ArgumentParser:
     deploy = s.add_subparsers(dest="target", required=True, metavar="TARGET")
     s = deploy.add_parser("systemd", help="one .service unit per process")
     s.add_argument("--output", help="write the units into this folder (default: print them)")
-    s.add_argument("--user", default="gpuconfig", help="the dedicated account (default gpuconfig)")
+    s.add_argument(
+        "--user",
+        help="the account the units run as (default: the invoking user, SUDO_USER under sudo)",
+    )
     s.add_argument("--group", help="default: the user's name")
     s.add_argument("--engine-group", default="docker", help="group owning the engine socket")
     s.add_argument("--env-file", help="default: the gpuconfig.env in use")

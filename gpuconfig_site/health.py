@@ -162,7 +162,7 @@ def check_compose_tool() -> Check:
         )
         if result.returncode == 0:
             version = (result.stdout.strip().splitlines() or ["?"])[0]
-            return Check("compose", True, f"{name}: {version}")
+            return _compose_stack_check(f"{name}: {version}")
         tried.append(f"{name}: exit {result.returncode}")
     return Check("compose", False, "no compose tool runs (" + "; ".join(tried) + ")")
 
@@ -176,6 +176,24 @@ def worker_alive() -> bool:
     except Exception:
         return True
     return bool(beat) and time.time() - beat["at"] < max(15.0, 2 * WorkerHeartbeat.interval())
+
+
+def _compose_stack_check(found: str) -> Check:
+    """The tool runs; with a base file set, the verdict is the page's and the API's own
+    (``/gpu-config/compose``), so ``gpuconfig check`` never passes what they report failing."""
+    if not getattr(settings, "GPUCONFIG_COMPOSE_FILE", None):
+        return Check("compose", True, f"{found}; no base file set (GPUCONFIG_COMPOSE_FILE)")
+    from assignments.selectors import compose_report
+
+    report = compose_report()
+    if report["ok"]:
+        return Check("compose", True, f"{found}; the stack gives each service its GPU")
+    if report["error"]:
+        return Check("compose", False, f"{found}; {report['error']}")
+    problems = "; ".join(
+        f"{r['service']}: {r['problem']}" for r in report["services"] if not r["ok"]
+    )
+    return Check("compose", False, f"{found}; {problems}")
 
 
 def check_worker() -> Check:

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 
 from gpuconfig_site import views as ops_views
 
@@ -26,5 +26,7 @@ urlpatterns = [
     path("healthz", ops_views.healthz, name="healthz"),
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics, name="metrics"),
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    # The docs page is for a browser: signed out, it is sent to log in (and back), not answered
+    # with the API's JSON refusal.
+    path("api/docs/", ops_views.ApiDocsView.as_view(url_name="schema"), name="api-docs"),
 ]

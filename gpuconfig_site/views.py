@@ -8,6 +8,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from gpuconfig_site.auth import KeyLockedOut, lockout_response
 from gpuconfig_site.health import readiness_checks
@@ -98,3 +99,18 @@ def metrics(request: HttpRequest) -> HttpResponse:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     return HttpResponse(metrics_render(), content_type=CONTENT_TYPE_LATEST)
+
+
+class ApiDocsView(SpectacularSwaggerSplitView):
+    """The API's docs page (Swagger UI). A signed-out browser (one that asks for HTML) is sent
+    to log in and back, instead of being answered with the API's JSON refusal; other clients
+    still get that 401/403."""
+
+    def handle_exception(self, exc):
+        from django.contrib.auth.views import redirect_to_login
+        from rest_framework.exceptions import NotAuthenticated
+
+        wants_html = "text/html" in self.request.headers.get("Accept", "")
+        if isinstance(exc, NotAuthenticated) and wants_html:
+            return redirect_to_login(self.request.get_full_path())
+        return super().handle_exception(exc)

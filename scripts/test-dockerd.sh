@@ -3,6 +3,7 @@
 #
 #   scripts/test-dockerd.sh start   start it (or reuse the one already running), import the test image
 #   scripts/test-dockerd.sh stop    stop it (its data stays, so the next start is quick)
+#   scripts/test-dockerd.sh running exit status 0 when it answers
 #   scripts/test-dockerd.sh env     print `export DOCKER_HOST=...` for a shell: eval "$(... env)"
 #
 # It never touches the system engine: its own socket, data root, exec root and pid file live
@@ -171,5 +172,6 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
-    *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+    running) engine_answers ;;
+    *) echo "usage: $0 start|stop|env|running" >&2; exit 2 ;;
 esac

@@ -49,6 +49,10 @@ class SaveResultSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     version = serializers.IntegerField(allow_null=True)
     changed = serializers.BooleanField(help_text="False when the request changed nothing.")
+    notices = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the save did beyond the request (a lowered budget that went with a move).",
+    )
     strategy = serializers.CharField()
     assignments = AssignmentSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())

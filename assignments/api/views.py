@@ -16,6 +16,7 @@ from assignments.selectors import (
     compose_report,
     config_current,
     config_preview,
+    config_read_cached,
     plan_details,
     service_list,
 )
@@ -32,7 +33,7 @@ class GpuConfigView(APIView):
 
     @extend_schema(responses=s.GpuConfigSerializer, operation_id="gpu_config_retrieve")
     def get(self, request):
-        return Response(s.GpuConfigSerializer(config_current()).data)
+        return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
 
     @extend_schema(
         request=s.GpuConfigUpdateSerializer,
@@ -60,6 +61,7 @@ class GpuConfigView(APIView):
                     "success": True,
                     "version": result.version.pk if result.version else None,
                     "changed": result.changed,
+                    "notices": result.notices,
                     **current,
                 }
             ).data
@@ -119,6 +121,8 @@ class ApplyView(APIView):
     )
     def post(self, request):
         run, pending = apply_start(user=request.user)
+        # What is applied is the saved configuration: its warnings (over capacity, ...) stand.
+        saved = config_current()
         return Response(
             {
                 "success": True,
@@ -126,21 +130,24 @@ class ApplyView(APIView):
                 "restarted_services": pending,
                 "restarted": [],
                 "failed": [],
-                "warnings": [] if pending else [ALREADY_APPLIED],
-                "warning_details": []
-                if pending
-                else [
-                    {
-                        "code": "nothing_to_restart",
-                        "severity": "info",
-                        "service": None,
-                        "gpu_index": None,
-                        "needed_mb": None,
-                        "available_mb": None,
-                        "suggested_budget_gb": None,
-                        "message": ALREADY_APPLIED,
-                    }
-                ],
+                "warnings": saved["warnings"] + ([] if pending else [ALREADY_APPLIED]),
+                "warning_details": saved["warning_details"]
+                + (
+                    []
+                    if pending
+                    else [
+                        {
+                            "code": "nothing_to_restart",
+                            "severity": "info",
+                            "service": None,
+                            "gpu_index": None,
+                            "needed_mb": None,
+                            "available_mb": None,
+                            "suggested_budget_gb": None,
+                            "message": ALREADY_APPLIED,
+                        }
+                    ]
+                ),
                 "service_statuses": [
                     {"service": name, "status": "pending", "message": "Waiting to restart"}
                     for name in pending

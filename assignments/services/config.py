@@ -9,7 +9,7 @@ import math
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -18,8 +18,15 @@ from django.utils import timezone
 
 from assignments import files, planner
 from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig
+from assignments.planner.checks import gpu_label
 from assignments.planner.registry import get_strategy
-from assignments.selectors import PlanningInput, config_entries, config_issues, planning_input
+from assignments.selectors import (
+    PlanningInput,
+    config_entries,
+    config_issues,
+    planning_input,
+    strategy_plan,
+)
 from gpuconfig_site.errors import ApplicationError, echo
 from gpus.models import Gpu
 
@@ -50,6 +57,8 @@ class SaveResult:
     version: ConfigVersion | None
     warnings: list[str] = field(default_factory=list)
     changed: bool = True
+    # What the save did beyond the request, in words (a lowered budget that went with a move).
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class _Cleaned:
     gpu: Gpu | None
     budget: float | None
     budget_given: bool
+    # The plan lowered ``budget`` to fit ``gpu``: the budget belongs to that placement.
+    lowered: bool = False
 
 
 def actor_name(user) -> str:
@@ -155,7 +166,8 @@ def _validate_item(position: int, item, data: PlanningInput, gpus: dict[int, Gpu
         )
     gpu = _validate_gpu_index(name, item, gpus)
     budget = _validate_budget(name, item.get("vram_budget_override"), svc=svc, gpu=gpu)
-    return name, _Cleaned(gpu, budget, "vram_budget_override" in item)
+    # A PUT replaces: an omitted budget means none (the service's own default), never "keep".
+    return name, _Cleaned(gpu, budget, True)
 
 
 def _validate(strategy, assignments, data: PlanningInput) -> dict[str, _Cleaned]:
@@ -288,15 +300,18 @@ def _staged_commit(staged: files.StagedFiles, version: ConfigVersion) -> None:
 
 def _planned_changes(strategy: str, data: PlanningInput) -> dict[str, _Cleaned]:
     """An automatic strategy's plan as the changes to save: its GPUs, and the budgets it lowered
-    to make a GPU fit (other budgets are kept)."""
-    plan = planner.plan(strategy, data.gpus, data.services)
+    to make a GPU fit. It plans from the catalog (``strategy_plan``), so any other saved
+    override goes: the saved configuration is the plan shown."""
+    plan = strategy_plan(strategy, data)
     gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
-    lowered = planner.budgets_lowered(plan, data.services)
+    own = tuple(replace(d, budget_gb=None) for d in data.services)
+    lowered = planner.budgets_lowered(plan, own)
     return {
         p.service: _Cleaned(
             gpus.get(p.gpu_index) if p.gpu_index is not None else None,
             lowered.get(p.service),
-            p.service in lowered,
+            True,
+            lowered=p.service in lowered,
         )
         for p in plan.placements
     }
@@ -305,6 +320,11 @@ def _planned_changes(strategy: str, data: PlanningInput) -> dict[str, _Cleaned]:
 def _assignment_set(assignment: Assignment, values: _Cleaned) -> None:
     gpu = values.gpu
     if values.budget_given:
+        if values.lowered:
+            assignment.budget_lowered_for_uuid = gpu.uuid if gpu else ""
+        elif values.budget is None or not _same_budget(values.budget, assignment):
+            # The user's own budget (or none): no longer the planner's.
+            assignment.budget_lowered_for_uuid = ""
         assignment.vram_budget_override = values.budget
     if assignment.is_falling_back and gpu is not None and gpu.uuid == assignment.fallback_gpu_uuid:
         # The row names where the service runs while its GPU is away (a page that saves every
@@ -316,6 +336,39 @@ def _assignment_set(assignment: Assignment, values: _Cleaned) -> None:
     # The user chose another GPU: the fallback no longer applies.
     assignment.fallback_clear()
     assignment.save()
+
+
+def _same_budget(budget: float, assignment: Assignment) -> bool:
+    saved = assignment.vram_budget_override
+    return saved is not None and round(saved, 2) == round(budget, 2)
+
+
+def _lowered_budgets_release(names) -> list[str]:
+    """Drop the planner-lowered budget of each of ``names`` that now sits on another GPU than
+    the one it was lowered for, where the service's full need fits; returns what to tell the
+    user. A budget the planner lowered belongs to that placement, not to the service."""
+    notices = []
+    for name in names:
+        a = Assignment.objects.select_related("service").filter(service__name=name).first()
+        if a is None or not a.budget_lowered_for_uuid or a.vram_budget_override is None:
+            continue
+        if a.effective_gpu_uuid in ("", a.budget_lowered_for_uuid):
+            continue
+        data = planning_input()
+        full = {d.name: replace(d, budget_gb=None) if d.name == name else d for d in data.services}
+        placements = [planner.Placement(d.name, d.current_gpu, d.budget_gb) for d in full.values()]
+        gpu = next((g for g in data.gpus if g.index == a.effective_gpu_index), None)
+        if gpu is None or planner.free_mb([gpu], list(full.values()), placements)[gpu.index] < 0:
+            continue
+        lowered = a.vram_budget_override
+        a.vram_budget_override = None
+        a.budget_lowered_for_uuid = ""
+        a.save(update_fields=["vram_budget_override", "budget_lowered_for_uuid", "updated_at"])
+        notices.append(
+            f"{name}: the VRAM budget of {lowered:g} GB was lowered to fit its previous GPU; "
+            f"its full need fits on {gpu_label(gpu)}, so it runs at its own budget again."
+        )
+    return notices
 
 
 def _state() -> tuple:
@@ -381,9 +434,13 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
         for name, values in cleaned.items():
             assignment, _ = Assignment.objects.get_or_create(service=data.catalog[name])
             _assignment_set(assignment, values)
+        notices.extend(_lowered_budgets_release(cleaned))
         return new_strategy
 
-    return _change_save(change, source=ConfigVersion.Source.SAVE, user=user, actor=actor)
+    notices: list[str] = []
+    result = _change_save(change, source=ConfigVersion.Source.SAVE, user=user, actor=actor)
+    result.notices = notices if result.changed else []
+    return result
 
 
 def catalog_service_save(*, service: AiService, user=None) -> SaveResult:

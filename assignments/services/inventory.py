@@ -68,6 +68,8 @@ def _assignments_initial() -> dict:
             gpu_index=gpu.index if gpu else None,
             gpu_uuid=gpu.uuid if gpu else "",
             vram_budget_override=lowered.get(p.service),
+            # The lowered budget is this placement's: it goes when the service moves away.
+            budget_lowered_for_uuid=gpu.uuid if gpu and p.service in lowered else "",
         )
     config_version_record(source=ConfigVersion.Source.INITIAL, strategy=configured, actor=ACTOR)
     logger.info("Initial GPU assignments saved from the %s plan", strategy)
