@@ -419,3 +419,14 @@ LOGGING = {
 }
 # The worker logs through LOGGING above (JSON included) rather than Celery's own setup.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- the compose stack's GPU forms, profiles and lint ---
+# Compose profiles gpuconfig treats as active, on top of COMPOSE_PROFILES (comma-separated);
+# they are passed to the tool as --profile.
+GPUCONFIG_COMPOSE_PROFILES = os.environ.get("GPUCONFIG_COMPOSE_PROFILES", "")
+# Where the host's CDI specs are read by the lint (comma-separated folders).
+GPUCONFIG_CDI_SPEC_DIRS = [
+    p.strip()
+    for p in os.environ.get("GPUCONFIG_CDI_SPEC_DIRS", "/etc/cdi,/var/run/cdi").split(",")
+    if p.strip()
+]

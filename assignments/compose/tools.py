@@ -70,12 +70,15 @@ class ComposeTool:
         files: Sequence[Path],
         project: str | None = None,
         env_file: Path | None = None,
+        profiles: Sequence[str] = (),
         display: bool = False,
     ) -> list[str]:
         """The argv for ``args`` on these files (``display``: the tool as a user types it)."""
         argv = self.display.split() if display else list(self.argv)
         if project:
             argv += ["-p", project]
+        for profile in profiles:
+            argv += ["--profile", profile]
         for path in files:
             argv += ["-f", str(path)]
         if env_file is not None:
