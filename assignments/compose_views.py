@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from assignments.compose.catalog import OfferInvalid, catalog_offers, catalog_service_add
 from assignments.compose.tools import KINDS, UnknownTool
-from assignments.selectors import compose_report
+from assignments.selectors import compose_report, lint_report
 from assignments.views import page_login_required
 
 TEMPLATE = "settings/_compose.html"
@@ -34,6 +34,7 @@ def compose_panel(request):
         "config_line": shlex.join(report["config_command"]),
         "tools": KINDS,
         "offers": catalog_offers(),
+        "lint": lint_report()["findings"],
         "can_change": can_change(request),
     }
     return render(request, TEMPLATE, context)

@@ -64,6 +64,13 @@ def compose_report(*, tool: str | None = None) -> dict:
     return compose_check(config_entries(), tool_name=tool)
 
 
+def lint_report() -> dict:
+    """The lint of the user's stack with the files gpuconfig writes: findings with fixes."""
+    from assignments.compose.project import compose_lint
+
+    return compose_lint(config_entries())
+
+
 def planning_input() -> PlanningInput:
     from assignments.compose.project import base_budgets
 

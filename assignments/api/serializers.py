@@ -192,3 +192,16 @@ class ComposeCheckSerializer(serializers.Serializer):
         child=serializers.CharField(), help_text="Active compose profiles"
     )
     inactive = ComposeInactiveSerializer(many=True)
+
+
+class LintFindingSerializer(serializers.Serializer):
+    rule = serializers.CharField()
+    service = serializers.CharField(allow_blank=True, help_text="empty: the host or the stack")
+    message = serializers.CharField()
+    fix = serializers.CharField()
+
+
+class LintSerializer(serializers.Serializer):
+    findings = LintFindingSerializer(many=True)
+    error = serializers.CharField(allow_blank=True)
+    notice = serializers.CharField(allow_blank=True)

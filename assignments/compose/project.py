@@ -323,3 +323,32 @@ def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
         logger.warning("No compose config-hash for recreated containers: %s", exc)
         return {}
     return {service: {CONFIG_HASH_LABEL: digest} for service, digest in hashes.items()}
+
+
+def compose_lint(entries: list[FileEntry]) -> dict:
+    """The lint of the user's stack as it runs with the files gpuconfig writes for the tool in
+    use: ``{findings: [{rule, service, message, fix}], error, notice}``. Without a base file
+    only the host's CDI specs are checked."""
+    from .lint import cdi_findings, stack_lint
+
+    cdi_dirs = getattr(settings, "GPUCONFIG_CDI_SPEC_DIRS", ["/etc/cdi", "/var/run/cdi"])
+    try:
+        stack = stack_current()
+    except model.ComposeInvalid as exc:
+        findings = cdi_findings(cdi_dirs, users=[])
+        return {
+            "findings": [f.as_dict() for f in findings],
+            "error": f"gpuconfig cannot read the base compose file: {exc}",
+            "notice": "",
+        }
+    if stack is None:
+        findings = cdi_findings(cdi_dirs, users=[])
+        return {"findings": [f.as_dict() for f in findings], "error": "", "notice": NO_BASE}
+    id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
+    rendered = rendering.render(entries, stack=stack, tool=tool_current()[0], id_format=id_format)
+    try:
+        merged = _model_services(stack, rendered)
+    except model.ComposeInvalid as exc:
+        return {"findings": [], "error": str(exc), "notice": ""}
+    findings = stack_lint(stack, merged, entries, id_format=id_format, cdi_dirs=cdi_dirs)
+    return {"findings": [f.as_dict() for f in findings], "error": "", "notice": ""}
