@@ -14,9 +14,9 @@ from assignments.compose.tools import AUTO, KINDS, UnknownTool
 from assignments.selectors import (
     apply_status,
     compose_report,
-    lint_report,
     config_current,
     config_preview,
+    lint_report,
     plan_details,
     service_list,
 )
