@@ -203,3 +203,44 @@ def test_docker_compose_v1_files_carry_the_base_version(tmp_path):
         }
         v2 = rendering.render(entries, stack=stack, tool=tools.V2, id_format="index")
         assert "version" not in yaml.safe_load(v2.files[rendering.OVERRIDE_NAME])
+
+
+def test_a_service_hosting_several_models_needs_their_sum_edited_in_the_admin(
+    gateway, staff_user, django_capture_on_commit_callbacks
+):
+    """The gateway's parts, added in the admin's inline, make its need; the page lists them."""
+    from django.test import Client
+
+    gateway_service = AiService.objects.get(name="ai-gateway")
+    browser = Client()
+    staff_user.is_superuser = True
+    staff_user.save()
+    browser.force_login(staff_user)
+    url = f"/admin/assignments/aiservice/{gateway_service.pk}/change/"
+    form = {
+        "name": "ai-gateway",
+        "display_name": "Triton gateway",
+        "vram_required_mb": "6000",
+        "sort_order": "9",
+        "enabled": "on",
+        "parts-TOTAL_FORMS": "3",
+        "parts-INITIAL_FORMS": "0",
+        "parts-MIN_NUM_FORMS": "0",
+        "parts-MAX_NUM_FORMS": "1000",
+    }
+    for i, (name, mb) in enumerate((("detector", 2048), ("re-id", 1024), ("threat", 1536))):
+        form |= {
+            f"parts-{i}-name": name,
+            f"parts-{i}-vram_mb": str(mb),
+            f"parts-{i}-sort_order": str(i),
+        }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = browser.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    gateway_service.refresh_from_db()
+    assert gateway_service.vram_required_mb == 2048 + 1024 + 1536
+    assert [p.name for p in gateway_service.parts.all()] == ["detector", "re-id", "threat"]
+    with django_capture_on_commit_callbacks(execute=True):
+        config_save(strategy="manual", assignments=[{"service": "ai-gateway", "gpu_index": 0}])
+    page = _page(browser)
+    assert "hosts detector 2.0 GB + re-id 1.0 GB + threat 1.5 GB" in page
