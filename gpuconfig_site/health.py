@@ -220,13 +220,13 @@ def check_lint() -> Check:
         return Check("lint", False, report["error"])
     findings = report["findings"]
     if not findings:
-        return Check(
-            "lint", True, "no finding" + (f" ({report['notice']})" if report["notice"] else "")
-        )
-    lines = [
+        # Without a base file only the host's CDI specs are read: say so in a few words.
+        scope = " (no base compose file set: the host's CDI specs only)" if report["notice"] else ""
+        return Check("lint", True, "no finding" + scope)
+    shown = "; ".join(
         f"{f['service'] or 'host'} [{f['rule']}]: {f['message']} Fix: {f['fix']}" for f in findings
-    ]
-    return Check("lint", False, f"{len(findings)} finding(s):\n  " + "\n  ".join(lines))
+    )
+    return Check("lint", False, f"{len(findings)} finding(s): {shown}")
 
 
 # --- the two sets --------------------------------------------------------------------------
