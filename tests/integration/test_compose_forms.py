@@ -74,3 +74,28 @@ def test_each_tool_gives_each_service_its_gpu_in_the_base_form(
         ]
         assert "/dev/null:/dev/gpuconfig-null" in florence[0], florence
     assert model.as_mapping(merged["ai-enrichment"]["environment"])["VRAM_BUDGET_GB"] == "3.5"
+
+
+@pytest.mark.parametrize("kind", tools.KINDS)
+def test_the_gateway_stack_under_each_tool(kind, tool_env, saved_stack, settings, staff_client):
+    """The stack of the issue: a gateway on every GPU selecting with CUDA_VISIBLE_DEVICES from
+    .env, a VLM under the `vlm` profile pinned by a CDI name from .env, an unmanaged GPU
+    service. Both move to GPU 0 with the profile active; each tool's config agrees."""
+    from assignments.models import AiService
+
+    AiService.objects.create(
+        name="ai-gateway", display_name="Triton gateway", vram_required_mb=4608, sort_order=9
+    )
+    settings.GPUCONFIG_COMPOSE_PROFILES = "vlm"
+    moves = [{"service": "ai-gateway", "gpu_index": 0}, {"service": "ai-llm", "gpu_index": 0}]
+    saved_stack(FIXTURES / "compose" / "gateway", kind, moves)
+    report = staff_client.get("/api/system/gpu-config/compose").json()
+    assert report["ok"], report
+    assert report["unmanaged"] == ["backend"] and report["inactive"] == []
+    rows = {r["service"]: r for r in report["services"]}
+    assert {n: r["form"] for n, r in rows.items()} == {"ai-gateway": "cdi+cuda", "ai-llm": "cdi"}
+    merged = run(report["config_command"], report["cwd"])
+    gateway = model.gpu_use(merged["ai-gateway"])
+    assert gateway.exposed == ("all",) and gateway.effective == ["0"]
+    assert model.gpu_use(merged["ai-llm"]).effective == ["0"]
+    assert model.gpu_use(merged["backend"]).effective == ["count:1"]  # left alone
