@@ -185,7 +185,12 @@ def test_podman_cdi_and_cuda_pinned_services_move_in_their_form(
 
     def containers() -> dict[str, dict]:
         listed = podman_service.podman(
-            "ps", "-a", "--format", "json", "--filter", f"label=io.podman.compose.project={project}"
+            "ps",
+            "-a",
+            "--format",
+            "json",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
         ).stdout
         return {c["Labels"]["com.docker.compose.service"]: c for c in json.loads(listed or "[]")}
 
