@@ -22,6 +22,7 @@ from .reading import BaseStack, compose_files_setting, stack_read
 logger = logging.getLogger(__name__)
 
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+PODMAN_HASH_LABEL = "io.podman.compose.config-hash"
 _DEFAULT_ARGV = {tools.V2: ("docker", "compose"), tools.PODMAN: ("podman-compose",)}
 _DEFAULT_ARGV[tools.V1] = ("docker-compose",)
 
@@ -297,8 +298,9 @@ def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> 
 
 def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     """The compose labels a recreated container must carry so that the tool in use sees it as
-    created from the written files: Compose v2's ``config-hash`` (from ``config --hash``) per
-    service. Empty when there is no base file or the tool records no hash."""
+    created from the written files: Compose v2's ``config-hash`` (from ``config --hash``), or
+    podman-compose's own ``io.podman.compose.config-hash``, per service. Empty when there is
+    no base file or the tool records no hash (docker-compose 1.29)."""
     try:
         stack = stack_current()
         if stack is None:
@@ -307,8 +309,9 @@ def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     except (model.ComposeInvalid, tools.UnknownTool) as exc:
         logger.warning("No compose labels for recreated containers: %s", exc)
         return {}
-    if tool is None or kind != tools.V2:
+    if tool is None or kind not in (tools.V2, tools.PODMAN):
         return {}
+    label = CONFIG_HASH_LABEL if kind == tools.V2 else PODMAN_HASH_LABEL
     rendered = rendering.render(
         entries, stack=stack, tool=kind, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
     )
@@ -322,7 +325,7 @@ def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     except tools.ComposeToolError as exc:
         logger.warning("No compose config-hash for recreated containers: %s", exc)
         return {}
-    return {service: {CONFIG_HASH_LABEL: digest} for service, digest in hashes.items()}
+    return {service: {label: digest} for service, digest in hashes.items()}
 
 
 def compose_lint(entries: list[FileEntry]) -> dict:

@@ -99,3 +99,21 @@ def test_the_gateway_stack_under_each_tool(kind, tool_env, saved_stack, settings
     assert gateway.exposed == ("all",) and gateway.effective == ["0"]
     assert model.gpu_use(merged["ai-llm"]).effective == ["0"]
     assert model.gpu_use(merged["backend"]).effective == ["count:1"]  # left alone
+
+
+def test_podman_compose_hashes_are_the_ones_it_labels_containers_with(
+    tool_env, saved_stack, settings
+):
+    """The hash a recreated container is stamped with is podman-compose's own, so its `up`
+    leaves the container alone (its `up` compares io.podman.compose.config-hash)."""
+    from assignments.compose.project import PODMAN_HASH_LABEL, config_labels
+    from assignments.selectors import config_entries
+
+    saved_stack(FORMS / "cdi", tools.PODMAN, MOVES)
+    labels = config_labels(config_entries())
+    assert set(labels) >= ASSIGNED.keys()
+    digests = {name: label[PODMAN_HASH_LABEL] for name, label in labels.items()}
+    assert all(len(d) == 64 for d in digests.values())
+    # Its configuration, not its name: ai-llm and ai-clip are alike on GPU 0, ai-yolo26 too.
+    assert digests["ai-llm"] == digests["ai-clip"] == digests["ai-yolo26"]
+    assert digests["ai-llm"] != digests["ai-florence"]  # on GPU 1, beside another device
