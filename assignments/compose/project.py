@@ -161,7 +161,7 @@ def _describe_problem(assigned: list[str], effective: list[str], requests: int) 
             "assigned GPU and uses the first one visible"
         )
     if not effective:
-        return "gets no GPU request"
+        return "gets no GPU"
     return f"gets {', '.join(effective)} instead of {', '.join(assigned)}"
 
 
@@ -279,7 +279,7 @@ def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> 
             problem = (
                 NOT_CHECKED
                 if result["error"]
-                else _describe_problem(assigned, effective, max(use.sources, 1 if effective else 0))
+                else _describe_problem(assigned, effective, use.sources)
             )
         rows.append(
             {
