@@ -144,11 +144,23 @@ def test_docker_cuda_pinned_services_keep_every_gpu_and_select_gpu_0(
         )
 
 
+@pytest.fixture
+def committed_inventory(simulated_gpus, live_db):
+    """The reference inventory in a committed database: Podman recreates run in threads, each
+    writing its journal through its own connection."""
+    from gpus.services import gpu_scan_run
+    from tests.conftest import guide_layout
+
+    gpu_scan_run()
+    guide_layout()
+
+
 @pytest.mark.podman
+@pytest.mark.django_db(transaction=True)
 def test_podman_cdi_and_cuda_pinned_services_move_in_their_form(
     podman_service,
     tool_env,
-    reference_inventory,
+    committed_inventory,
     settings,
     tmp_path,
     monkeypatch,
