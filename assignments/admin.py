@@ -6,15 +6,34 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
+from assignments.models import (
+    AiService,
+    AiServicePart,
+    ApplyRun,
+    Assignment,
+    ConfigVersion,
+    GpuConfig,
+)
+from assignments.selectors import catalog_parts_total
 from assignments.services import catalog_service_save, config_save, config_validate
 from gpuconfig_site.admin_saves import ServiceSavedAdmin
 from gpuconfig_site.errors import ApplicationError
 
 
+class AiServicePartInline(admin.TabularInline):
+    """The models a service hosts (gateway = detector + re-id + threat): its need is their sum."""
+
+    model = AiServicePart
+    extra = 1
+    fields = ["name", "vram_mb", "sort_order"]
+
+
 @admin.register(AiService)
 class AiServiceAdmin(ServiceSavedAdmin):
-    """The catalog: VRAM estimates, strategy flags and default budgets are edited here."""
+    """The catalog: VRAM estimates, strategy flags and default budgets are edited here; a
+    service hosting several models lists them as parts, and needs their sum."""
+
+    inlines = [AiServicePartInline]
 
     list_display = [
         "name",
@@ -39,6 +58,20 @@ class AiServiceAdmin(ServiceSavedAdmin):
         """Through the catalog service (also for the list's inline edits): re-planned, recorded
         as a ConfigVersion, the files rewritten."""
         catalog_service_save(service=obj, user=request.user)
+
+    def save_related(self, request, form, formsets, change):
+        """The parts, then the need they add up to (saved through the catalog service, so the
+        plan and the files follow it)."""
+        super().save_related(request, form, formsets, change)
+        total = catalog_parts_total(service=form.instance)
+        if total is not None and total != form.instance.vram_required_mb:
+            form.instance.vram_required_mb = total
+            catalog_service_save(service=form.instance, user=request.user)
+            self.message_user(
+                request,
+                f"{form.instance.name} needs {total} MB, the sum of the models it hosts.",
+                messages.INFO,
+            )
 
     def changelist_view(self, request, extra_context=None):
         """Offers the compose stack's GPU services the catalog lacks, each as a link to the add

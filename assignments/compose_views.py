@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from assignments.compose.catalog import OfferInvalid, catalog_offers, catalog_service_add
 from assignments.compose.tools import KINDS, UnknownTool
-from assignments.selectors import compose_report
+from assignments.selectors import catalog_parts, compose_report, lint_report
 from assignments.views import page_login_required
 
 TEMPLATE = "settings/_compose.html"
@@ -28,12 +28,17 @@ def compose_panel(request):
         report = compose_report(tool=request.GET.get("tool") or None)
     except UnknownTool as exc:
         return render(request, TEMPLATE, {"compose_error": str(exc)}, status=400)
+    # A service hosting several models shows them beside its name (the need is their sum).
+    parts = catalog_parts()
+    for row in report["services"]:
+        row["parts"] = parts.get(row["service"], [])
     context = {
         "compose": report,
         "up_line": shlex.join(report["up_command"]),
         "config_line": shlex.join(report["config_command"]),
         "tools": KINDS,
         "offers": catalog_offers(),
+        "lint": lint_report()["findings"],
         "can_change": can_change(request),
     }
     return render(request, TEMPLATE, context)

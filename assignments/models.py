@@ -109,6 +109,33 @@ def validate_strategy(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+class AiServicePart(models.Model):
+    """One model a service hosts beside others (a gateway running a detector, a
+    re-identification and a threat model): its name and VRAM. A service with parts needs
+    their sum, kept in its ``vram_required_mb`` when the parts are saved."""
+
+    service = models.ForeignKey(AiService, on_delete=models.CASCADE, related_name="parts")
+    name = models.CharField(max_length=100, help_text="The model, e.g. detector.")
+    vram_mb = models.PositiveIntegerField("VRAM (MB)", help_text="1 GB = 1024 MB.")
+    sort_order = models.PositiveSmallIntegerField("order", default=0)
+
+    class Meta:
+        ordering = ["sort_order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "name"], name="aiservicepart_unique_name"),
+            models.CheckConstraint(condition=Q(vram_mb__gt=0), name="aiservicepart_vram_positive"),
+        ]
+        verbose_name = "hosted model"
+        verbose_name_plural = "hosted models (the service needs their sum)"
+
+    def __str__(self) -> str:
+        return f"{self.service.name}: {self.name}"
+
+    @property
+    def vram_gb(self) -> float:
+        return round(self.vram_mb / MB_PER_GB, 2)
+
+
 class GpuConfig(models.Model):
     """The current strategy. There is exactly one row (pk 1)."""
 

@@ -67,6 +67,31 @@ def compose_report(*, tool: str | None = None) -> dict:
     return compose_check(config_entries(), tool_name=tool)
 
 
+def catalog_parts_total(*, service) -> int | None:
+    """The VRAM (MB) a service hosting several models needs: the sum of its parts (None
+    when it has none: its own estimate stands)."""
+    from django.db.models import Sum
+
+    return service.parts.aggregate(total=Sum("vram_mb"))["total"]
+
+
+def catalog_parts() -> dict[str, list]:
+    """Each service's hosted models, by service name (services without parts left out)."""
+    from assignments.models import AiServicePart
+
+    parts: dict[str, list] = {}
+    for part in AiServicePart.objects.select_related("service"):
+        parts.setdefault(part.service.name, []).append(part)
+    return parts
+
+
+def lint_report() -> dict:
+    """The lint of the user's stack with the files gpuconfig writes: findings with fixes."""
+    from assignments.compose.project import compose_lint
+
+    return compose_lint(config_entries())
+
+
 def planning_input() -> PlanningInput:
     from assignments.compose.project import base_budgets
 

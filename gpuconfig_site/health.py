@@ -247,6 +247,25 @@ def _redact(url: str) -> str:
     return url
 
 
+def check_lint() -> Check:
+    """The lint of the compose stack finds nothing that keeps an assignment from taking effect
+    (each finding is printed with its fix)."""
+    from assignments.selectors import lint_report
+
+    report = lint_report()
+    if report["error"]:
+        return Check("lint", False, report["error"])
+    findings = report["findings"]
+    if not findings:
+        # Without a base file only the host's CDI specs are read: say so in a few words.
+        scope = " (no base compose file set: the host's CDI specs only)" if report["notice"] else ""
+        return Check("lint", True, "no finding" + scope)
+    shown = "; ".join(
+        f"{f['service'] or 'host'} [{f['rule']}]: {f['message']} Fix: {f['fix']}" for f in findings
+    )
+    return Check("lint", False, f"{len(findings)} finding(s): {shown}")
+
+
 # --- the two sets --------------------------------------------------------------------------
 
 
@@ -259,6 +278,7 @@ def setup_checks() -> list[Check]:
         _guarded("engine", check_engine),
         _guarded("nvml", check_nvml),
         _guarded("compose", check_compose_tool),
+        _guarded("lint", check_lint),
     ]
 
 

@@ -439,9 +439,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Reverse proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated).
 # Off by default: the client is REMOTE_ADDR. Set it only to the proxy's own address; then the
 # lockout counts the client the proxy names, not the proxy (gpuconfig_site/lockout.py).
-GPUCONFIG_TRUSTED_PROXIES = [
-    a.strip() for a in os.environ.get("GPUCONFIG_TRUSTED_PROXIES", "").split(",") if a.strip()
-]
+GPUCONFIG_TRUSTED_PROXIES = env_list("GPUCONFIG_TRUSTED_PROXIES")
 AXES_CLIENT_IP_CALLABLE = "gpuconfig_site.lockout.client_address"
 
 # One policy for the page (HTMX), the admin and the API docs (Swagger UI from the sidecar, its
@@ -465,3 +463,10 @@ if django.VERSION >= (6, 0):
 else:  # Django 5.2: the django-csp package
     CONTENT_SECURITY_POLICY = {"DIRECTIVES": CSP_DIRECTIVES}
     MIDDLEWARE.insert(1, "csp.middleware.CSPMiddleware")
+
+# --- the compose stack's GPU forms, profiles and lint ---
+# Compose profiles gpuconfig treats as active, on top of COMPOSE_PROFILES (comma-separated);
+# they are passed to the tool as --profile.
+GPUCONFIG_COMPOSE_PROFILES = os.environ.get("GPUCONFIG_COMPOSE_PROFILES", "")
+# Where the host's CDI specs are read by the lint (comma-separated folders).
+GPUCONFIG_CDI_SPEC_DIRS = env_list("GPUCONFIG_CDI_SPEC_DIRS", "/etc/cdi,/var/run/cdi")

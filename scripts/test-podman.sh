@@ -27,7 +27,7 @@ LOG="$BASE/service.log"
 BIN="$BASE/bin"
 CONF="$BASE/containers.conf"
 CDI_SPEC="/etc/cdi/gpuconfig-test-$(basename "$BASE").yaml"
-CDI_DEVICES="0 1 98 99 GPU-5d2a1c3e-8f4b-4a6d-9e21-7c0b3f9a5500 GPU-0b7e44f2-19c8-4e3a-b6d0-2f5e8a1c0400"
+CDI_DEVICES="0 1 98 99 all GPU-5d2a1c3e-8f4b-4a6d-9e21-7c0b3f9a5500 GPU-0b7e44f2-19c8-4e3a-b6d0-2f5e8a1c0400"
 IMAGE=gpuconfig-test/busybox:latest
 START_TIMEOUT=${GPUCONFIG_PODMAN_START_TIMEOUT:-60}
 
@@ -72,7 +72,12 @@ write_cdi_spec() {
             echo "  - name: \"$dev\""
             echo '    containerEdits:'
             echo "      env: [\"NVIDIA_VISIBLE_DEVICES=$dev\"]"
-            echo "      deviceNodes: [{path: /dev/nvidia$node, hostPath: /dev/null}]"
+            if [ "$dev" = all ]; then
+                # Every GPU, as nvidia-ctk names it: a stack that selects with CUDA_VISIBLE_DEVICES.
+                echo "      deviceNodes: [{path: /dev/nvidia0, hostPath: /dev/null}, {path: /dev/nvidia1, hostPath: /dev/null}]"
+            else
+                echo "      deviceNodes: [{path: /dev/nvidia$node, hostPath: /dev/null}]"
+            fi
         done
     } >"$CDI_SPEC.tmp"
     mv -f "$CDI_SPEC.tmp" "$CDI_SPEC"

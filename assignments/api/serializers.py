@@ -163,14 +163,24 @@ class ComposeToolSerializer(serializers.Serializer):
 
 class ComposeServiceSerializer(serializers.Serializer):
     service = serializers.CharField()
+    form = serializers.CharField(
+        help_text="How the base gives the service its GPU, forms joined by +: reservation, "
+        "cdi, runtime, cuda, gpus; none"
+    )
     assigned = serializers.ListField(child=serializers.CharField())
     effective = serializers.ListField(
         child=serializers.CharField(),
-        help_text="Device ids of every NVIDIA request after the merge (count:N or all for a "
-        "request without ids).",
+        help_text="The GPUs the service uses after the merge, read from every form (count:N "
+        "or all where the engine picks).",
     )
     ok = serializers.BooleanField()
     problem = serializers.CharField(allow_blank=True)
+
+
+class ComposeInactiveSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    profiles = serializers.ListField(child=serializers.CharField())
+    form = serializers.CharField()
 
 
 class ComposeCheckSerializer(serializers.Serializer):
@@ -188,3 +198,28 @@ class ComposeCheckSerializer(serializers.Serializer):
         child=serializers.CharField(), help_text="GPU services of the base not in the catalog"
     )
     not_in_stack = serializers.ListField(child=serializers.CharField())
+    notice = serializers.CharField(
+        allow_blank=True, help_text="What to set when no base compose file is configured"
+    )
+    preview = serializers.CharField(
+        allow_blank=True,
+        help_text="For ?tool= other than the tool in use: where that tool's files were written",
+    )
+    files_dir = serializers.CharField(help_text="The folder the commands' generated files are in")
+    profiles = serializers.ListField(
+        child=serializers.CharField(), help_text="Active compose profiles"
+    )
+    inactive = ComposeInactiveSerializer(many=True)
+
+
+class LintFindingSerializer(serializers.Serializer):
+    rule = serializers.CharField()
+    service = serializers.CharField(allow_blank=True, help_text="empty: the host or the stack")
+    message = serializers.CharField()
+    fix = serializers.CharField()
+
+
+class LintSerializer(serializers.Serializer):
+    findings = LintFindingSerializer(many=True)
+    error = serializers.CharField(allow_blank=True)
+    notice = serializers.CharField(allow_blank=True)

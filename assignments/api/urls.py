@@ -8,6 +8,7 @@ urlpatterns = [
     path("gpu-config/apply", views.ApplyView.as_view(), name="api-gpu-config-apply"),
     path("gpu-config/status", views.StatusView.as_view(), name="api-gpu-config-status"),
     path("gpu-config/compose", views.ComposeView.as_view(), name="api-gpu-config-compose"),
+    path("gpu-config/lint", views.LintView.as_view(), name="api-gpu-config-lint"),
     path("gpu-config/services", views.ServicesView.as_view(), name="api-gpu-config-services"),
     path("ai-services", views.AiServicesView.as_view(), name="api-ai-services"),
 ]

@@ -17,6 +17,7 @@ from assignments.selectors import (
     config_current,
     config_preview,
     config_read_cached,
+    lint_report,
     plan_details,
     service_list,
 )
@@ -205,6 +206,15 @@ class ComposeView(APIView):
         except UnknownTool as exc:
             return bad_request(str(exc))
         return Response(s.ComposeCheckSerializer(report).data)
+
+
+class LintView(APIView):
+    """The lint of the user's stack: what keeps an assignment from taking effect or wastes a
+    GPU, each finding with its fix."""
+
+    @extend_schema(responses={200: s.LintSerializer}, operation_id="gpu_config_lint")
+    def get(self, request):
+        return Response(s.LintSerializer(lint_report()).data)
 
 
 class ServicesView(APIView):

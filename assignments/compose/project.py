@@ -22,6 +22,7 @@ from .reading import BaseStack, compose_files_setting, stack_read
 logger = logging.getLogger(__name__)
 
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+PODMAN_HASH_LABEL = "io.podman.compose.config-hash"
 _DEFAULT_ARGV = {tools.V2: ("docker", "compose"), tools.PODMAN: ("podman-compose",)}
 _DEFAULT_ARGV[tools.V1] = ("docker-compose",)
 
@@ -46,11 +47,17 @@ def stack_current() -> BaseStack | None:
     files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
     if not files:
         return None
-    key = (files, *(_mtime(p) for p in (*files, files[0].parent / ".env")))
+    profiles = getattr(settings, "GPUCONFIG_COMPOSE_PROFILES", "") or ""
+    key = (
+        files,
+        profiles,
+        os.environ.get("COMPOSE_PROFILES", ""),
+        *(_mtime(p) for p in (*files, files[0].parent / ".env")),
+    )
     with _stack_lock:
         if key in _stack_cache:
             return _stack_cache[key]
-    stack = stack_read(files)
+    stack = stack_read(files, profiles=profiles)
     with _stack_lock:
         _stack_cache.clear()
         _stack_cache[key] = stack
@@ -101,10 +108,13 @@ def files_render(entries: list[FileEntry], *, tool: str | None = None) -> render
 
 
 def _command_args(stack: BaseStack | None, rendered: rendering.Rendered, folder: Path) -> dict:
+    # gpuconfig's own profiles go on the command line; COMPOSE_PROFILES the tool reads itself.
+    extra = getattr(settings, "GPUCONFIG_COMPOSE_PROFILES", "") or ""
     return {
         "files": [*(stack.files if stack else ()), *(folder / n for n in rendered.files)],
         "project": project_name(stack),
         "env_file": folder / rendering.ENV_NAME if rendered.env_file is not None else None,
+        "profiles": tuple(p.strip() for p in extra.split(",") if p.strip()),
     }
 
 
@@ -125,59 +135,124 @@ def _model_services(stack: BaseStack | None, rendered: rendering.Rendered) -> di
     return model.interpolate(model.merge_files(documents), env).get("services") or {}
 
 
+NO_BASE = (
+    "No base compose file is set: set GPUCONFIG_COMPOSE_FILE to your stack's compose file "
+    "(and restart gpuconfig) so it can check what each service really gets and replace the "
+    "base's GPU settings. Until then the generated override is shown as gpuconfig writes it."
+)
+
+
+def base_error() -> str:
+    """Why the base compose file named by ``GPUCONFIG_COMPOSE_FILE`` cannot be read ("" when
+    it can, or none is set)."""
+    try:
+        stack_current()
+    except model.ComposeInvalid as exc:
+        return f"gpuconfig cannot read the base compose file: {exc}"
+    return ""
+
+
 def _describe_problem(assigned: list[str], effective: list[str], requests: int) -> str:
     if not assigned:
-        return f"should have no GPU but requests {', '.join(effective)}"
+        return f"should have no GPU but gets {', '.join(effective)}"
     if requests > 1:
         return (
             f"{requests} GPU requests ({', '.join(effective)}): the service sees more than its "
             "assigned GPU and uses the first one visible"
         )
     if not effective:
-        return "gets no GPU request"
+        return "gets no GPU"
     return f"gets {', '.join(effective)} instead of {', '.join(assigned)}"
+
+
+def _preview_folder(kind: str) -> Path:
+    return Path(settings.GPUCONFIG_CONFIG_DIR).resolve() / "preview" / kind
+
+
+def _preview_write(rendered: rendering.Rendered, folder: Path) -> None:
+    """The files for a tool other than the one in use, written (atomically) where the shown
+    commands name them; the files in use are untouched."""
+    from assignments.files import stage_files
+
+    texts: dict[Path, str | None] = {folder / n: None for n in rendering.GENERATED_NAMES}
+    texts.update({folder / n: t for n, t in rendered.files.items()})
+    texts[folder / rendering.ENV_NAME] = rendered.env_file
+    stage_files(texts).commit()
 
 
 def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> dict:
     """What each managed service gets from the base file(s) plus the files gpuconfig writes for
     the tool: from the installed tool's ``config`` (with a timeout), else from the project's own
-    merge model (``checked_by``). Raises ``UnknownTool`` for an unknown ``tool_name``."""
+    merge model (``checked_by``). Every GPU form is read (``form`` per service). Without a base
+    file the tool is not run (it would fail on an override alone) and ``notice`` says what to
+    set. For a tool other than the one in use, the files are written to a preview folder that
+    the commands name. Raises ``UnknownTool`` for an unknown ``tool_name``."""
     kind, tool = tool_current(tool_name)
+    in_use = tool_current()[0]
     stack_error = ""
     try:
         stack = stack_current()
     except model.ComposeInvalid as exc:
-        stack, stack_error = None, str(exc)
+        stack, stack_error = None, f"gpuconfig cannot read the base compose file: {exc}"
+    configured = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
     id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
     rendered = rendering.render(entries, stack=stack, tool=kind, id_format=id_format)
     shown = tool or tools.ComposeTool(kind, _DEFAULT_ARGV[kind], "")
     config_dir = Path(settings.GPUCONFIG_CONFIG_DIR).resolve()
+    folder = config_dir
+    preview = ""
+    if kind != in_use and stack is not None:
+        folder = _preview_folder(kind)
+        try:
+            _preview_write(rendered, folder)
+            preview = (
+                f"The files in {config_dir} are for {in_use}. These commands use the files for "
+                f"{kind}, written to {folder}; to use {kind}, set GPUCONFIG_COMPOSE_TOOL={kind}."
+            )
+        except OSError as exc:
+            folder = config_dir
+            preview = (
+                f"The files in {config_dir} are for {in_use}, not {kind}, and the preview folder "
+                f"cannot be written ({exc.strerror or exc}): set GPUCONFIG_COMPOSE_TOOL={kind} "
+                "and save to get them."
+            )
     cwd = stack.project_dir if stack else config_dir
-    shown_args = _command_args(stack, rendered, config_dir)
+    shown_args = _command_args(stack, rendered, folder)
+    inactive = stack.inactive if stack else {}
     result = {
         "tool": {"name": kind, "version": tool.version if tool else None},
         "cwd": str(cwd),
         "up_command": shown.command(["up", "-d"], display=True, **shown_args),
         "config_command": shown.command(["config"], display=True, **shown_args),
-        "checked_by": "tool" if tool else "model",
-        "base_files": [str(p) for p in stack.files] if stack else [],
+        "checked_by": "tool" if tool and stack else "model",
+        "base_files": [str(p) for p in (stack.files if stack else configured)],
         "error": stack_error,
+        "notice": "" if configured else NO_BASE,
+        "preview": preview,
+        "files_dir": str(folder),
         "patch": rendered.patch,
         "unmanaged": sorted(
             set(stack.gpu_services) - {e.service for e in entries} if stack else set()
         ),
-        "not_in_stack": sorted({e.service for e in entries} - set(rendered.managed)),
+        "not_in_stack": sorted(
+            {e.service for e in entries} - set(rendered.managed) - set(inactive)
+        ),
+        "profiles": list(stack.profiles) if stack else [],
+        "inactive": [
+            {"service": name, "profiles": list(s.profiles), "form": s.form}
+            for name, s in sorted(inactive.items())
+            if s.uses_gpu or name in {e.service for e in entries}
+        ],
     }
     try:
-        if tool is not None:
+        if tool is not None and stack is not None:
             with tempfile.TemporaryDirectory(prefix="gpuconfig-compose-") as tmp:
-                folder = Path(tmp)
-                _write(rendered, folder)
+                _write(rendered, Path(tmp))
                 done = tool.run(
                     ["config"],
                     cwd=cwd,
                     timeout=float(getattr(settings, "GPUCONFIG_COMPOSE_TIMEOUT", 30)),
-                    **_command_args(stack, rendered, folder),
+                    **_command_args(stack, rendered, Path(tmp)),
                 )
             services = (yaml.safe_load(done.stdout) or {}).get("services") or {}
         else:
@@ -191,17 +266,25 @@ def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> 
     for name in rendered.managed:
         entry = by_name[name]
         assigned = [] if entry.gpu_index is None else [device_id(entry, id_format)]
-        effective, requests = model.effective_devices(services.get(name) or {})
+        # podman-compose prints ``gpus:`` in its config but gives the container nothing for it.
+        use = model.gpu_use(services.get(name) or {}, gpus_key=kind != tools.PODMAN)
+        effective = use.effective
+        base = stack.services.get(name) if stack else None
         problem = rendered.problems.get(name, "")
+        selected = use.cuda_visible is not None and bool(use.exposed)
         ok = not problem and not result["error"] and effective == assigned
-        ok = ok and requests == (1 if assigned else 0)
+        ok = ok and (selected or list(use.exposed) == assigned)
+        ok = ok and use.reservation_requests <= 1
         if not ok and not problem:
             problem = (
-                NOT_CHECKED if result["error"] else _describe_problem(assigned, effective, requests)
+                NOT_CHECKED
+                if result["error"]
+                else _describe_problem(assigned, effective, use.sources)
             )
         rows.append(
             {
                 "service": name,
+                "form": base.form if base else "none",
                 "assigned": assigned,
                 "effective": effective,
                 "ok": ok,
@@ -215,8 +298,9 @@ def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> 
 
 def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     """The compose labels a recreated container must carry so that the tool in use sees it as
-    created from the written files: Compose v2's ``config-hash`` (from ``config --hash``) per
-    service. Empty when there is no base file or the tool records no hash."""
+    created from the written files: Compose v2's ``config-hash`` (from ``config --hash``), or
+    podman-compose's own ``io.podman.compose.config-hash``, per service. Empty when there is
+    no base file or the tool records no hash (docker-compose 1.29)."""
     try:
         stack = stack_current()
         if stack is None:
@@ -225,8 +309,9 @@ def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     except (model.ComposeInvalid, tools.UnknownTool) as exc:
         logger.warning("No compose labels for recreated containers: %s", exc)
         return {}
-    if tool is None or kind != tools.V2:
+    if tool is None or kind not in (tools.V2, tools.PODMAN):
         return {}
+    label = CONFIG_HASH_LABEL if kind == tools.V2 else PODMAN_HASH_LABEL
     rendered = rendering.render(
         entries, stack=stack, tool=kind, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
     )
@@ -240,4 +325,33 @@ def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     except tools.ComposeToolError as exc:
         logger.warning("No compose config-hash for recreated containers: %s", exc)
         return {}
-    return {service: {CONFIG_HASH_LABEL: digest} for service, digest in hashes.items()}
+    return {service: {label: digest} for service, digest in hashes.items()}
+
+
+def compose_lint(entries: list[FileEntry]) -> dict:
+    """The lint of the user's stack as it runs with the files gpuconfig writes for the tool in
+    use: ``{findings: [{rule, service, message, fix}], error, notice}``. Without a base file
+    only the host's CDI specs are checked."""
+    from .lint import cdi_findings, stack_lint
+
+    cdi_dirs = getattr(settings, "GPUCONFIG_CDI_SPEC_DIRS", ["/etc/cdi", "/var/run/cdi"])
+    try:
+        stack = stack_current()
+    except model.ComposeInvalid as exc:
+        findings = cdi_findings(cdi_dirs, users=[])
+        return {
+            "findings": [f.as_dict() for f in findings],
+            "error": f"gpuconfig cannot read the base compose file: {exc}",
+            "notice": "",
+        }
+    if stack is None:
+        findings = cdi_findings(cdi_dirs, users=[])
+        return {"findings": [f.as_dict() for f in findings], "error": "", "notice": NO_BASE}
+    id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
+    rendered = rendering.render(entries, stack=stack, tool=tool_current()[0], id_format=id_format)
+    try:
+        merged = _model_services(stack, rendered)
+    except model.ComposeInvalid as exc:
+        return {"findings": [], "error": str(exc), "notice": ""}
+    findings = stack_lint(stack, merged, entries, id_format=id_format, cdi_dirs=cdi_dirs)
+    return {"findings": [f.as_dict() for f in findings], "error": "", "notice": ""}

@@ -43,10 +43,21 @@ class BaseService:
     budget_gb: float | None
     gpu_requests: int
     capabilities: tuple[str, ...] = ("gpu",)
+    use: model.GpuUse = field(default_factory=model.GpuUse)
+    # The variable each form reads its GPU from (``cdi`` → ``GPU_LLM`` for
+    # ``nvidia.com/gpu=${GPU_LLM:-0}``): gpuconfig sets it rather than override the list.
+    variables: dict[str, str] = field(default_factory=dict)
+    # The service's ``devices:`` that are not CDI GPUs, kept when its GPU entry is replaced.
+    other_devices: tuple[Any, ...] = ()
+    profiles: tuple[str, ...] = ()
 
     @property
     def uses_gpu(self) -> bool:
-        return self.pin.kind != "none"
+        return self.pin.kind != "none" or bool(self.use.forms)
+
+    @property
+    def form(self) -> str:
+        return self.use.form
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class BaseStack:
     env: dict[str, str]
     services: dict[str, BaseService]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    # Services under compose profiles none of which is active: known, not placed.
+    inactive: dict[str, BaseService] = field(default_factory=dict)
+    profiles: tuple[str, ...] = ()
 
     @property
     def gpu_services(self) -> dict[str, BaseService]:
@@ -140,8 +154,37 @@ def _pin(raw_service: Mapping[str, Any], merged_service: Mapping[str, Any]) -> P
     return Pin("count", devices)
 
 
-def stack_read(files: tuple[Path, ...], *, environ: Mapping[str, str] | None = None) -> BaseStack:
-    """Read the base file(s); raises ComposeInvalid when one cannot be read."""
+def _variables(raw_service: Mapping[str, Any]) -> dict[str, str]:
+    """The variable each GPU form of a service (as written, before interpolation) reads."""
+    found: dict[str, str] = {}
+    for entry in raw_service.get("devices") or []:
+        variable = model.variable_of(model.cdi_device(entry))
+        if variable:
+            found[model.CDI] = variable
+    env = model.as_mapping(raw_service.get("environment"))
+    for form, key in ((model.CUDA, model.CUDA_ENV), (model.RUNTIME, model.NVIDIA_ENV)):
+        variable = model.variable_of(env.get(key))
+        if variable:
+            found[form] = variable
+    return found
+
+
+def profiles_active(env: Mapping[str, str], extra: str | None = None) -> tuple[str, ...]:
+    """The active compose profiles: ``COMPOSE_PROFILES`` (environment, then ``.env``) and
+    ``extra`` (gpuconfig's setting), comma-separated."""
+    names = [*(env.get("COMPOSE_PROFILES") or "").split(","), *(extra or "").split(",")]
+    return tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+
+
+def stack_read(
+    files: tuple[Path, ...],
+    *,
+    environ: Mapping[str, str] | None = None,
+    profiles: str | None = None,
+) -> BaseStack:
+    """Read the base file(s); raises ComposeInvalid when one cannot be read. Services whose
+    compose profiles are all inactive (``profiles``: gpuconfig's own, added to
+    ``COMPOSE_PROFILES``) are kept apart in ``inactive``."""
     if not files:
         raise model.ComposeInvalid("no base compose file given")
     project_dir = files[0].parent
@@ -159,7 +202,9 @@ def stack_read(files: tuple[Path, ...], *, environ: Mapping[str, str] | None = N
     raw = model.merge_files(documents)
     merged = model.interpolate(raw, env)
     count_lines = _count_lines(texts[0])
+    active = profiles_active(env, profiles)
     services: dict[str, BaseService] = {}
+    inactive: dict[str, BaseService] = {}
     for name, svc in (merged.get("services") or {}).items():
         svc = svc or {}
         raw_svc = (raw.get("services") or {}).get(name) or {}
@@ -176,11 +221,19 @@ def stack_read(files: tuple[Path, ...], *, environ: Mapping[str, str] | None = N
             capabilities=tuple(str(c) for c in caps)
             if isinstance(caps, list) and caps
             else ("gpu",),
+            use=model.gpu_use(svc),
+            variables=_variables(raw_svc),
+            other_devices=tuple(d for d in svc.get("devices") or [] if model.cdi_device(d) is None),
+            profiles=tuple(str(p) for p in svc.get("profiles") or []),
         )
+        if services[name].profiles and not set(services[name].profiles) & set(active):
+            inactive[name] = services.pop(name)
     return BaseStack(
         files=files,
         project_dir=project_dir,
         env=dotenv,
         services=services,
         raw=merged,
+        inactive=inactive,
+        profiles=active,
     )

@@ -110,25 +110,104 @@ class _Parts:
     env_vars: dict[str, str] = field(default_factory=dict)
     unpatchable: list[FileEntry] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def _set_env(spec: dict, parts: _Parts, base, form: str, key: str, value: str) -> None:
+    """Set ``key`` to ``value``: through the variable the base reads it from, else in the
+    override's environment (compose merges ``environment`` by variable under every tool)."""
+    variable = base.variables.get(form)
+    if variable:
+        parts.env_vars[variable] = value
+    else:
+        spec.setdefault("environment", []).append(f"{key}={value}")
+
+
+def _place_reservation(entry, base, tool, devices, target, spec, parts) -> None:
+    if tool == tools.V2:
+        _with_devices(spec, model.Override(devices) if devices else model.Reset())
+    elif tool == tools.PODMAN:
+        _with_devices(parts.reset.setdefault(entry.service, {}), model.Reset())
+        if devices:
+            _with_devices(spec, devices)
+    elif base.pin.kind == "variable" and target is not None:
+        parts.env_vars[base.pin.variable] = target
+    else:
+        parts.unpatchable.append(entry)
+
+
+def _place_cdi(entry, base, tool, target, spec, parts) -> None:
+    variable = base.variables.get(model.CDI)
+    if variable and target is not None:
+        parts.env_vars[variable] = target
+        return
+    kept = list(base.other_devices)
+    wanted = [*kept, f"{model.CDI_KIND}={target}"] if target is not None else kept
+    if tool == tools.V2:
+        spec["devices"] = model.Override(wanted) if wanted else model.Reset()
+    elif tool == tools.PODMAN:
+        parts.reset.setdefault(entry.service, {})["devices"] = model.Reset()
+        if wanted:
+            spec["devices"] = wanted
+    elif base.use.cdi != ((target,) if target is not None else ()):
+        parts.problems[entry.service] = (
+            "docker-compose v1 cannot replace the base file's CDI device "
+            f"({model.CDI_KIND}={','.join(base.use.cdi)}) from another file: "
+            f"{entry.service} would keep it. Fix: edit the base so the entry reads "
+            f"{model.CDI_KIND}=${{{gpu_variable(entry.service)}:-{target or 0}}}; gpuconfig then "
+            f"sets {gpu_variable(entry.service)} in {ENV_NAME}."
+        )
+
+
+def _place_gpus(entry, base, tool, devices, target, spec, parts) -> None:
+    if tool == tools.V2:
+        requests = [{k: v for k, v in d.items() if k != "capabilities"} for d in devices]
+        spec["gpus"] = model.Override(requests) if requests else model.Reset()
+    elif tool == tools.PODMAN:
+        # podman-compose 1.6 ignores ``gpus:``; it turns deploy reservations into CDI devices.
+        parts.reset.setdefault(entry.service, {})["gpus"] = model.Reset()
+        if model.RESERVATION not in base.use.forms and devices:
+            _with_devices(spec, devices)
+    else:
+        parts.problems[entry.service] = (
+            f"docker-compose v1 does not know the service-level gpus: key, so it cannot read the "
+            f"base. Fix: replace {entry.service}'s gpus: with deploy.resources.reservations."
+            f"devices [{{driver: nvidia, device_ids: ['${{{gpu_variable(entry.service)}:-"
+            f"{target or 0}}}'], capabilities: [gpu]}}]; gpuconfig then sets "
+            f"{gpu_variable(entry.service)} in {ENV_NAME}."
+        )
 
 
 def _place(entry: FileEntry, base, tool: str, id_format: str, parts: _Parts) -> dict:
-    """The override entry for one service (its GPU part, in the tool's form)."""
+    """The override entry for one service: its GPU given the way the base gives it (each form
+    the base uses is rewritten in the tool's form; a variable the base reads is set)."""
     spec: dict = {}
     devices = _devices(entry, id_format, base.capabilities if base else ("gpu",))
     if base is None or not base.uses_gpu:
         if devices:
             _with_devices(spec, devices)
-    elif tool == tools.V2:
-        _with_devices(spec, model.Override(devices) if devices else model.Reset())
-    elif tool == tools.PODMAN:
-        parts.reset[entry.service] = _with_devices({}, model.Reset())
-        if devices:
-            _with_devices(spec, devices)
-    elif base.pin.kind == "variable" and devices:
-        parts.env_vars[base.pin.variable] = device_id(entry, id_format)
-    else:
-        parts.unpatchable.append(entry)
+        return spec
+    target = device_id(entry, id_format) if entry.gpu_index is not None else None
+    use = base.use
+    forms = use.forms
+    if model.CUDA in forms and target is not None:
+        exposed = use.exposed
+        if exposed == ("all",) or target in exposed:
+            # Keep what the container sees; select the assigned GPU among it.
+            value = target if exposed == ("all",) else str(exposed.index(target))
+            _set_env(spec, parts, base, model.CUDA, model.CUDA_ENV, value)
+            return spec
+        # The assigned GPU is not exposed: expose it alone, CUDA's first device.
+        _set_env(spec, parts, base, model.CUDA, model.CUDA_ENV, "0")
+    if model.RESERVATION in forms or base.pin.kind != "none":
+        _place_reservation(entry, base, tool, devices, target, spec, parts)
+    if model.CDI in forms:
+        _place_cdi(entry, base, tool, target, spec, parts)
+    if model.RUNTIME in forms:
+        value = target if target is not None else "void"
+        _set_env(spec, parts, base, model.RUNTIME, model.NVIDIA_ENV, value)
+    if model.GPUS in forms:
+        _place_gpus(entry, base, tool, devices, target, spec, parts)
     return spec
 
 
@@ -181,10 +260,18 @@ def render(
             and entry.budget_saved
             and entry.budget_gb is not None
         ):
-            spec["environment"] = [f"{BUDGET_ENV}={format_budget_gb(entry.budget_gb)}"]
+            spec.setdefault("environment", []).append(
+                f"{BUDGET_ENV}={format_budget_gb(entry.budget_gb)}"
+            )
         if spec:
             parts.override[entry.service] = spec
 
+    _files(out, parts, stack, tool, id_format)
+    return out
+
+
+def _files(out: Rendered, parts: _Parts, stack: BaseStack | None, tool: str, id_format: str):
+    """The collected parts as files, env file, patch and problems."""
     if parts.reset:
         out.files[RESET_NAME] = RESET_HEADER + model.dump({"services": parts.reset})
     header = OVERRIDE_HEADER
@@ -192,10 +279,16 @@ def render(
         header += "# Not placed on any GPU (no GPU available): " + ", ".join(parts.unplaced)
         header += "\n"
     body = model.dump({"services": parts.override}) if parts.override else "services: {}\n"
+    if tool == tools.V1:
+        # docker-compose 1.29 takes a file without ``version:`` for the old version 1 format
+        # once its services are empty, and refuses to merge it over a version 3 base.
+        version = (stack.raw.get("version") if stack is not None else None) or "3.9"
+        body = model.dump({"version": str(version)}) + body
     out.files[OVERRIDE_NAME] = header + body
     if stack is not None and parts.env_vars:
         out.env_file = _env_file(stack, parts.env_vars)
     if stack is not None and parts.unpatchable:
         out.patch = _count_patch(stack, parts.unpatchable, id_format)
         out.problems = {e.service: _v1_problem(stack, e) for e in parts.unpatchable}
-    return out
+    for service, problem in parts.problems.items():
+        out.problems[service] = " ".join(p for p in (out.problems.get(service), problem) if p)

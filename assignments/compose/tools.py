@@ -8,6 +8,7 @@ missing or fails: detection returns None, running raises ``ComposeToolError`` wi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -70,12 +71,15 @@ class ComposeTool:
         files: Sequence[Path],
         project: str | None = None,
         env_file: Path | None = None,
+        profiles: Sequence[str] = (),
         display: bool = False,
     ) -> list[str]:
         """The argv for ``args`` on these files (``display``: the tool as a user types it)."""
         argv = self.display.split() if display else list(self.argv)
         if project:
             argv += ["-p", project]
+        for profile in profiles:
+            argv += ["--profile", profile]
         for path in files:
             argv += ["-f", str(path)]
         if env_file is not None:
@@ -99,9 +103,15 @@ class ComposeTool:
             raise ComposeToolError(f"{self.display} config failed ({done.returncode}): {output}")
         return done
 
+    def _podman_hashes(self, *, cwd: Path, timeout: float, **command_kwargs) -> dict[str, str]:
+        return _podman_hashes_of(self, cwd=cwd, timeout=timeout, **command_kwargs)
+
     def config_hashes(self, *, cwd: Path, timeout: float, **command_kwargs) -> dict[str, str]:
-        """Each service's ``com.docker.compose.config-hash`` as this tool computes it (v2 only;
-        other tools record none, so nothing is returned)."""
+        """Each service's config hash as this tool computes it: Compose v2's
+        ``config --hash``; podman-compose's own (``io.podman.compose.config-hash``, from its
+        module, run by its interpreter). docker-compose 1.29 records none: nothing is returned."""
+        if self.name == PODMAN:
+            return self._podman_hashes(cwd=cwd, timeout=timeout, **command_kwargs)
         if self.name != V2:
             return {}
         done = self.run(["config", "--hash", "*"], cwd=cwd, timeout=timeout, **command_kwargs)
@@ -111,6 +121,37 @@ class ComposeTool:
             if service and digest:
                 hashes[service] = digest.strip()
         return hashes
+
+
+# podman-compose compares this hash with the label on the container at `up`: computed by its own
+# code, so that a container gpuconfig recreated is not recreated again.
+_PODMAN_HASHES = """
+import json, sys
+import podman_compose as pc
+c = pc.podman_compose
+c._parse_args(sys.argv[1:])
+c._parse_compose_file()
+print(json.dumps({n: c.config_hash(s) for n, s in c.services.items()}))
+"""
+
+
+def _podman_hashes_of(tool: ComposeTool, *, cwd: Path, timeout: float, **kwargs) -> dict:
+    try:
+        shebang = Path(tool.argv[0]).read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return {}
+    interpreter = shebang.removeprefix("#!").strip().split()
+    if not shebang.startswith("#!") or "python" not in " ".join(interpreter):
+        return {}
+    argv = [*interpreter, "-c", _PODMAN_HASHES, *tool.command(["config"], **kwargs)[1:]]
+    try:
+        done = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        hashes = json.loads(done.stdout) if done.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in hashes.items()} if isinstance(hashes, dict) else {}
 
 
 def _version_of(argv: tuple[str, ...]) -> str | None:

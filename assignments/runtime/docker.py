@@ -14,16 +14,27 @@ import requests.exceptions
 
 from .base import ALL_DEVICES, RuntimeUnavailable
 from .recreate import Engine, EngineLost, EngineRuntime, Listed, Seen, seen_from_inspect
-from .spec import Replacement, with_budget
+from .spec import Replacement, gpu_change, gpus_used, with_budget
 
 SDK_DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+CDI_DRIVER = "cdi"
+CDI_GPU = "nvidia.com/gpu="
+
+
+def _is_cdi_gpu_request(request: dict[str, Any]) -> bool:
+    # Docker 25+ with CDI enabled turns `--device nvidia.com/gpu=N` into a device request of
+    # the "cdi" driver naming the CDI devices.
+    ids = request.get("DeviceIDs") or []
+    return request.get("Driver") == CDI_DRIVER and any(str(i).startswith(CDI_GPU) for i in ids)
 
 
 def _is_nvidia_request(request: dict[str, Any]) -> bool:
     # `docker run --gpus` leaves Driver empty and lets the engine pick the driver registered
     # for the "gpu" capability; compose writes driver: nvidia.
     driver = request.get("Driver") or ""
-    if driver == "nvidia":
+    if driver == "nvidia" or _is_cdi_gpu_request(request):
         return True
     if driver:
         return False
@@ -40,7 +51,9 @@ def device_ids_of(host_config: dict[str, Any]) -> tuple[str, ...]:
     for request in host_config.get("DeviceRequests") or []:
         if not _is_nvidia_request(request):
             continue
-        if request.get("DeviceIDs"):
+        if _is_cdi_gpu_request(request):
+            ids.extend(str(i).removeprefix(CDI_GPU) for i in request["DeviceIDs"])
+        elif request.get("DeviceIDs"):
             ids.extend(str(i) for i in request["DeviceIDs"])
         elif (request.get("Count") or 0) < 0:
             return (ALL_DEVICES,)
@@ -60,6 +73,11 @@ def with_devices(
     template = next((r for r in requests_ or [] if _is_nvidia_request(r)), None)
     if not device_ids:
         return kept
+    if template is not None and _is_cdi_gpu_request(template):
+        # A CDI-pinned container stays CDI-pinned: nvidia.com/gpu=<id>, other CDI devices kept.
+        others = [i for i in template["DeviceIDs"] if not str(i).startswith(CDI_GPU)]
+        cdi = {**template, "DeviceIDs": [*others, *(f"{CDI_GPU}{i}" for i in device_ids)]}
+        return [*kept, cdi]
     request: dict[str, Any] = {
         "Driver": "nvidia",
         "Capabilities": [["gpu"]],
@@ -103,7 +121,15 @@ def replacement_spec(
     config = copy.deepcopy(attrs["Config"])
     host_config = copy.deepcopy(attrs["HostConfig"])
 
-    config["Env"] = with_budget(config.get("Env"), change.budget_gb)
+    # The GPU is given the way the old container got it (device request, CUDA_VISIBLE_DEVICES
+    # among the GPUs it is given, or the nvidia runtime's variable).
+    gpu = gpu_change(
+        device_ids_of(host_config),
+        config.get("Env"),
+        change.device_ids,
+        runtime=host_config.get("Runtime"),
+    )
+    config["Env"] = with_budget(gpu.environment(config.get("Env")), change.budget_gb)
     if change.labels:
         config["Labels"] = {**(config.get("Labels") or {}), **change.labels}
     # An unset hostname defaults to the container's short id: let the new one get its own.
@@ -111,9 +137,8 @@ def replacement_spec(
         config.pop("Hostname")
     config["Image"] = config.get("Image") or attrs["Image"]
 
-    host_config["DeviceRequests"] = with_devices(
-        host_config.get("DeviceRequests"), change.device_ids
-    )
+    if gpu.exposed is not None:
+        host_config["DeviceRequests"] = with_devices(host_config.get("DeviceRequests"), gpu.exposed)
     if host_config.get("Links"):
         host_config["Links"] = [_link_for_create(link) for link in host_config["Links"]]
 
@@ -199,7 +224,13 @@ class DockerEngine(Engine):
                 attrs = self.api.inspect_container(ref)
         except docker.errors.NotFound:
             return None
-        return seen_from_inspect(attrs, device_ids=device_ids_of(attrs.get("HostConfig") or {}))
+        host_config = attrs.get("HostConfig") or {}
+        used = gpus_used(
+            device_ids_of(host_config),
+            (attrs.get("Config") or {}).get("Env"),
+            runtime=host_config.get("Runtime"),
+        )
+        return seen_from_inspect(attrs, device_ids=used)
 
     def stop(self, seen: Seen) -> None:
         # The container's own stop timeout, passed explicitly so the HTTP timeout covers it.

@@ -29,7 +29,7 @@ from podman import PodmanClient
 from .base import ALL_DEVICES, RuntimeUnavailable
 from .recreate import Engine, EngineLost, EngineRuntime, Listed, Seen, seen_from_inspect
 from .sockets import PODMAN, Candidate, podman_candidates, resolve
-from .spec import Replacement, with_budget
+from .spec import GpuChange, Replacement, gpu_change, gpus_used, with_budget
 
 GPU_KIND = "nvidia.com/gpu"
 DEVICES_LABEL = "gpuconfig.devices"
@@ -106,8 +106,12 @@ def _entrypoint(attrs: dict[str, Any]) -> list[str] | None:
     return [attrs["Path"], *args[: len(args) - len(config.get("Cmd") or [])]]
 
 
-def _environment(attrs: dict[str, Any], change: Replacement, had_gpu: bool) -> dict[str, str]:
+def _environment(
+    attrs: dict[str, Any], change: Replacement, had_gpu: bool, gpu: GpuChange | None = None
+) -> dict[str, str]:
     env = list(attrs["Config"].get("Env") or [])
+    if gpu is not None:
+        env = gpu.environment(env)
     hostname = attrs["Config"].get("Hostname")
     if hostname == attrs["Id"][:12]:
         env = [e for e in env if e != f"HOSTNAME={hostname}"]
@@ -222,7 +226,9 @@ def replacement_spec(attrs: dict[str, Any], change: Replacement, *, name: str) -
     config = attrs["Config"]
     host = attrs.get("HostConfig") or {}
     old_devices = created_devices(attrs)
-    devices = with_devices(old_devices, change.device_ids)
+    # A container that selects with CUDA_VISIBLE_DEVICES keeps the GPUs it is given.
+    gpu = gpu_change(device_ids_of(old_devices), config.get("Env"), change.device_ids, runtime=None)
+    devices = old_devices if gpu.exposed is None else with_devices(old_devices, gpu.exposed)
     mounts, volumes = _storage(attrs)
     restart = (host.get("RestartPolicy") or {}).get("Name") or ""
     spec: dict[str, Any] = {
@@ -230,7 +236,7 @@ def replacement_spec(attrs: dict[str, Any], change: Replacement, *, name: str) -
         "image": attrs.get("ImageName") or config.get("Image") or attrs["Image"],
         "command": config.get("Cmd") or None,
         "entrypoint": _entrypoint(attrs),
-        "env": _environment(attrs, change, had_gpu=bool(device_ids_of(old_devices))),
+        "env": _environment(attrs, change, had_gpu=bool(device_ids_of(old_devices)), gpu=gpu),
         "labels": {
             **(config.get("Labels") or {}),
             **change.labels,
@@ -320,7 +326,10 @@ class PodmanEngine(Engine):
             attrs = self._call("get", f"/containers/{ref}/json").json()
         except podman.errors.NotFound:
             return None
-        return seen_from_inspect(attrs, device_ids=device_ids_of(created_devices(attrs)))
+        used = gpus_used(
+            device_ids_of(created_devices(attrs)), (attrs.get("Config") or {}).get("Env")
+        )
+        return seen_from_inspect(attrs, device_ids=used)
 
     def stop(self, seen: Seen) -> None:
         self._call(

@@ -335,6 +335,9 @@ def check_env(tmp_path, private_redis, docker_engine, nvml_stub_dir) -> dict[str
         "GPUCONFIG_GPU_BACKEND=nvml\n"
         f"GPUCONFIG_CONFIG_DIR={tmp_path / 'config'}\n"
         f"GPUCONFIG_VAR_DIR={tmp_path / 'var'}\n"
+        # The lint reads the host's CDI specs: none here (the Podman tests' stand-in lacks
+        # the common device nodes on purpose).
+        f"GPUCONFIG_CDI_SPEC_DIRS={tmp_path / 'cdi'}\n"
     )
     env = clean_env(
         GPUCONFIG_ENV_FILE=str(env_file),
@@ -355,6 +358,7 @@ def test_check_passes_each_line_on_a_healthy_setup(tmp_path, check_env, private_
         "PASS engine",
         "PASS nvml",
         "PASS compose",
+        "PASS lint",
     ], lines
     assert lines[0] == (
         f"PASS config: {check_env['GPUCONFIG_ENV_FILE']}; GPU backend nvml; "

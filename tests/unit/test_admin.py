@@ -12,6 +12,15 @@ from gpus.models import Gpu, GpuSample
 pytestmark = pytest.mark.django_db
 
 
+# The catalog's change form has the hosted models' inline: a post carries its management form.
+NO_PARTS = {
+    "parts-TOTAL_FORMS": "0",
+    "parts-INITIAL_FORMS": "0",
+    "parts-MIN_NUM_FORMS": "0",
+    "parts-MAX_NUM_FORMS": "1000",
+}
+
+
 @pytest.fixture
 def admin_client_logged(client, django_user_model):
     user = django_user_model.objects.create_superuser("root", "", "pw-root-123")
@@ -45,6 +54,7 @@ def test_the_catalog_is_editable(admin_client_logged):
         "default_budget_gb": "",
         "enabled": "on",
         "sort_order": 3,
+        **NO_PARTS,
     }
     res = admin_client_logged.post(url, data)
     assert res.status_code == 302, res.content[:2000]
@@ -67,6 +77,7 @@ def test_a_budget_adjustable_service_needs_a_default_budget(admin_client_logged)
         "default_budget_gb": "",
         "enabled": "on",
         "sort_order": 3,
+        **NO_PARTS,
     }
     res = admin_client_logged.post(url, data)
     assert res.status_code == 200
@@ -235,6 +246,7 @@ def test_catalog_edits_in_the_admin_are_recorded_replanned_and_written(
         "default_budget_gb": "",
         "enabled": "on",
         "sort_order": svc.sort_order,
+        **NO_PARTS,
     }
     with django_capture_on_commit_callbacks(execute=True):
         res = admin_client_logged.post(url, data)
