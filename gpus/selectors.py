@@ -142,9 +142,9 @@ def gpu_processes(*, gpu_ids: list[int] | None = None) -> dict[int, list[GpuProc
 class VramSummary:
     """What one service held over a window, each figure the sum over its GPUs at one scan.
 
-    ``now_mb`` is its use at the newest scan in the window (0 when that scan saw none of its
-    processes); ``peak_mb`` the largest and ``p95_mb`` the 95th percentile (nearest rank) of
-    its per-scan totals; ``samples`` the number of scans that saw it; ``gpu_uuids`` where.
+    ``now_mb`` is its use at the last scan (0 when that scan saw none of its processes);
+    ``peak_mb`` the largest and ``p95_mb`` the 95th percentile (nearest rank) of its per-scan
+    totals; ``samples`` the number of scans that saw it; ``gpu_uuids`` where.
     """
 
     service: str
@@ -185,7 +185,8 @@ def service_vram_summaries(*, window_s: int | None = None) -> dict[str, VramSumm
         .values_list("last_seen", flat=True)
         .first()
     )
-    latest = max(filter(None, (newest, last_scan_at)), default=None)
+    # A scan stamps its samples with the time it stamps the GPUs: the last scan is "now".
+    latest = last_scan_at or newest
     out = {}
     for service, scans in per_scan.items():
         totals = list(scans.values())
