@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from assignments.ownership import PROJECT_LABEL, SERVICE_LABEL, service_of
 from assignments.planner import GpuView, ServiceDemand, plan
 from assignments.planner.needs import CATALOG, MEASURED, measured_need_mb
 from assignments.selectors import config_preview, planning_input
@@ -403,3 +404,39 @@ def test_check_passes_with_the_hosts_proc(simulated_gpus):
     gpu_scan_run()
     check = check_pids()
     assert check.ok is True and check.detail.startswith("host PIDs resolve through /proc")
+
+
+# --- container to service ----------------------------------------------------------------------
+
+SERVICES = {"ai-llm", "ai-clip"}
+
+
+@pytest.mark.parametrize(
+    ("project", "name", "labels", "recorded", "expected"),
+    [
+        # The compose label, within the managed project.
+        ("hsi", "hsi-ai-llm-1", {SERVICE_LABEL: "ai-llm", PROJECT_LABEL: "hsi"}, {}, "ai-llm"),
+        (None, "x-ai-llm-1", {SERVICE_LABEL: "ai-llm", PROJECT_LABEL: "x"}, {}, "ai-llm"),
+        # Another project's container of the same name is not ours.
+        ("hsi", "other-ai-llm-1", {SERVICE_LABEL: "ai-llm", PROJECT_LABEL: "other"}, {}, None),
+        # A service not in the catalog.
+        (None, "db-1", {SERVICE_LABEL: "postgres", PROJECT_LABEL: "hsi"}, {}, None),
+        # The container gpuconfig recorded for the service (no compose labels).
+        ("hsi", "llm-by-hand", {}, {"0123456789ab": "ai-llm"}, "ai-llm"),
+        # Named after the service, no compose labels.
+        ("hsi", "ai-clip", {}, {}, "ai-clip"),
+        (None, "jupyter", {}, {}, None),
+    ],
+)
+def test_a_container_is_a_services_by_label_record_or_name(
+    settings, project, name, labels, recorded, expected
+):
+    settings.GPUCONFIG_COMPOSE_PROJECT = project
+    found = service_of(
+        name=name,
+        labels=labels,
+        container_id="0123456789ab" + "c" * 52,
+        services=SERVICES,
+        recorded=recorded,
+    )
+    assert found == expected
