@@ -165,8 +165,16 @@ def percentile(values: list[int], fraction: float) -> int:
 
 def service_vram_summaries(*, window_s: int | None = None) -> dict[str, VramSummary]:
     """Now / peak / p95 per service over the last ``window_s`` seconds (default
-    ``GPUCONFIG_VRAM_WINDOW``), for the services any scan in it attributed memory to."""
+    ``GPUCONFIG_VRAM_WINDOW``), for the services any scan in it attributed memory to. Samples
+    come only with scans, so the figures are kept in the cache until the next one (a day of
+    samples is read once per scan, not once per request)."""
     window = int(window_s or settings.GPUCONFIG_VRAM_WINDOW)
+    return inventory_read_cached(
+        f"vram-summaries:{window}", lambda: _service_vram_summaries(window)
+    )
+
+
+def _service_vram_summaries(window: int) -> dict[str, VramSummary]:
     since = timezone.now() - timedelta(seconds=window)
     rows = ServiceVramSample.objects.filter(taken_at__gte=since).values_list(
         "service", "gpu_uuid", "used_mb", "taken_at"
