@@ -349,6 +349,9 @@ def config_check(request):
             data["strategy"] = "manual"
     if data != request.POST:
         form = _config_form(request, data, planning=planning)
+    if request.POST.get("replan"):
+        # The "Plan with measured VRAM" switch: the needs column and the warnings change.
+        return _render(request, "plan-result", _config_context(request, form))
     if not request.htmx:
         return _page(request, _config_context(request, form))
     return _render(request, "check-result", _config_context(request, form))

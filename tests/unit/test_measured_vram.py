@@ -440,3 +440,23 @@ def test_a_container_is_a_services_by_label_record_or_name(
         recorded=recorded,
     )
     assert found == expected
+
+
+def test_the_switch_turned_off_plans_with_the_catalog_again(reference_inventory, staff_user):
+    """The check view (what the switch posts to) re-plans the table with either figure."""
+    from tests.unit.test_views import form_data
+
+    measure("ai-llm", [15000] * 12)
+    client = Client()
+    client.force_login(staff_user)
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    on = client.post(
+        "/settings/gpu/check/", form_data(needs_switch="1", needs="measured", replan="1"), **htmx
+    ).content.decode()
+    off = client.post(
+        "/settings/gpu/check/", form_data(needs_switch="1", replan="1"), **htmx
+    ).content.decode()
+
+    assert 'id="id_needs" checked' in on and "16.1 GB" in on and ">measured</span>" in on
+    assert 'id="id_needs" checked' not in off and ">measured</span>" not in off
+    assert "21.7 GB" in off
