@@ -139,8 +139,9 @@ def service_rows(
 ) -> list[dict]:
     """One row per enabled service: container status and health, the GPU it runs on now
     (``gpu_index``) beside the saved one (``assigned_gpu_index``; ``pending_apply`` while they
-    differ), runtime, last restart by gpuconfig and the last apply's outcome for it (``data``:
-    the planning input, if read)."""
+    differ), runtime, last restart by gpuconfig and the last apply's outcome for it, and its
+    measured VRAM (now, peak and p95 over ``GPUCONFIG_VRAM_WINDOW``; None when never measured)
+    (``data``: the planning input, if read)."""
     data = data or planning_input()
     restart = restart or {}
     outcomes = _last_outcomes()
@@ -173,6 +174,10 @@ def service_rows(
             "started_at": last.get("finished_at") if last.get("outcome") == "healthy" else None,
             "last_apply": last.get("outcome"),
         }
+        measured = data.measured.get(d.name)
+        row["vram_used_mb"] = measured.now_mb if measured else None
+        row["vram_peak_mb"] = measured.peak_mb if measured else None
+        row["vram_p95_mb"] = measured.p95_mb if measured else None
         if reachable is False:
             row["error"] = snapshot.get("error", "")
         out.append(row)

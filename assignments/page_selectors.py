@@ -26,11 +26,13 @@ from assignments.selectors import (
     config_preview,
     fallback_issues,
     fallback_messages,
+    issues_sourced,
+    measured_issues,
     planning_input,
     run_stall,
     version_list,
 )
-from gpus.models import Gpu, GpuSample
+from gpus.models import Gpu, GpuProcess, GpuSample
 from gpus.selectors import (
     INVENTORY_READ_TTL,
     NO_GPUS_DETAIL,
@@ -40,6 +42,7 @@ from gpus.selectors import (
     inventory_read_cached,
     last_scan,
 )
+from gpus.units import MB_PER_GB
 
 SPARK_WIDTH = 120
 SPARK_HEIGHT = 28
@@ -77,6 +80,8 @@ class GpuCard:
     total_gb: float | None
     used_percent: int
     sparkline: Sparkline | None
+    # Processes of the last scan that belong to no managed service, largest first.
+    others: tuple[GpuProcess, ...] = ()
 
 
 def _points(values: Sequence[float | None]) -> str:
@@ -134,6 +139,12 @@ def _gpu_cards() -> dict:
             total_gb=g.vram_total_gb,
             used_percent=round(g.vram_used_fraction * 100),
             sparkline=sparkline(g, samples.get(g.pk, [])),
+            others=tuple(
+                sorted(
+                    (p for p in g.processes.all() if not p.service),
+                    key=lambda p: (-p.used_mb, p.pid),
+                )
+            ),
         )
         for g in gpus
     ]
@@ -281,7 +292,8 @@ def table_state(
         Placement(s.name, s.current_gpu, s.budget_gb if s.budget_adjustable else None)
         for s in services
     ]
-    issues = list(planner.check(data.gpus, services, placements))
+    issues = issues_sourced(planner.check(data.gpus, services, placements), data)
+    issues += measured_issues(data)
     # A fallback stays true only while its row is left as saved.
     issues = [
         i
@@ -312,10 +324,12 @@ def table_state(
     )
 
 
-def plan_choices(strategy: str, *, keep: Mapping[str, Choice] | None = None) -> dict[str, Choice]:
+def plan_choices(
+    strategy: str, *, keep: Mapping[str, Choice] | None = None, needs: str | None = None
+) -> dict[str, Choice]:
     """The choices a strategy proposes (raises UnknownStrategy); budgets are kept from ``keep``
-    (the table as the user left it) or the saved ones."""
-    plan, data = config_preview(strategy=strategy)
+    (the table as the user left it) or the saved ones. ``needs``: see ``planning_input``."""
+    plan, data = config_preview(strategy=strategy, needs=needs)
     saved = saved_choices(data)
     budgets = {name: (keep or saved).get(name, saved[name]).budget_gb for name in saved}
     return {
@@ -527,6 +541,56 @@ STATUS_TONE = {"running": "ok", "exited": "bad", "dead": "bad", "restarting": "b
 
 
 @dataclass(frozen=True)
+class Usage:
+    """A service's measured VRAM for its line in the services panel: "uses 6.1 GB now · peak
+    7.0 GB (24 h) · budget 6.8 GB", with a bar of now and peak against the limit."""
+
+    now_mb: int
+    peak_mb: int
+    window_h: int
+    limit_mb: int | None
+    limit_label: str  # "budget" or "need"
+
+    @property
+    def over(self) -> bool:
+        return self.limit_mb is not None and self.peak_mb > self.limit_mb
+
+    def _percent(self, mb: int) -> int:
+        scale = max(self.limit_mb or 0, self.peak_mb, 1)
+        return min(round(mb / scale * 100), 100)
+
+    @property
+    def now_percent(self) -> int:
+        return self._percent(self.now_mb)
+
+    @property
+    def peak_percent(self) -> int:
+        return self._percent(self.peak_mb)
+
+    @property
+    def limit_percent(self) -> int | None:
+        return None if self.limit_mb is None else self._percent(self.limit_mb)
+
+
+def usage_of(demand, summary) -> Usage | None:
+    """The usage line of one service (``demand``: its ServiceDemand), None when unmeasured."""
+    if summary is None:
+        return None
+    budget = demand.budget_gb if demand.budget_gb is not None else demand.default_budget_gb
+    if demand.budget_adjustable and budget is not None:
+        limit, label = round(budget * MB_PER_GB), "budget"
+    else:
+        limit, label = demand.catalog_mb or demand.need_mb, "need"
+    return Usage(
+        now_mb=summary.now_mb,
+        peak_mb=summary.peak_mb,
+        window_h=max(round(summary.window_s / 3600), 1),
+        limit_mb=limit,
+        limit_label=label,
+    )
+
+
+@dataclass(frozen=True)
 class ServiceRow:
     name: str
     status: str
@@ -539,6 +603,7 @@ class ServiceRow:
     colour: int
     pending_apply: bool = False
     assigned_label: str = ""
+    usage: Usage | None = None
 
     @property
     def status_tone(self) -> str:
@@ -583,6 +648,7 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
     live = live_cached()
     gpus = {g.index: g for g in data.gpus}
     colours = {d.name: n % SEGMENT_COLOURS for n, d in enumerate(data.services)}
+    demands = {d.name: d for d in data.services}
     label = (live or {}).get("runtime_label", "")
     rows = [
         ServiceRow(
@@ -597,6 +663,9 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
             started_at=r["started_at"],
             last_apply=r["last_apply"],
             colour=colours.get(r["name"], 0),
+            usage=usage_of(demands[r["name"]], data.measured.get(r["name"]))
+            if r["name"] in demands
+            else None,
         )
         for r in status["services"]
     ]
@@ -655,9 +724,9 @@ class Preview:
         return sum(r.changed for r in self.rows)
 
 
-def preview(strategy: str) -> Preview:
+def preview(strategy: str, *, needs: str | None = None) -> Preview:
     """The proposed assignment of ``strategy`` next to the saved one (raises UnknownStrategy)."""
-    plan, data = config_preview(strategy=strategy)
+    plan, data = config_preview(strategy=strategy, needs=needs)
     current = {d.name: d.current_gpu for d in data.services}
     gpus = {g.index: g for g in data.gpus}
     return Preview(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -13,11 +15,18 @@ from django.utils import timezone
 from assignments import files, planner, progress
 from assignments.applying import Target
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
-from assignments.planner.checks import gpu_label
+from assignments.planner.checks import gb, gpu_label
+from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from gpuconfig_site.health import worker_alive
 from gpus.models import Gpu
+from gpus.selectors import VramSummary, service_vram_summaries
+from gpus.units import MB_PER_GB
+
+
+class UnknownNeeds(ValueError):
+    """``needs`` is neither ``measured`` nor ``catalog``."""
 
 
 def service_list(*, enabled_only: bool = True) -> QuerySet[AiService]:
@@ -48,12 +57,28 @@ def _gpu_view(gpu: Gpu, assigned_mb: int) -> GpuView:
 
 @dataclass(frozen=True)
 class PlanningInput:
-    """Everything the planner needs, read from the database in one go."""
+    """Everything the planner needs, read from the database in one go.
+
+    ``needs`` is the figure the services' needs were taken from (``measured``: each service's
+    measured p95 plus the margin where enough samples exist, else its catalog estimate;
+    ``catalog``: the estimates only); ``measured`` the summaries behind it, by service.
+    """
 
     gpus: tuple[GpuView, ...]
     services: tuple[ServiceDemand, ...]
     catalog: dict[str, AiService]
     assignments: dict[str, Assignment]
+    needs: str = CATALOG
+    measured: dict[str, VramSummary] = dataclasses.field(default_factory=dict)
+
+    @property
+    def measured_available(self) -> bool:
+        """Whether any service has enough samples to plan with its measured use."""
+        return any(
+            summary.samples >= settings.GPUCONFIG_VRAM_MIN_SAMPLES
+            for name, summary in self.measured.items()
+            if name in self.catalog
+        )
 
     def current_placements(self) -> list[Placement]:
         return [Placement(s.name, s.current_gpu, s.budget_gb) for s in self.services]
@@ -92,9 +117,37 @@ def lint_report() -> dict:
     return compose_lint(config_entries())
 
 
-def planning_input() -> PlanningInput:
+def needs_mode(value: str | None) -> str | None:
+    """``?needs=`` checked: None (the default), ``measured`` or ``catalog``; raises
+    ``UnknownNeeds`` for anything else."""
+    if value in (None, ""):
+        return None
+    if value not in NEEDS:
+        raise UnknownNeeds(f"needs must be one of: {', '.join(NEEDS)} (got {value!r}).")
+    return value
+
+
+def _need(svc: AiService, summary: VramSummary | None, needs: str) -> tuple[int, str]:
+    if needs != MEASURED or summary is None:
+        return svc.vram_required_mb, CATALOG
+    minimum = round(svc.min_budget_gb * MB_PER_GB) if svc.min_budget_gb else 0
+    return measured_need_mb(
+        catalog_mb=svc.vram_required_mb,
+        minimum_mb=minimum,
+        p95_mb=summary.p95_mb,
+        samples=summary.samples,
+        min_samples=settings.GPUCONFIG_VRAM_MIN_SAMPLES,
+        margin=settings.GPUCONFIG_VRAM_MARGIN,
+    )
+
+
+def planning_input(*, needs: str | None = None) -> PlanningInput:
+    """The planner's input from the database. ``needs``: ``measured`` (the default: measured
+    use where enough of it was recorded, else the catalog) or ``catalog``."""
     from assignments.compose.project import base_budgets
 
+    needs = needs or MEASURED
+    measured = service_vram_summaries()
     services = list(service_list())
     # A service's default budget is the base compose file's VRAM_BUDGET_GB when it sets one.
     base_budget = base_budgets()
@@ -102,10 +155,13 @@ def planning_input() -> PlanningInput:
     demands = []
     for svc in services:
         a = assignments.get(svc.name)
+        need, source = _need(svc, measured.get(svc.name), needs)
         demands.append(
             ServiceDemand(
                 name=svc.name,
-                need_mb=svc.vram_required_mb,
+                need_mb=need,
+                need_source=source,
+                catalog_mb=svc.vram_required_mb,
                 latency_critical=svc.latency_critical,
                 isolated=svc.isolated,
                 budget_adjustable=svc.budget_adjustable,
@@ -134,7 +190,37 @@ def planning_input() -> PlanningInput:
         services=tuple(demands),
         catalog={s.name: s for s in services},
         assignments=assignments,
+        needs=needs,
+        measured=measured,
     )
+
+
+def need_note(demand: ServiceDemand, data: PlanningInput) -> str:
+    """Which figure a service's need is: "measured: p95 6.2 GB + 10 %" or "catalog estimate"."""
+    if demand.need_source == MEASURED:
+        summary = data.measured[demand.name]
+        margin = round(settings.GPUCONFIG_VRAM_MARGIN * 100)
+        return f"measured: p95 {gb(summary.p95_mb)} GB + {margin} %"
+    return "catalog estimate"
+
+
+def issues_sourced(issues, data: PlanningInput) -> list[Issue]:
+    """``issues`` with the figure behind each service's need named in its message, once any
+    service is planned with its measured use (until then every need is the catalog's, as it
+    always was, and messages are left as they are)."""
+    if not any(d.need_source == MEASURED for d in data.services):
+        return list(issues)
+    by_name = {d.name: d for d in data.services}
+    out = []
+    for issue in issues:
+        demand = by_name.get(issue.service) if issue.service else None
+        if demand is not None:
+            note = need_note(demand, data)
+        else:
+            measured = [d.name for d in data.services if d.need_source == MEASURED]
+            note = f"needs measured for {', '.join(measured)}; catalog estimates for the rest"
+        out.append(dataclasses.replace(issue, message=f"{issue.message} ({note})"))
+    return out
 
 
 def fallback_message(name: str, assignment: Assignment, gpus: Mapping[str, Gpu]) -> str:
@@ -175,8 +261,10 @@ def fallback_issues(assignments: Mapping[str, Assignment]) -> list[Issue]:
 def config_issues(data: PlanningInput | None = None) -> list[Issue]:
     """Warnings for the saved configuration: the planner's checks plus active fallbacks."""
     data = data or planning_input()
-    issues = list(planner.check(data.gpus, data.services, data.current_placements()))
-    return fallback_issues(data.assignments) + issues
+    issues = issues_sourced(
+        planner.check(data.gpus, data.services, data.current_placements()), data
+    )
+    return fallback_issues(data.assignments) + issues + measured_issues(data)
 
 
 ERROR_CODES = frozenset({"over_capacity", "gpu_missing", "unplaced", "budget_too_large"})
@@ -284,10 +372,52 @@ def config_read_cached(build: Callable[[], dict]) -> dict:
     return value
 
 
-def config_current() -> dict:
-    """The saved configuration in the API's shape."""
+def measured_issues(data: PlanningInput) -> list[Issue]:
+    """A warning per service whose measured peak went above its VRAM budget or, without a
+    budget, above its catalog need: it risks running out of memory. The fix: raise the budget
+    (suggested: the peak plus the margin) or move the service."""
+    assignments = data.assignments
+    out = []
+    for d in data.services:
+        summary = data.measured.get(d.name)
+        if summary is None or not summary.peak_mb:
+            continue
+        budget = d.budget_gb if d.budget_gb is not None else d.default_budget_gb
+        if d.budget_adjustable and budget is not None:
+            limit_mb, what = round(budget * MB_PER_GB), "budget"
+        else:
+            limit_mb, what = d.catalog_mb or d.need_mb, "catalog need"
+        if summary.peak_mb <= limit_mb:
+            continue
+        window_h = round(summary.window_s / 3600)
+        suggested = None
+        fix = "move it to a GPU with more free VRAM"
+        if d.budget_adjustable:
+            wanted = summary.peak_mb * (1 + settings.GPUCONFIG_VRAM_MARGIN) / MB_PER_GB
+            suggested = math.ceil(wanted * 10) / 10
+            fix = f"raise its budget to {suggested:g} GB, or {fix}"
+        a = assignments.get(d.name)
+        out.append(
+            Issue(
+                code="measured_above_need",
+                message=(
+                    f"{d.name} peaked at {gb(summary.peak_mb)} GB ({window_h} h), above its "
+                    f"{gb(limit_mb)} GB {what}: risk of out-of-memory. Fix: {fix}."
+                ),
+                service=d.name,
+                gpu_index=a.effective_gpu_index if a else None,
+                suggested_budget_gb=suggested,
+                needed_mb=summary.peak_mb,
+                available_mb=limit_mb,
+            )
+        )
+    return out
+
+
+def config_current(*, needs: str | None = None) -> dict:
+    """The saved configuration in the API's shape (``needs``: see ``planning_input``)."""
     config = GpuConfig.load()
-    data = planning_input()
+    data = planning_input(needs=needs)
     issues = config_issues(data)
     return {
         "strategy": config.strategy,
@@ -328,10 +458,14 @@ def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
     return planner.plan(strategy, data.gpus, services)
 
 
-def config_preview(*, strategy: str) -> tuple[planner.Plan, PlanningInput]:
-    """What ``strategy`` would do with the current inventory (raises UnknownStrategy)."""
-    data = planning_input()
-    return strategy_plan(strategy, data), data
+def config_preview(
+    *, strategy: str, needs: str | None = None
+) -> tuple[planner.Plan, PlanningInput]:
+    """What ``strategy`` would do with the current inventory (raises UnknownStrategy), its
+    warnings naming the figure each need was taken from (``needs``: see ``planning_input``)."""
+    data = planning_input(needs=needs)
+    plan = strategy_plan(strategy, data)
+    return dataclasses.replace(plan, issues=tuple(issues_sourced(plan.issues, data))), data
 
 
 def version_list(*, limit: int = 10) -> QuerySet[ConfigVersion]:

@@ -25,7 +25,14 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from assignments import page_selectors, planner
 from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
-from assignments.selectors import PlanningInput, apply_run_latest, apply_status, planning_input
+from assignments.selectors import (
+    PlanningInput,
+    UnknownNeeds,
+    apply_run_latest,
+    apply_status,
+    needs_mode,
+    planning_input,
+)
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
@@ -83,6 +90,23 @@ def _refusal_status(error: ApplicationError) -> int:
     return HTTPStatus.UNPROCESSABLE_ENTITY if status == HTTPStatus.BAD_REQUEST else status
 
 
+def _needs(request: HttpRequest) -> str | None:
+    """The "Plan with measured VRAM" switch: ``measured`` when on, ``catalog`` when the form
+    carried it off, None (the default: measured where data exists) when it was not sent."""
+    params = request.POST if request.method == "POST" else request.GET
+    try:
+        needs = needs_mode(params.get("needs"))
+    except UnknownNeeds:
+        needs = None
+    if needs is None and params.get("needs_switch"):
+        return "catalog"
+    return needs
+
+
+def _planning(request: HttpRequest) -> PlanningInput:
+    return planning_input(needs=_needs(request))
+
+
 def _config_form(
     request: HttpRequest,
     data=None,
@@ -111,7 +135,9 @@ def _config_context(
     ``planning``: the planning input when the caller has read it)."""
     saved_strategy = page_selectors.current_strategy()
     if form is None:
-        form = _config_form(request, planning=planning or planning_input(), strategy=saved_strategy)
+        form = _config_form(
+            request, planning=planning or _planning(request), strategy=saved_strategy
+        )
     planning = form.planning
     table = page_selectors.table_state(form.choices(), data=planning)
     rows = [
@@ -132,6 +158,8 @@ def _config_context(
         "strategies": page_selectors.strategy_list(),
         "saved_strategy": saved_strategy,
         "selected_strategy": form.selected_strategy(saved_strategy),
+        "needs": planning.needs,
+        "measured_available": planning.measured_available,
         **extra,
     }
 
@@ -172,7 +200,7 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     live_refresh_request()
     page = {"can_change": _can_change(request), **context}
     # Read once for the whole page: the table, the apply panel and the services panel share them.
-    planning = planning_input()
+    planning = _planning(request)
     applying = apply_status(live=False, data=planning)
     page.setdefault("inventory", page_selectors.gpu_cards())
     if "form" not in page:
@@ -270,12 +298,12 @@ def config_preview(request):
     strategy = params.get("strategy", "")
     context: dict = {}
     try:
-        context["preview"] = page_selectors.preview(strategy)
+        context["preview"] = page_selectors.preview(strategy, needs=_needs(request))
     except planner.UnknownStrategy as exc:
         context["preview_error"] = str(exc)
     if request.method == "POST" and not request.htmx:
         # Without JavaScript the whole form came along: keep the user's unsaved choices.
-        planning = planning_input()
+        planning = _planning(request)
         context.update(
             _config_context(request, _config_form(request, request.POST, planning=planning))
         )
@@ -298,14 +326,14 @@ def config_check(request):
     ``use=<strategy>`` loads that strategy's plan into the table; ``fill=<service>=<GB>`` puts a
     suggested budget into a service's budget field (the no-JavaScript path of "Use 3.5 GB").
     """
-    planning = planning_input()
+    planning = _planning(request)
     form = _config_form(request, request.POST, planning=planning)
     use = request.POST.get("use")
     if not use and "preview" in request.POST:
         use = request.POST.get("strategy")
     if use:
         try:
-            choices = page_selectors.plan_choices(use, keep=form.choices())
+            choices = page_selectors.plan_choices(use, keep=form.choices(), needs=_needs(request))
         except planner.UnknownStrategy:
             choices = None
         if choices is not None:
@@ -326,6 +354,9 @@ def config_check(request):
             data["strategy"] = "manual"
     if data != request.POST:
         form = _config_form(request, data, planning=planning)
+    if request.POST.get("replan"):
+        # The "Plan with measured VRAM" switch: the needs column and the warnings change.
+        return _render(request, "plan-result", _config_context(request, form))
     if not request.htmx:
         return _page(request, _config_context(request, form))
     return _render(request, "check-result", _config_context(request, form))
@@ -335,7 +366,7 @@ def config_check(request):
 @require_POST
 def config_save_view(request):
     """Save the strategy and the table. Refusals are shown inline and nothing is saved."""
-    planning = planning_input()
+    planning = _planning(request)
     form = _config_form(request, request.POST, planning=planning)
     if not _can_change(request):
         form.is_valid()

@@ -9,6 +9,7 @@ import time
 SECTIONS = [
     ("Planner", "bench.planner"),
     ("GPU detection (NVML stand-in)", "bench.detection"),
+    ("Measured VRAM: attributing 8 GPUs x 64 processes", "bench.attribution"),
     ("API latency", "bench.api"),
     ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),
 ]

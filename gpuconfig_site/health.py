@@ -231,6 +231,51 @@ def check_last_scan() -> Check:
     return Check("last_scan", ok, f"{age:.0f} s ago, backend {summary.get('backend') or 'none'}")
 
 
+# The inode of the initial PID namespace (the kernel's PROC_PID_INIT_INO): a process in it sees
+# the host's PIDs, those NVML reports.
+HOST_PID_NAMESPACE_INODE = 0xEFFFFFFC
+
+
+def _pid_namespace_inode() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def check_pids() -> Check:
+    """NVML's host PIDs can be resolved to processes and containers: the proc root
+    (``GPUCONFIG_PROC_ROOT``) is readable, gpuconfig is not in a PID namespace of its own
+    (when it reads its own /proc), and the last scan resolved every GPU process."""
+    from gpus.selectors import last_scan
+
+    root = str(settings.GPUCONFIG_PROC_ROOT)
+    fix = (
+        "run gpuconfig with the host's PIDs (`pid: host` in compose, as deploy/compose.yml "
+        "does) or mount the host's /proc and name it in GPUCONFIG_PROC_ROOT"
+    )
+    if not os.path.isdir(root) or not os.access(root, os.R_OK | os.X_OK):
+        return Check("pids", False, f"GPU processes cannot be resolved: no {root}; {fix}")
+    if os.path.realpath(root) == "/proc":
+        inode = _pid_namespace_inode()
+        if inode is not None and inode != HOST_PID_NAMESPACE_INODE:
+            return Check(
+                "pids",
+                False,
+                "GPU processes cannot be resolved: gpuconfig runs in a PID namespace of its "
+                f"own, so NVML's host PIDs mean nothing in {root}; {fix}",
+            )
+    seen = (last_scan() or {}).get("processes") or {}
+    unresolved, total = seen.get("unresolved", 0), seen.get("seen", 0)
+    if unresolved:
+        return Check(
+            "pids",
+            False,
+            f"{unresolved} of {total} GPU process(es) at the last scan are not in {root}; {fix}",
+        )
+    return Check("pids", True, f"host PIDs resolve through {root} ({total} GPU process(es))")
+
+
 def _backend_in_use() -> str:
     if str(settings.GPUCONFIG_GPU_BACKEND or "auto").strip().lower() == "auto":
         return "simulated" if settings.GPUCONFIG_SIMULATED_GPUS else "auto"
@@ -277,6 +322,7 @@ def setup_checks() -> list[Check]:
         _guarded("redis", check_redis),
         _guarded("engine", check_engine),
         _guarded("nvml", check_nvml),
+        _guarded("pids", check_pids),
         _guarded("compose", check_compose_tool),
         _guarded("lint", check_lint),
     ]

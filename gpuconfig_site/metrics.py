@@ -44,6 +44,11 @@ def _gpu_metrics():
             "gpuconfig_gpu_available", "1 when the last scan saw the GPU", labels=GPU_LABELS
         ),
     }
+    service_used = GaugeMetricFamily(
+        "gpuconfig_service_vram_used_bytes",
+        "VRAM the processes of a managed service held on a GPU at the last scan",
+        labels=["service", "gpu_uuid"],
+    )
     lost = 0
     for gpu in gpu_list():
         labels = [gpu.uuid, str(gpu.index), gpu.name]
@@ -51,6 +56,12 @@ def _gpu_metrics():
         if not gpu.available:
             lost += 1
             continue
+        per_service: Counter[str] = Counter()
+        for process in gpu.processes.all():
+            if process.service:
+                per_service[process.service] += process.used_mb
+        for service, used in sorted(per_service.items()):
+            service_used.add_metric([service, gpu.uuid], float(used) * MB)
         for key, value, scale in (
             ("memory_used", gpu.vram_used_mb, MB),
             ("memory_total", gpu.vram_total_mb, MB),
@@ -61,6 +72,7 @@ def _gpu_metrics():
             if value is not None:
                 families[key].add_metric(labels, float(value) * scale)
     yield from families.values()
+    yield service_used
     yield GaugeMetricFamily("gpuconfig_gpus_lost", "GPUs known but missing from scans", value=lost)
 
 

@@ -323,6 +323,14 @@ GPUCONFIG_COMPOSE_TIMEOUT = env_float("GPUCONFIG_COMPOSE_TIMEOUT", 30.0)
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = env_float("GPUCONFIG_NVIDIA_SMI_TIMEOUT", 10.0)
 GPUCONFIG_DETECT_WAIT = env_float("GPUCONFIG_DETECT_WAIT", 5.0)
 
+# Measured VRAM: NVML's processes mapped to containers through <proc root>/<pid>/cgroup (the
+# host's /proc: `pid: host` in a container, or the host's /proc mounted and named here), kept
+# per service for a window, and planned with (p95 x (1 + margin)) once enough samples exist.
+GPUCONFIG_PROC_ROOT = os.environ.get("GPUCONFIG_PROC_ROOT") or "/proc"
+GPUCONFIG_VRAM_WINDOW = env_int("GPUCONFIG_VRAM_WINDOW", 24 * 3600)  # seconds
+GPUCONFIG_VRAM_MARGIN = float(os.environ.get("GPUCONFIG_VRAM_MARGIN", "0.10"))
+GPUCONFIG_VRAM_MIN_SAMPLES = env_int("GPUCONFIG_VRAM_MIN_SAMPLES", 10)
+
 # Periodic repair: interrupted applies are recovered, and the generated files are rewritten
 # from the database when they differ.
 GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)

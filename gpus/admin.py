@@ -4,7 +4,7 @@ from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import ValidationError
 
 from gpuconfig_site.admin_saves import ServiceSavedAdmin
-from gpus.models import Gpu, GpuSample
+from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 from gpus.selectors import gpu_index_holder, index_taken_detail
 from gpus.services import gpu_availability_set
 
@@ -66,6 +66,35 @@ class GpuAdmin(ServiceSavedAdmin):
 class GpuSampleAdmin(admin.ModelAdmin):
     list_display = ["gpu", "taken_at", "utilization_percent", "vram_used_mb"]
     list_filter = ["gpu"]
+    date_hierarchy = "taken_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GpuProcess)
+class GpuProcessAdmin(admin.ModelAdmin):
+    """The processes of the last scan, read-only: each scan replaces them."""
+
+    list_display = ["gpu", "pid", "name", "used_mb", "service", "container_name", "kind"]
+    list_filter = ["gpu", "service", "kind"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ServiceVramSample)
+class ServiceVramSampleAdmin(admin.ModelAdmin):
+    """Measured VRAM per service and GPU, read-only: written by scans, pruned by them."""
+
+    list_display = ["service", "gpu_uuid", "used_mb", "taken_at"]
+    list_filter = ["service"]
     date_hierarchy = "taken_at"
 
     def has_add_permission(self, request):

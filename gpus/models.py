@@ -91,3 +91,61 @@ class GpuSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gpu} @ {self.taken_at:%H:%M:%S}"
+
+
+class GpuProcess(models.Model):
+    """A process holding memory on a GPU at the last scan, attributed to its container and,
+    when gpuconfig manages that container, its service. Replaced by every scan of the GPU."""
+
+    class Kind(models.TextChoices):
+        COMPUTE = "compute", "compute"
+        GRAPHICS = "graphics", "graphics"
+
+    gpu = models.ForeignKey(
+        Gpu, on_delete=models.CASCADE, related_name="processes", verbose_name="GPU"
+    )
+    pid = models.PositiveIntegerField("PID", help_text="Host PID, as NVML reports it.")
+    name = models.CharField(max_length=64, blank=True, help_text="/proc/<pid>/comm")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.COMPUTE)
+    used_mb = models.PositiveIntegerField("VRAM used (MB)")
+    container_id = models.CharField(max_length=64, blank=True)
+    container_name = models.CharField(max_length=255, blank=True)
+    service = models.CharField(
+        max_length=64, blank=True, help_text="The managed service; empty for other processes."
+    )
+    resolved = models.BooleanField(
+        default=True, help_text="False when /proc/<pid> could not be read (no host PIDs)."
+    )
+    seen_at = models.DateTimeField("seen")
+
+    class Meta:
+        ordering = ["gpu", "-used_mb", "pid"]
+        constraints = [
+            models.UniqueConstraint(fields=["gpu", "pid"], name="gpuprocess_unique_gpu_pid")
+        ]
+        verbose_name = "GPU process"
+
+    def __str__(self) -> str:
+        return f"{self.name or 'pid'} {self.pid} on {self.gpu}: {self.used_mb} MB"
+
+
+class ServiceVramSample(models.Model):
+    """The VRAM one managed service held on one GPU at one scan (its processes summed).
+
+    Kept ``GPUCONFIG_VRAM_WINDOW`` seconds (or the sample retention, when longer) for the
+    service's now / peak / p95 figures. Services are named, not linked: the inventory knows
+    nothing of the catalog.
+    """
+
+    service = models.CharField(max_length=64)
+    gpu_uuid = models.CharField("GPU UUID", max_length=96)
+    used_mb = models.PositiveIntegerField("VRAM used (MB)")
+    taken_at = models.DateTimeField("taken", db_index=True)
+
+    class Meta:
+        ordering = ["service", "taken_at"]
+        indexes = [models.Index(fields=["service", "taken_at"], name="servicevram_service_time")]
+        verbose_name = "service VRAM sample"
+
+    def __str__(self) -> str:
+        return f"{self.service} on {self.gpu_uuid} @ {self.taken_at:%H:%M:%S}: {self.used_mb} MB"

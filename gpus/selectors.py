@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
@@ -12,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
-from gpus.models import Gpu, GpuSample
+from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 
 NO_GPUS_DETAIL = "No GPUs detected"
 TROUBLESHOOTING = (
@@ -45,8 +47,8 @@ def index_taken_detail(*, gpu: Gpu, holder: Gpu) -> str:
 
 
 def gpu_list(*, include_unavailable: bool = True) -> QuerySet[Gpu]:
-    """GPUs, present ones first by index, then lost ones."""
-    qs = Gpu.objects.all()
+    """GPUs, present ones first by index, then lost ones, with their processes."""
+    qs = Gpu.objects.prefetch_related("processes")
     if not include_unavailable:
         qs = qs.filter(available=True)
     return qs.order_by("-available", "index", "uuid")
@@ -123,3 +125,86 @@ def gpu_sample_page(*, limit: int, offset: int = 0) -> tuple[list[GpuSample], in
     """Recorded samples, newest first, one page of them, and how many there are in all."""
     qs = GpuSample.objects.select_related("gpu").order_by("-taken_at", "-pk")
     return list(qs[offset : offset + limit]), qs.count()
+
+
+def gpu_processes(*, gpu_ids: list[int] | None = None) -> dict[int, list[GpuProcess]]:
+    """The processes of the last scan per GPU id, largest first."""
+    qs = GpuProcess.objects.order_by("gpu_id", "-used_mb", "pid")
+    if gpu_ids is not None:
+        qs = qs.filter(gpu_id__in=gpu_ids)
+    out: dict[int, list[GpuProcess]] = {}
+    for process in qs:
+        out.setdefault(process.gpu_id, []).append(process)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class VramSummary:
+    """What one service held over a window, each figure the sum over its GPUs at one scan.
+
+    ``now_mb`` is its use at the last scan (0 when that scan saw none of its processes);
+    ``peak_mb`` the largest and ``p95_mb`` the 95th percentile (nearest rank) of its per-scan
+    totals; ``samples`` the number of scans that saw it; ``gpu_uuids`` where.
+    """
+
+    service: str
+    now_mb: int
+    peak_mb: int
+    p95_mb: int
+    samples: int
+    window_s: int
+    gpu_uuids: tuple[str, ...]
+
+
+def percentile(values: list[int], fraction: float) -> int:
+    """Nearest-rank percentile of ``values`` (not empty)."""
+    ordered = sorted(values)
+    rank = max(math.ceil(fraction * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def service_vram_summaries(*, window_s: int | None = None) -> dict[str, VramSummary]:
+    """Now / peak / p95 per service over the last ``window_s`` seconds (default
+    ``GPUCONFIG_VRAM_WINDOW``), for the services any scan in it attributed memory to. Samples
+    come only with scans, so the figures are kept in the cache until the next one (a day of
+    samples is read once per scan, not once per request)."""
+    window = int(window_s or settings.GPUCONFIG_VRAM_WINDOW)
+    return inventory_read_cached(
+        f"vram-summaries:{window}", lambda: _service_vram_summaries(window)
+    )
+
+
+def _service_vram_summaries(window: int) -> dict[str, VramSummary]:
+    since = timezone.now() - timedelta(seconds=window)
+    rows = ServiceVramSample.objects.filter(taken_at__gte=since).values_list(
+        "service", "gpu_uuid", "used_mb", "taken_at"
+    )
+    per_scan: dict[str, dict] = {}
+    gpus: dict[str, set[str]] = {}
+    newest = None
+    for service, uuid, used, taken in rows:
+        scans = per_scan.setdefault(service, {})
+        scans[taken] = scans.get(taken, 0) + used
+        gpus.setdefault(service, set()).add(uuid)
+        newest = taken if newest is None or taken > newest else newest
+    last_scan_at = (
+        Gpu.objects.filter(available=True)
+        .order_by("-last_seen")
+        .values_list("last_seen", flat=True)
+        .first()
+    )
+    # A scan stamps its samples with the time it stamps the GPUs: the last scan is "now".
+    latest = last_scan_at or newest
+    out = {}
+    for service, scans in per_scan.items():
+        totals = list(scans.values())
+        out[service] = VramSummary(
+            service=service,
+            now_mb=scans.get(latest, 0),
+            peak_mb=max(totals),
+            p95_mb=percentile(totals, 0.95),
+            samples=len(totals),
+            window_s=window,
+            gpu_uuids=tuple(sorted(gpus[service])),
+        )
+    return out

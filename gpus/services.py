@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid as uuidlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -15,9 +16,10 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from gpuconfig_site.redis_health import REDIS_DOWN
-from gpus import backends
+from gpus import attribution, backends
+from gpus.attribution import ProcessUse
 from gpus.backends.base import BackendError, BackendUnavailable, GpuReading
-from gpus.models import Gpu, GpuSample
+from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 from gpus.selectors import (
     INVENTORY_VERSION_KEY,
     LAST_SCAN_KEY,
@@ -91,14 +93,63 @@ def _mark_reported_lost(
                 logger.warning("GPU %s (%s) reported lost by the driver", gpu.uuid, gpu.name)
 
 
+def _unattributed(readings: Sequence[GpuReading]) -> dict[str, list[ProcessUse]]:
+    """The readings' processes with nothing known of them but PID and memory."""
+    return {
+        r.uuid: [
+            ProcessUse(gpu_uuid=r.uuid, pid=pid, used_mb=used, resolved=False)
+            for pid, used in r.processes
+        ]
+        for r in readings
+        if not r.lost
+    }
+
+
+def _processes_record(gpu: Gpu, uses: Sequence[ProcessUse], *, now) -> None:
+    GpuProcess.objects.filter(gpu=gpu).delete()
+    GpuProcess.objects.bulk_create(
+        GpuProcess(
+            gpu=gpu,
+            pid=use.pid,
+            name=use.name[:64],
+            kind=use.kind,
+            used_mb=use.used_mb,
+            container_id=use.container_id,
+            container_name=use.container_name[:255],
+            service=use.service or "",
+            resolved=use.resolved,
+            seen_at=now,
+        )
+        for use in {use.pid: use for use in uses}.values()
+    )
+
+
+def _service_samples_record(processes: Mapping[str, Sequence[ProcessUse]], *, now) -> None:
+    ServiceVramSample.objects.bulk_create(
+        ServiceVramSample(service=service, gpu_uuid=uuid, used_mb=used, taken_at=now)
+        for (service, uuid), used in sorted(attribution.service_totals(processes).items())
+    )
+    keep = max(settings.GPUCONFIG_VRAM_WINDOW, settings.GPUCONFIG_SAMPLE_RETENTION)
+    ServiceVramSample.objects.filter(taken_at__lt=now - timedelta(seconds=keep)).delete()
+
+
 @transaction.atomic
-def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> SyncResult:
+def gpu_inventory_sync(
+    *,
+    readings: list[GpuReading],
+    backend: str = "",
+    processes: Mapping[str, Sequence[ProcessUse]] | None = None,
+) -> SyncResult:
     """Upsert GPUs by UUID from one scan; GPUs missing from it (or lost) become unavailable.
 
     Indices follow the scan: a card that moved keeps its row (and so its assignments, which are
     remembered by UUID). One utilisation/VRAM sample per present GPU is recorded and samples
-    older than the retention window are pruned.
+    older than the retention window are pruned. ``processes`` (by GPU UUID, attributed by
+    ``gpus.attribution``) replace each present GPU's process list, and each managed service's
+    use per GPU is recorded as a sample; without it the readings' PIDs are kept unattributed.
     """
+    if processes is None:
+        processes = _unattributed(readings)
     now = timezone.now()
     result = SyncResult()
     existing = {gpu.uuid: gpu for gpu in Gpu.objects.select_for_update()}
@@ -130,8 +181,12 @@ def gpu_inventory_sync(*, readings: list[GpuReading], backend: str = "") -> Sync
             utilization_percent=reading.utilization_percent,
             vram_used_mb=reading.vram_used_mb,
         )
+        _processes_record(gpu, processes.get(reading.uuid, ()), now=now)
 
     _mark_reported_lost(existing, readings, result)
+    # A GPU gone from the scan holds no process gpuconfig can vouch for.
+    GpuProcess.objects.exclude(gpu__uuid__in=[r.uuid for r in present]).delete()
+    _service_samples_record(processes, now=now)
     GpuSample.objects.filter(
         taken_at__lt=now - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION)
     ).delete()
@@ -241,8 +296,17 @@ def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
         summary.update(error=refused, refused=True)
         logger.warning("Manual GPU scan not synced: %s", refused)
         return summary
+    processes = processes_attribute(result.readings)
+    uses = [use for found in processes.values() for use in found]
+    summary["processes"] = {
+        "seen": len(uses),
+        "unresolved": sum(1 for use in uses if not use.resolved),
+        "proc_root": settings.GPUCONFIG_PROC_ROOT,
+    }
     try:
-        sync = gpu_inventory_sync(readings=result.readings, backend=result.backend or "")
+        sync = gpu_inventory_sync(
+            readings=result.readings, backend=result.backend or "", processes=processes
+        )
         summary["changes"] = {
             "added": sync.added,
             "lost": sync.lost,
@@ -257,6 +321,16 @@ def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
         summary["error"] = f"The scan could not be saved to the database: {exc}"
         logger.exception("GPU scan could not be saved")
     return summary
+
+
+def processes_attribute(readings: Sequence[GpuReading]) -> dict[str, list[ProcessUse]]:
+    """The readings' GPU processes attributed through ``GPUCONFIG_PROC_ROOT`` and the
+    registered container resolver (``gpus.attribution``)."""
+    return attribution.processes_attribute(
+        readings=readings,
+        reader=attribution.proc_reader(settings.GPUCONFIG_PROC_ROOT),
+        resolve=attribution.container_resolver(),
+    )
 
 
 def _counter_next(key: str) -> int:

@@ -10,7 +10,10 @@ It migrates a throw-away SQLite database under ``GPUCONFIG_VAR_DIR``, then print
 2. whether the two agree on index, UUID, name, total VRAM and compute capability, and how far
    apart their "used" figures are;
 3. with PyTorch present, the same read while this process holds 4 GiB on GPU 0: the rise in
-   "used" and whether NVML lists this process among the GPU's compute processes;
+   "used" and whether NVML lists this process among the GPU's compute processes; then Measured
+   VRAM's attribution of that scan: this process must be an "other" process (no service, no
+   container) with its pid, its name from /proc, and 4 GiB more than its CUDA context alone
+   held (within 64 MiB);
 4. a scan saved to the inventory (``gpu_scan_run``) and the plan each strategy makes for the
    catalog's services on the GPUs found.
 
@@ -39,9 +42,10 @@ from django.core.management import call_command  # noqa: E402
 from assignments import planner  # noqa: E402
 from assignments.selectors import planning_input  # noqa: E402
 from gpus.backends import get_backend  # noqa: E402
-from gpus.services import gpu_scan_run  # noqa: E402
+from gpus.services import gpu_scan_run, processes_attribute  # noqa: E402
 
 HOLD_MB = 4096
+ATTRIBUTION_PROBLEMS: list[str] = []
 # Live use moves between two reads; more than this between the backends is a disagreement.
 USED_TOLERANCE_MB = 64
 FIELDS = ("index", "uuid", "name", "vram_total_mb", "compute_capability")
@@ -80,6 +84,34 @@ def _compare(nvml, smi) -> list[str]:
     return problems
 
 
+def _mine(readings) -> tuple[object | None, list]:
+    """This process as the attribution sees it on GPU 0, and GPU 0's processes."""
+    gpu0 = next(r for r in readings if r.index == 0)
+    uses = processes_attribute(readings).get(gpu0.uuid, [])
+    return next((u for u in uses if u.pid == os.getpid()), None), uses
+
+
+def _attribution_problems(context, held) -> list[str]:
+    print(f"== Measured VRAM: this process (pid {os.getpid()}) as the attribution saw it")
+    print(f"  CUDA context only: {context}")
+    print(f"  holding {HOLD_MB} MiB:  {held}")
+    if held is None or context is None:
+        return ["this process was not among GPU 0's attributed processes"]
+    problems = []
+    if held.service is not None or held.container_id:
+        problems.append(
+            f"this process should be 'other', got service={held.service!r} "
+            f"container={held.container_id!r}"
+        )
+    if held.name != Path(f"/proc/{os.getpid()}/comm").read_text().strip():
+        problems.append(f"process name {held.name!r} is not this process's comm")
+    rise = held.used_mb - context.used_mb
+    print(f"  its used_mb rose by {rise} MiB for {HOLD_MB} MiB held")
+    if abs(rise - HOLD_MB) > USED_TOLERANCE_MB:
+        problems.append(f"attributed use rose by {rise} MiB, not {HOLD_MB} +/- 64 MiB")
+    return problems
+
+
 def _held_scan():
     try:
         import torch
@@ -90,14 +122,21 @@ def _held_scan():
         print("== PyTorch sees no CUDA device: the under-load read is skipped")
         return None
     before = get_backend("nvml").scan()
+    # The CUDA context first: its own few hundred MiB are this process's before the block.
+    torch.zeros(1, device="cuda:0")
+    torch.cuda.synchronize()
+    context, _ = _mine(get_backend("nvml").scan())
     block = torch.empty(HOLD_MB * 2**20, dtype=torch.uint8, device="cuda:0")
     torch.cuda.synchronize()
     try:
         during = get_backend("nvml").scan()
         during_smi = get_backend("nvidia-smi").scan()
+        held, uses = _mine(during)
     finally:
         del block
         torch.cuda.empty_cache()
+    print(f"  attributed on GPU 0: {uses}")
+    ATTRIBUTION_PROBLEMS.extend(_attribution_problems(context, held))
     b0 = next(r for r in before if r.index == 0)
     d0 = next(r for r in during if r.index == 0)
     s0 = next(r for r in during_smi if r.index == 0)
@@ -134,6 +173,7 @@ def main() -> int:
     rise = _held_scan()
     if rise is not None and rise < HOLD_MB * 0.9:
         problems.append(f"holding {HOLD_MB} MiB raised NVML's used figure by only {rise} MiB")
+    problems.extend(ATTRIBUTION_PROBLEMS)
 
     call_command("migrate", verbosity=0)
     summary = gpu_scan_run(manual=True)

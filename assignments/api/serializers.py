@@ -65,6 +65,9 @@ class PreviewSerializer(serializers.Serializer):
     proposed_assignments = AssignmentSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())
     warning_details = WarningDetailSerializer(many=True)
+    needs = serializers.ChoiceField(
+        choices=["measured", "catalog"], help_text="The figure the needs were taken from."
+    )
 
 
 class ServiceStatusSerializer(serializers.Serializer):
@@ -98,6 +101,15 @@ class LiveServiceSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     last_apply = serializers.CharField(required=False, allow_null=True)
     error = serializers.CharField(required=False)
+    vram_used_mb = serializers.IntegerField(
+        allow_null=True, required=False, help_text="Measured at the last scan; null: unmeasured"
+    )
+    vram_peak_mb = serializers.IntegerField(
+        allow_null=True, required=False, help_text="Largest over GPUCONFIG_VRAM_WINDOW"
+    )
+    vram_p95_mb = serializers.IntegerField(
+        allow_null=True, required=False, help_text="95th percentile over GPUCONFIG_VRAM_WINDOW"
+    )
 
 
 class ApplySerializer(serializers.Serializer):

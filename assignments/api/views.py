@@ -12,12 +12,14 @@ from assignments import planner
 from assignments.api import serializers as s
 from assignments.compose.tools import AUTO, KINDS, UnknownTool
 from assignments.selectors import (
+    UnknownNeeds,
     apply_status,
     compose_report,
     config_current,
     config_preview,
     config_read_cached,
     lint_report,
+    needs_mode,
     plan_details,
     service_list,
 )
@@ -26,15 +28,33 @@ from gpuconfig_site.api import bad_request
 from gpuconfig_site.errors import echo
 
 ALREADY_APPLIED = "Every service already runs with its assignment."
+NEEDS_PARAMETER = OpenApiParameter(
+    "needs",
+    str,
+    required=False,
+    enum=["measured", "catalog"],
+    description="Plan with the measured VRAM of each service where enough was recorded "
+    "(measured, the default) or with the catalog's estimates only (catalog).",
+)
 
 
 class GpuConfigView(APIView):
     """The saved strategy and assignments; PUT validates everything, then saves and writes the
     generated files. A refused PUT changes nothing."""
 
-    @extend_schema(responses=s.GpuConfigSerializer, operation_id="gpu_config_retrieve")
+    @extend_schema(
+        parameters=[NEEDS_PARAMETER],
+        responses={200: s.GpuConfigSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_retrieve",
+    )
     def get(self, request):
-        return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
+        try:
+            needs = needs_mode(request.query_params.get("needs"))
+        except UnknownNeeds as exc:
+            return bad_request(str(exc))
+        if needs is None:  # the default read, kept in the cache while nothing changed
+            return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
+        return Response(s.GpuConfigSerializer(config_current(needs=needs)).data)
 
     @extend_schema(
         request=s.GpuConfigUpdateSerializer,
@@ -74,7 +94,8 @@ class PreviewView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names())
+            OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names()),
+            NEEDS_PARAMETER,
         ],
         responses={200: s.PreviewSerializer, 400: OpenApiTypes.OBJECT},
         operation_id="gpu_config_preview",
@@ -84,8 +105,9 @@ class PreviewView(APIView):
         if not strategy:
             return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
         try:
-            plan, data = config_preview(strategy=strategy)
-        except planner.UnknownStrategy as exc:
+            needs = needs_mode(request.query_params.get("needs"))
+            plan, data = config_preview(strategy=strategy, needs=needs)
+        except (planner.UnknownStrategy, UnknownNeeds) as exc:
             return bad_request(str(exc))
         return Response(
             {
@@ -100,6 +122,7 @@ class PreviewView(APIView):
                 ],
                 "warnings": plan.warnings,
                 "warning_details": plan_details(plan, data),
+                "needs": data.needs,
             }
         )
 

@@ -39,7 +39,8 @@ class ServiceDemand:
     ``budget_gb`` when set, else ``default_budget_gb`` (both in GB, 1 GB = 1024 MB).
     ``min_budget_gb`` is the smallest budget worth running it with: no budget below it is
     suggested or applied. ``current_gpu`` is the user's (saved) choice, used by the manual
-    strategy.
+    strategy. ``need_source`` says where ``need_mb`` comes from: ``catalog`` (the estimate,
+    ``catalog_mb`` when it differs) or ``measured`` (p95 of its measured use plus a margin).
     """
 
     name: str
@@ -51,6 +52,8 @@ class ServiceDemand:
     current_gpu: int | None = None
     budget_gb: float | None = None
     min_budget_gb: float | None = None
+    need_source: str = "catalog"
+    catalog_mb: int | None = None
 
     @property
     def effective_mb(self) -> int:

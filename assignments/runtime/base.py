@@ -59,6 +59,15 @@ class ContainerState:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerListing:
+    """A container of the engine as a list of them names it: full id, name and labels."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class RecreateResult:
     outcome: Outcome
     message: str = ""
@@ -122,6 +131,8 @@ class ContainerRuntime:
       and the old one gets its name back and runs again if it ran before, including an old
       container stopped under its own name. Any container still carrying the aside name is
       then restored the same way, from the engine's state alone.
+    - ``containers()`` lists every container of the engine (any project) with its labels; it
+      names the containers that hold GPU memory. A runtime without real containers lists none.
     Engine unreachable: ``RuntimeUnavailable`` from any call; another engine failure:
     ``EngineError``. ``name`` (``docker``, ``podman``) and ``where`` say which engine is in use.
 
@@ -168,6 +179,9 @@ class ContainerRuntime:
         journal: Journal | None = None,
     ) -> RecreateResult:  # pragma: no cover - contract
         raise NotImplementedError
+
+    def containers(self) -> list[ContainerListing]:
+        return []
 
     def recover(self, journal: dict[str, dict] | None = None) -> list[str]:  # pragma: no cover
         raise NotImplementedError

@@ -24,6 +24,7 @@ from typing import Any
 
 from .base import (
     JOURNAL_SETTLED,
+    ContainerListing,
     ContainerRuntime,
     ContainerState,
     EngineError,
@@ -219,6 +220,14 @@ class EngineRuntime(ContainerRuntime):
         return by_name
 
     # -- the contract --------------------------------------------------------------------------
+
+    def containers(self) -> list[ContainerListing]:
+        with self.connect() as engine:
+            try:
+                listed = engine.list()
+            except engine.errors as exc:
+                raise EngineError(f"cannot list the containers: {engine.explain(exc)}") from exc
+        return [ContainerListing(c.id, c.name.lstrip("/"), dict(c.labels)) for c in listed]
 
     def inspect(self, service: str) -> ContainerState | None:
         with self.connect() as engine:

@@ -3,6 +3,29 @@ from rest_framework import serializers
 from gpus.models import GpuSample
 
 
+class GpuProcessSerializer(serializers.Serializer):
+    """A process holding memory on the GPU at the last scan. ``service`` is the managed
+    service it belongs to and ``container`` its container's name (or short id), both null for
+    a process outside any container gpuconfig knows."""
+
+    pid = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True, help_text="Empty when the PID is not visible.")
+    used_mb = serializers.IntegerField(read_only=True)
+    service = serializers.CharField(allow_null=True, read_only=True)
+    container = serializers.CharField(allow_null=True, read_only=True)
+    kind = serializers.ChoiceField(choices=["compute", "graphics"], read_only=True)
+
+    def to_representation(self, instance):
+        return {
+            "pid": instance.pid,
+            "name": instance.name,
+            "used_mb": instance.used_mb,
+            "service": instance.service or None,
+            "container": instance.container_name or instance.container_id[:12] or None,
+            "kind": instance.kind,
+        }
+
+
 class GpuSerializer(serializers.Serializer):
     """A GPU in the field names the Home Security Intelligence client reads.
 
@@ -23,6 +46,7 @@ class GpuSerializer(serializers.Serializer):
     pci_bus_id = serializers.CharField(read_only=True)
     processes_used_mb = serializers.IntegerField(allow_null=True, read_only=True)
     last_seen = serializers.DateTimeField(allow_null=True, read_only=True)
+    processes = GpuProcessSerializer(source="processes.all", many=True, read_only=True)
 
 
 class GpuListSerializer(serializers.Serializer):

@@ -23,6 +23,8 @@ class GpuReading:
     ``lost`` is True for a GPU the driver still lists but that fails to answer
     (NVML ``GPU_IS_LOST`` and the like); gpuconfig treats it as unavailable.
     ``processes_used_mb`` is the VRAM held by running compute processes, when known.
+    ``processes`` and ``graphics_processes`` list NVML's compute and graphics processes as
+    (host PID, MiB used); a backend that cannot list them leaves them empty.
     """
 
     index: int
@@ -38,6 +40,7 @@ class GpuReading:
     processes_used_mb: int | None = None
     lost: bool = False
     processes: tuple[tuple[int, int], ...] = field(default_factory=tuple)  # (pid, used_mb)
+    graphics_processes: tuple[tuple[int, int], ...] = field(default_factory=tuple)
 
 
 class GpuBackend:

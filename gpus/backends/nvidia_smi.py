@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +14,8 @@ import subprocess
 from django.conf import settings
 
 from .base import BackendError, BackendUnavailable, GpuBackend, GpuReading
+
+logger = logging.getLogger(__name__)
 
 QUERY_FIELDS = (
     "index",
@@ -28,6 +32,8 @@ QUERY_FIELDS = (
     "temperature.gpu",
     "power.draw",
 )
+# The compute processes per GPU (NVML's compute process list), for attributing VRAM.
+APPS_FIELDS = ("gpu_uuid", "pid", "used_memory")
 DEFAULT_TIMEOUT_S = 10.0
 
 # Values nvidia-smi prints for a field the GPU does not report.
@@ -88,7 +94,9 @@ class NvidiaSmiBackend(GpuBackend):
     (exit codes 9 and 12). Any other non-zero exit, a run past ``GPUCONFIG_NVIDIA_SMI_TIMEOUT``
     seconds, or output that does not parse raises ``BackendError`` quoting what it printed.
     "[N/A]" and "[Not Supported]" values are None. A GPU whose memory reads as an error
-    ("[GPU is lost]", "[Unknown Error]") is reported with ``lost=True``.
+    ("[GPU is lost]", "[Unknown Error]") is reported with ``lost=True``. The compute processes
+    come from a second call, ``--query-compute-apps``; when it fails the GPUs are reported
+    without processes (a warning is logged).
     """
 
     name = "nvidia-smi"
@@ -111,7 +119,52 @@ class NvidiaSmiBackend(GpuBackend):
             if returncode in _UNAVAILABLE_EXIT_CODES:
                 raise BackendUnavailable(f"nvidia-smi cannot reach the driver: {_quote(output)}")
             raise BackendError(f"nvidia-smi exited with status {returncode}: {_quote(output)}")
-        return self._parse(stdout)
+        readings = self._parse(stdout)
+        if not readings:
+            return readings
+        apps = self._apps(binary, timeout)
+        if apps is None:
+            return readings
+        return [
+            dataclasses.replace(
+                r,
+                processes=tuple(apps.get(r.uuid, ())),
+                processes_used_mb=sum(used for _, used in apps.get(r.uuid, ())),
+            )
+            if not r.lost
+            else r
+            for r in readings
+        ]
+
+    def _apps(self, binary: str, timeout: float) -> dict[str, list[tuple[int, int]]] | None:
+        """(pid, MiB) per GPU UUID from ``--query-compute-apps``; None when it cannot be read."""
+        command = [
+            binary,
+            "--query-compute-apps=" + ",".join(APPS_FIELDS),
+            "--format=csv,noheader,nounits",
+        ]
+        try:
+            returncode, stdout, stderr = self._run(command, timeout)
+        except (BackendError, BackendUnavailable) as error:
+            logger.warning("nvidia-smi: the GPU processes cannot be listed: %s", error)
+            return None
+        if returncode != 0:
+            logger.warning(
+                "nvidia-smi: the GPU processes cannot be listed (status %s): %s",
+                returncode,
+                _quote(stdout + stderr),
+            )
+            return None
+        apps: dict[str, list[tuple[int, int]]] = {}
+        lines = [line for line in stdout.splitlines() if line.strip()]
+        for row in csv.reader(lines, skipinitialspace=True):
+            row = [value.strip() for value in row]
+            if len(row) != len(APPS_FIELDS) or not row[1].isdigit():
+                logger.warning("nvidia-smi: unreadable process line %s", _quote(", ".join(row)))
+                return None
+            used = int(row[2]) if row[2].isdigit() else 0  # [N/A]: not attributable
+            apps.setdefault(row[0], []).append((int(row[1]), used))
+        return apps
 
     @staticmethod
     def _run(command: list[str], timeout: float) -> tuple[int, str, str]:

@@ -171,7 +171,18 @@ class NvmlBackend(GpuBackend):
             lambda: pynvml.nvmlDeviceGetComputeRunningProcesses(handle), "processes", index
         )
         if processes is not None:
-            # usedGpuMemory is None where the driver cannot attribute memory to a process.
-            listed = tuple((int(p.pid), (p.usedGpuMemory or 0) // _MIB) for p in processes)
+            listed = _listed(processes)
             fields["processes"] = listed
             fields["processes_used_mb"] = sum(used for _, used in listed)
+        graphics = _optional(
+            lambda: pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle),
+            "graphics processes",
+            index,
+        )
+        if graphics is not None:
+            fields["graphics_processes"] = _listed(graphics)
+
+
+def _listed(processes) -> tuple[tuple[int, int], ...]:
+    # usedGpuMemory is None where the driver cannot attribute memory to a process.
+    return tuple((int(p.pid), (p.usedGpuMemory or 0) // _MIB) for p in processes)

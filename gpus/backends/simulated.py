@@ -12,7 +12,15 @@ from django.conf import settings
 from .base import BackendError, BackendUnavailable, GpuBackend, GpuReading
 
 REQUIRED_KEYS = ("index", "name", "uuid", "vram_total_mb", "vram_used_mb", "compute_capability")
-OPTIONAL_KEYS = ("utilization_percent", "temperature_c", "power_w", "pci_bus_id", "available")
+OPTIONAL_KEYS = (
+    "utilization_percent",
+    "temperature_c",
+    "power_w",
+    "pci_bus_id",
+    "available",
+    "processes",
+)
+PROCESS_KEYS = ("pid", "used_mb", "kind")
 SETTING = "GPUCONFIG_SIMULATED_GPUS"
 
 
@@ -129,14 +137,42 @@ def _compute_capability(value: object) -> tuple[int, int] | None:
     return major, minor
 
 
+def _processes(value: object, where: str) -> tuple[tuple, tuple]:
+    """(compute, graphics) as (pid, MiB) pairs from an entry's ``processes`` list."""
+    if value is None:
+        return (), ()
+    if not isinstance(value, list):
+        raise BackendError(f"{where}: processes must be a list of {{pid, used_mb}}, got {value!r}")
+    lists: dict[str, list[tuple[int, int]]] = {"compute": [], "graphics": []}
+    for position, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - set(PROCESS_KEYS):
+            raise BackendError(
+                f"{where}: process {position} must be a mapping of pid, used_mb and "
+                f"optionally kind, got {item!r}"
+            )
+        pid, used, kind = item.get("pid"), item.get("used_mb"), item.get("kind", "compute")
+        if not (_is_int(pid) and pid > 0):
+            raise BackendError(f"{where}: process {position}: pid must be a positive integer")
+        if not (_is_int(used) and used >= 0):
+            raise BackendError(
+                f"{where}: process {position}: used_mb must be a non-negative integer"
+            )
+        if kind not in lists:
+            raise BackendError(f"{where}: process {position}: kind must be compute or graphics")
+        lists[kind].append((pid, used))
+    return tuple(lists["compute"]), tuple(lists["graphics"])
+
+
 class SimulatedBackend(GpuBackend):
     """Reports the GPUs listed in ``settings.GPUCONFIG_SIMULATED_GPUS``.
 
     The setting is a path to a YAML file, or the YAML text itself when it is not the path of an
     existing file. The YAML is a list (empty means no GPUs) of entries with ``index, name, uuid,
     vram_total_mb, vram_used_mb, compute_capability`` and optionally ``utilization_percent,
-    temperature_c, power_w, pci_bus_id, available``; ``available: false`` reports the GPU as
-    lost. The file is read on every scan, so editing it changes the next scan. Anything
+    temperature_c, power_w, pci_bus_id, available, processes``; ``available: false`` reports
+    the GPU as lost. ``processes`` lists what holds the GPU's memory, each ``{pid, used_mb}``
+    and optionally ``kind`` (``compute``, the default, or ``graphics``), PIDs of this machine.
+    The file is read on every scan, so editing it changes the next scan. Anything
     malformed raises ``BackendError`` naming the entry and the problem.
     """
 
@@ -210,6 +246,7 @@ class SimulatedBackend(GpuBackend):
         if not isinstance(available, bool):
             raise problem("available", "true or false")
         power = entry.get("power_w")
+        compute, graphics = _processes(entry.get("processes"), where)
 
         return GpuReading(
             index=entry["index"],
@@ -223,6 +260,9 @@ class SimulatedBackend(GpuBackend):
             power_w=float(power) if power is not None else None,
             pci_bus_id=entry.get("pci_bus_id"),
             lost=not available,
+            processes=compute,
+            graphics_processes=graphics,
+            processes_used_mb=sum(used for _, used in compute) if compute else None,
         )
 
     @staticmethod

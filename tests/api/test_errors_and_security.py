@@ -57,7 +57,7 @@ def test_deeply_nested_json_is_a_400_not_a_recursion_error(key_client, reference
 def test_an_unexpected_error_under_api_is_a_json_500(key_client, monkeypatch):
     from assignments.api import views
 
-    def broken():
+    def broken(**_options):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(views, "config_current", broken)

@@ -51,6 +51,9 @@ def test_reads_the_reference_gpus(smi):
             temperature_c=54,
             power_w=85.25,
             pci_bus_id="00000000:01:00.0",
+            # --query-compute-apps: a process whose memory is [N/A] counts 0 MiB.
+            processes=((4242, 18944), (4310, 0)),
+            processes_used_mb=18944,
         ),
         GpuReading(
             index=1,
@@ -63,8 +66,33 @@ def test_reads_the_reference_gpus(smi):
             temperature_c=None,
             power_w=None,
             pci_bus_id="00000000:02:00.0",
+            processes_used_mb=0,
         ),
     ]
+
+
+def test_a_failing_process_query_leaves_the_gpus_read(smi, monkeypatch, caplog):
+    smi("reference")
+    monkeypatch.setenv("NVIDIA_SMI_STUB_APPS_FAIL", "1")
+
+    readings = NvidiaSmiBackend().scan()
+
+    assert [r.uuid for r in readings] == [A5500_UUID, A400_UUID]
+    assert all(r.processes == () and r.processes_used_mb is None for r in readings)
+    assert "the GPU processes cannot be listed (status 15)" in caplog.text
+
+
+def test_processes_are_listed_per_gpu_uuid(smi, monkeypatch, tmp_path: Path):
+    smi("reference")
+    apps = tmp_path / "apps.csv"
+    apps.write_text(f"{A400_UUID}, 31337, 2048\n{A5500_UUID}, 4242, 100\n")
+    monkeypatch.setenv("NVIDIA_SMI_STUB_APPS", str(apps))
+
+    readings = {r.index: r for r in NvidiaSmiBackend().scan()}
+
+    assert readings[0].processes == ((4242, 100),)
+    assert readings[1].processes == ((31337, 2048),)
+    assert readings[1].processes_used_mb == 2048
 
 
 def test_used_counts_the_drivers_reserve_as_nvml_does(smi):
@@ -158,7 +186,7 @@ def test_timeout_defaults_to_ten_seconds(smi, settings, monkeypatch):
 
     NvidiaSmiBackend().scan()
 
-    assert seen == [10.0]
+    assert seen == [10.0, 10.0]  # the GPUs, then their processes
 
 
 def test_driver_not_loaded_is_unavailable(smi):

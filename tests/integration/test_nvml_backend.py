@@ -50,6 +50,7 @@ def test_reads_both_reference_gpus_with_every_field(nvml_scan):
         "processes_used_mb": 18944 + 640,
         "lost": False,
         "processes": [[4242, 18944], [4310, 640]],
+        "graphics_processes": [],
     }
     a400 = gpus[1]
     assert (a400["uuid"], a400["name"]) == (A400_UUID, "NVIDIA RTX A400")
@@ -112,6 +113,57 @@ def test_no_permission_for_processes_leaves_them_unknown(nvml_scan, tmp_path: Pa
     assert gpu["vram_total_mb"] == 4094
     assert gpu["processes_used_mb"] is None
     assert gpu["processes"] == []
+
+
+def test_graphics_processes_are_read_apart_from_compute_ones(nvml_scan, tmp_path: Path):
+    """nvmlDeviceGetGraphicsRunningProcesses lists the graphics contexts; the compute total
+    (processes_used_mb) stays the compute processes'."""
+    data = tmp_path / "graphics.txt"
+    data.write_text(
+        f"[gpu]\nuuid = {A5500_UUID}\nmemory_total = 25757220864\n"
+        "process = 77 1000\ngraphics_process = 90 256\ngraphics_process = 77 1000\n"
+    )
+
+    gpu = by_index(nvml_scan(data))[0]
+
+    assert gpu["processes"] == [[77, 1000]]
+    assert gpu["graphics_processes"] == [[90, 256], [77, 1000]]
+    assert gpu["processes_used_mb"] == 1000
+
+
+def test_graphics_processes_refused_leave_the_gpu_read(nvml_scan, tmp_path: Path):
+    data = tmp_path / "graphics_refused.txt"
+    data.write_text(
+        f"[gpu]\nuuid = {A5500_UUID}\nmemory_total = 25757220864\nprocess = 77 1000\n"
+        "fail = graphics_processes NOT_SUPPORTED\n"
+    )
+
+    gpu = by_index(nvml_scan(data))[0]
+
+    assert (gpu["processes"], gpu["graphics_processes"]) == ([[77, 1000]], [])
+    assert "WARNING" not in nvml_scan(data)["log"]
+
+
+def test_a_processes_file_adds_processes_to_the_inventory(nvml_scan, tmp_path: Path):
+    """GPUCONFIG_NVML_STUB_PROCESSES gives a fixed inventory the PIDs a test chooses."""
+    listing = tmp_path / "pids.txt"
+    listing.write_text("# gpu kind pid MiB\n1 compute 501 300\n0 graphics 502 64\n")
+
+    gpus = by_index(nvml_scan("reference.txt", env={"GPUCONFIG_NVML_STUB_PROCESSES": str(listing)}))
+
+    assert gpus[0]["processes"] == [[4242, 18944], [4310, 640]]
+    assert gpus[0]["graphics_processes"] == [[502, 64]]
+    assert gpus[1]["processes"] == [[501, 300]]
+
+
+def test_a_bad_processes_file_fails_the_scan(nvml_scan, tmp_path: Path):
+    listing = tmp_path / "pids.txt"
+    listing.write_text("7 compute 501 300\n")  # no GPU 7
+
+    outcome = nvml_scan("reference.txt", env={"GPUCONFIG_NVML_STUB_PROCESSES": str(listing)})
+
+    assert outcome["error"] == "BackendError"
+    assert "expected '<gpu index> compute|graphics <pid> <MiB>'" in outcome["log"]
 
 
 def test_process_without_memory_figure_counts_as_zero(nvml_scan, tmp_path: Path):

@@ -357,6 +357,7 @@ def test_check_passes_each_line_on_a_healthy_setup(tmp_path, check_env, private_
         "PASS redis",
         "PASS engine",
         "PASS nvml",
+        "PASS pids",
         "PASS compose",
         "PASS lint",
     ], lines

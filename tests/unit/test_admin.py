@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
-from gpus.models import Gpu, GpuSample
+from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,18 @@ def admin_client_logged(client, django_user_model):
 
 
 @pytest.mark.parametrize(
-    "model", [Gpu, GpuSample, AiService, GpuConfig, Assignment, ConfigVersion, ApplyRun]
+    "model",
+    [
+        Gpu,
+        GpuSample,
+        GpuProcess,
+        ServiceVramSample,
+        AiService,
+        GpuConfig,
+        Assignment,
+        ConfigVersion,
+        ApplyRun,
+    ],
 )
 def test_every_model_is_registered_and_its_list_loads(
     admin_client_logged, reference_inventory, model

@@ -330,3 +330,38 @@ def test_auto_order_and_none_when_nothing_runs(settings, simulate, monkeypatch):
         readings=[],
         notes=["nvml skipped: no nvml here", "nvidia-smi skipped: no nvidia-smi here"],
     )
+
+
+def test_processes_per_gpu_are_reported_compute_and_graphics(simulate):
+    simulate(
+        ONE_GPU
+        + "  processes:\n"
+        + "    - {pid: 4242, used_mb: 18944}\n"
+        + "    - {pid: 4310, used_mb: 640, kind: compute}\n"
+        + "    - {pid: 77, used_mb: 12, kind: graphics}\n"
+    )
+
+    (reading,) = SimulatedBackend().scan()
+
+    assert reading.processes == ((4242, 18944), (4310, 640))
+    assert reading.graphics_processes == ((77, 12),)
+    assert reading.processes_used_mb == 18944 + 640
+
+
+@pytest.mark.parametrize(
+    ("processes", "problem"),
+    [
+        ("{pid: 1}", "processes must be a list"),
+        ("[{pid: 0, used_mb: 1}]", "process 0: pid must be a positive integer"),
+        ("[{pid: 5, used_mb: -1}]", "process 0: used_mb must be a non-negative integer"),
+        ("[{pid: 5, used_mb: 1, kind: video}]", "process 0: kind must be compute or graphics"),
+        ("[{pid: 5, used_mb: 1, name: x}]", "process 0 must be a mapping of pid, used_mb"),
+    ],
+)
+def test_malformed_processes_are_an_error_naming_the_entry(simulate, processes, problem):
+    simulate(ONE_GPU + f"  processes: {processes}\n")
+
+    with pytest.raises(BackendError, match="entry 0") as raised:
+        SimulatedBackend().scan()
+
+    assert problem in str(raised.value)
