@@ -8,6 +8,7 @@ import time
 
 SECTIONS = [
     ("Planner", "bench.planner"),
+    ("Planner with rules (64 services × 8 GPUs)", "bench.rules"),
     ("GPU detection (NVML stand-in)", "bench.detection"),
     ("API latency", "bench.api"),
     ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),

@@ -97,6 +97,7 @@ class _Problem:
         self.domains = [list(self.usable) for _ in range(n)]
         self.apart: list[set[int]] = [set() for _ in range(n)]
         self.exclusive = 0
+        self.exclusive_set: set[int] = set()
         for c in constraints:
             i = position[c.service]
             if c.kind == PIN:
@@ -104,6 +105,7 @@ class _Problem:
                 self.domains[i] = [g for g in self.domains[i] if g == index]
             elif c.kind == EXCLUSIVE:
                 self.exclusive += 1
+                self.exclusive_set.add(i)
                 for j in range(n):
                     if j != i:
                         self.apart[i].add(j)
@@ -112,6 +114,16 @@ class _Problem:
                 j = position[c.other]
                 self.apart[i].add(j)
                 self.apart[j].add(i)
+
+    @property
+    def others_min(self) -> int:
+        """A lower bound on the GPUs the services that are not exclusive need together: none
+        without such services, two when two of them are kept apart, else one."""
+        others = [i for i in range(self.n) if i not in self.exclusive_set]
+        if not others:
+            return 0
+        kept_apart = any(j not in self.exclusive_set for i in others for j in self.apart[i])
+        return 2 if kept_apart else 1
 
     def holds(self, indices: Sequence[int | None]) -> bool:
         """Whether ``indices`` (one GPU per service) honours every constraint."""
@@ -138,7 +150,9 @@ class _Problem:
         """
         if self.n == 0:
             return []
-        if any(not d for d in self.domains) or self.exclusive > len(self.usable):
+        # Each exclusive service takes a GPU of its own, and the others need more.
+        gpus_needed = self.exclusive + self.others_min
+        if any(not d for d in self.domains) or gpus_needed > len(self.usable):
             return None
         return _Search(self, preferred, needs, capacity).run()
 
@@ -158,6 +172,20 @@ class _Search:
         self.domain_sets = [set(d) for d in problem.domains]
         self.degree = [len(a) for a in problem.apart]
         self.budget = NODE_BUDGET
+        self.is_exclusive = [i in problem.exclusive_set for i in range(n)]
+        self.others_min = problem.others_min
+        self.count = dict.fromkeys(problem.usable, 0)
+        self.empty = len(problem.usable)
+        self.shared = 0
+        self.waiting = [sum(self.is_exclusive), n - sum(self.is_exclusive)]
+
+    def _hopeless(self) -> bool:
+        """Whether too few GPUs are left: each unplaced exclusive service needs an empty one,
+        and the other services :attr:`_Problem.others_min` GPUs in all, of which those already
+        holding some count. (This bound cuts hopeless permutations of exclusive services short.)"""
+        exclusive, others = self.waiting
+        more = max(0, self.others_min - self.shared) if others else 0
+        return exclusive + more > self.empty
 
     def run(self) -> list[int] | None:
         if not self._descend(0):
@@ -182,12 +210,22 @@ class _Search:
             if g in self.domain_sets[j] and (before == 0) != (before + step == 0):
                 self.left[j] -= step
         self.free[g] -= step * self.needs[i]
+        exclusive = self.is_exclusive[i]
+        self.waiting[0 if exclusive else 1] -= step
+        if step < 0:
+            self.count[g] -= 1
+        if self.count[g] == 0:
+            self.empty -= step
+            if not exclusive:
+                self.shared += step
+        if step > 0:
+            self.count[g] += 1
 
     def _descend(self, depth: int) -> bool:
         if depth == self.problem.n:
             return True
         i = self._pick()
-        if self.left[i] == 0:
+        if self.left[i] == 0 or self._hopeless():
             return False
         options = [g for g in self.problem.domains[i] if self.blocked[i][g] == 0]
         first = self.preferred[i] if self.preferred is not None else None
