@@ -279,7 +279,8 @@ def table_state(
         Placement(s.name, s.current_gpu, s.budget_gb if s.budget_adjustable else None)
         for s in services
     ]
-    issues = list(planner.check(data.gpus, services, placements))
+    issues = list(planner.rules_check(data.gpus, services, placements, data.rules))
+    issues += planner.check(data.gpus, services, placements)
     # A fallback stays true only while its row is left as saved.
     issues = [
         i

@@ -10,7 +10,14 @@ from django.db.models import QuerySet
 
 from assignments import files, planner, progress
 from assignments.applying import Target
-from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
+from assignments.models import (
+    AiService,
+    ApplyRun,
+    Assignment,
+    ConfigVersion,
+    GpuConfig,
+    ServiceRule,
+)
 from assignments.planner.checks import gpu_label
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
@@ -51,6 +58,7 @@ class PlanningInput:
     services: tuple[ServiceDemand, ...]
     catalog: dict[str, AiService]
     assignments: dict[str, Assignment]
+    rules: tuple[planner.ServiceRule, ...] = ()
 
     def current_placements(self) -> list[Placement]:
         return [Placement(s.name, s.current_gpu, s.budget_gb) for s in self.services]
@@ -106,7 +114,52 @@ def planning_input() -> PlanningInput:
         services=tuple(demands),
         catalog={s.name: s for s in services},
         assignments=assignments,
+        rules=planner_rules(),
     )
+
+
+def rule_list() -> QuerySet[ServiceRule]:
+    """The user's rules, with their services, in catalog order."""
+    return ServiceRule.objects.select_related("service").prefetch_related("never_with")
+
+
+def planner_rules() -> tuple[planner.ServiceRule, ...]:
+    """The rules as the planner takes them."""
+    return tuple(
+        planner.ServiceRule(
+            service=rule.service.name,
+            pin_gpu_uuid=rule.pin_gpu_uuid or None,
+            exclusive=rule.exclusive,
+            never_with=tuple(sorted(s.name for s in rule.never_with.all())),
+            priority=rule.priority,
+        )
+        for rule in rule_list()
+    )
+
+
+def rule_entries() -> list[dict]:
+    """The rules in the API's shape: one entry per service that has one."""
+    return [
+        {
+            "service": r.service,
+            "pin_gpu_uuid": r.pin_gpu_uuid,
+            "exclusive": r.exclusive,
+            "never_with": list(r.never_with),
+            "priority": r.priority,
+        }
+        for r in planner_rules()
+    ]
+
+
+def rules_current() -> dict:
+    """The rules with the saved configuration's warnings (rule conflicts and broken rules
+    among them)."""
+    current = config_current()
+    return {
+        "rules": rule_entries(),
+        "warnings": current["warnings"],
+        "warning_details": current["warning_details"],
+    }
 
 
 def fallback_message(name: str, assignment: Assignment, gpus: Mapping[str, Gpu]) -> str:
@@ -147,7 +200,9 @@ def fallback_issues(assignments: Mapping[str, Assignment]) -> list[Issue]:
 def config_issues(data: PlanningInput | None = None) -> list[Issue]:
     """Warnings for the saved configuration: the planner's checks plus active fallbacks."""
     data = data or planning_input()
-    issues = list(planner.check(data.gpus, data.services, data.current_placements()))
+    placements = data.current_placements()
+    issues = list(planner.rules_check(data.gpus, data.services, placements, data.rules))
+    issues += planner.check(data.gpus, data.services, placements)
     return fallback_issues(data.assignments) + issues
 
 
@@ -189,6 +244,12 @@ def issue_details(
                 "available_mb": available,
                 "suggested_budget_gb": issue.suggested_budget_gb,
                 "message": issue.message,
+                # Only rule issues name rules (and what would let them hold).
+                **(
+                    {"rules": list(issue.rules), "remedies": list(issue.remedies)}
+                    if getattr(issue, "rules", ())
+                    else {}
+                ),
             }
         )
     return out
@@ -231,7 +292,7 @@ def plan_details(plan: planner.Plan, data: PlanningInput) -> list[dict]:
 def config_preview(*, strategy: str) -> tuple[planner.Plan, PlanningInput]:
     """What ``strategy`` would do with the current inventory (raises UnknownStrategy)."""
     data = planning_input()
-    return planner.plan(strategy, data.gpus, data.services), data
+    return planner.plan(strategy, data.gpus, data.services, data.rules), data
 
 
 def version_list(*, limit: int = 10) -> QuerySet[ConfigVersion]:

@@ -284,7 +284,7 @@ def _staged_commit(staged: files.StagedFiles, version: ConfigVersion) -> None:
 def _planned_changes(strategy: str, data: PlanningInput) -> dict[str, _Cleaned]:
     """An automatic strategy's plan as the changes to save: its GPUs, and the budgets it lowered
     to make a GPU fit (other budgets are kept)."""
-    plan = planner.plan(strategy, data.gpus, data.services)
+    plan = planner.plan(strategy, data.gpus, data.services, data.rules)
     gpus = {g.index: g for g in Gpu.objects.filter(available=True)}
     lowered = planner.budgets_lowered(plan, data.services)
     return {
@@ -344,7 +344,14 @@ def _change_save(
     return SaveResult(version=version, warnings=warnings)
 
 
-def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") -> SaveResult:
+def config_save(
+    *,
+    strategy=None,
+    assignments=None,
+    user=None,
+    actor: str = "",
+    source: str = ConfigVersion.Source.SAVE,
+) -> SaveResult:
     """Validate, then save assignments and a ConfigVersion in one transaction, with both
     generated files staged and moved into place after commit. A refused request
     (``ConfigInvalid``, ``FilesUnwritable``) changes nothing; one that changes nothing records
@@ -352,6 +359,7 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
 
     With ``assignments`` the given services are set as given (others keep theirs). With only an
     automatic ``strategy``, its plan becomes the saved assignment (budgets are kept).
+    ``source`` is what the version records (a rollback, an import).
     """
     data = planning_input()
     cleaned = _validate(strategy, assignments, data)
@@ -371,7 +379,7 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
             _assignment_set(assignment, values)
         return new_strategy
 
-    return _change_save(change, source=ConfigVersion.Source.SAVE, user=user, actor=actor)
+    return _change_save(change, source=source, user=user, actor=actor)
 
 
 def catalog_service_save(*, service: AiService, user=None) -> SaveResult:
