@@ -127,3 +127,20 @@ def rules_replace(*, rules) -> list[dict]:
             )
             row.never_with.set([catalog[name] for name in rule["never_with"]])
     return cleaned
+
+
+def rule_save(*, rule: dict) -> ServiceRule:
+    """Set one service's rule (validated as in :func:`rules_validate`), leaving the others."""
+    (cleaned,) = rules_validate([rule])
+    service = AiService.objects.get(name=cleaned["service"])
+    with transaction.atomic():
+        row, _ = ServiceRule.objects.update_or_create(
+            service=service,
+            defaults={
+                "pin_gpu_uuid": cleaned["pin_gpu_uuid"],
+                "exclusive": cleaned["exclusive"],
+                "priority": cleaned["priority"],
+            },
+        )
+        row.never_with.set(AiService.objects.filter(name__in=cleaned["never_with"]))
+    return row
