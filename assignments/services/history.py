@@ -92,7 +92,8 @@ class Prepared:
     skipped: list[str] = field(default_factory=list)
 
 
-def _restore_prepare(version: ConfigVersion) -> Prepared:
+def version_restore_prepare(version: ConfigVersion) -> Prepared:
+    """What a rollback to ``version`` would save and change (nothing is saved)."""
     catalog = set(planning_input().catalog)
     present = {g.uuid: g for g in Gpu.objects.filter(available=True)}
     assignments, skipped = [], []
@@ -133,7 +134,7 @@ def version_restore(*, version_id: int, user=None) -> tuple[SaveResult, Prepared
     """Make version ``version_id``'s assignments (GPUs found by UUID) and strategy the saved
     configuration again, as a new version. Services no longer in the catalog are skipped (and
     named); a GPU that is gone refuses the rollback, and nothing changes."""
-    prepared = _restore_prepare(version_get(version_id=version_id))
+    prepared = version_restore_prepare(version_get(version_id=version_id))
     result = config_save(
         strategy=prepared.strategy,
         assignments=prepared.assignments,
