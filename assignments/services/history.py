@@ -188,7 +188,7 @@ def _not_a_configuration(why: str) -> ConfigInvalid:
 def _parse(text: str) -> dict:
     try:
         document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise _not_a_configuration(f"the YAML does not parse ({exc.__class__.__name__})") from None
     if not isinstance(document, dict):
         raise _not_a_configuration("the file must be a mapping with gpuconfig, assignments")
@@ -263,7 +263,7 @@ def _import_assignments(document: dict, matcher: _GpuMatcher, catalog) -> list[d
             problems.append(f"unknown service {name!r}")
             continue
         index = entry.get("gpu_index")
-        uuid = entry.get("gpu_uuid")
+        uuid = str(entry["gpu_uuid"]) if entry.get("gpu_uuid") else None
         gpu = None
         if uuid or index is not None:
             gpu = matcher.find(uuid, index)
@@ -292,7 +292,8 @@ def _import_rules(document: dict, matcher: _GpuMatcher) -> list[dict] | None:
         return None
     rules = []
     for entry in document["rules"] or []:
-        if isinstance(entry, dict) and entry.get("pin_gpu_uuid"):
+        pin = entry.get("pin_gpu_uuid") if isinstance(entry, dict) else None
+        if pin and isinstance(pin, str):
             gpu = matcher.find(entry["pin_gpu_uuid"], None)
             if gpu is None:
                 raise ConfigInvalid(

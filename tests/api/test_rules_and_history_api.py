@@ -387,6 +387,9 @@ def _bad_budget(document):
         (lambda d: {"gpuconfig": 1, "strategy": "manual"}, "it has no assignments"),
         (lambda d: {**d, "gpuconfig": 99}, "the key gpuconfig must be 1"),
         (lambda d: {**d, "strategy": "random"}, "Unknown strategy 'random'"),
+        (lambda d: {**d, "assignments": [{"service": ["x"]}]}, "assignments[0] has no service"),
+        (lambda d: {**d, "rules": {"a": 1}}, "rules must be a list"),
+        (lambda d: "[" * 5000 + "]" * 5000, "not a gpuconfig configuration"),
     ],
 )
 @pytest.mark.parametrize("dry_run", [True, False])
