@@ -22,8 +22,8 @@ from assignments.services.history import (
     version_restore_prepare,
 )
 from assignments.services.rules import rules_replace
-from assignments.views import page_login_required
-from gpuconfig_site.errors import ApplicationError, http_status
+from assignments.views import _refusal_status, page_login_required
+from gpuconfig_site.errors import ApplicationError
 from gpus.models import Gpu
 
 RULES_TEMPLATE = "settings/_rules.html"
@@ -105,7 +105,7 @@ def rules_panel(request):
     except ApplicationError as exc:
         posted = {r["service"]: r for r in rules}
         context = _rules_context(request, error=exc.message, posted=posted)
-        return render(request, RULES_TEMPLATE, context, status=http_status(exc))
+        return render(request, RULES_TEMPLATE, context, status=_refusal_status(exc))
     messages.success(request, "Rules saved. Preview a strategy to see a plan that honours them.")
     return _reload(request)
 
@@ -124,7 +124,7 @@ def _versions_context(request: HttpRequest, **extra) -> dict:
 
 def _versions_error(request: HttpRequest, exc: ApplicationError, **extra):
     context = _versions_context(request, versions_error=exc.message, **extra)
-    return render(request, VERSIONS_TEMPLATE, context, status=http_status(exc))
+    return render(request, VERSIONS_TEMPLATE, context, status=_refusal_status(exc))
 
 
 def _int(value) -> int | None:
