@@ -13,11 +13,14 @@ from assignments.models import (
     Assignment,
     ConfigVersion,
     GpuConfig,
+    ServiceRule,
 )
 from assignments.selectors import catalog_parts_total
 from assignments.services import catalog_service_save, config_save, config_validate
+from assignments.services.rules import rule_save, rules_validate
 from gpuconfig_site.admin_saves import ServiceSavedAdmin
 from gpuconfig_site.errors import ApplicationError
+from gpus.models import Gpu
 
 
 class AiServicePartInline(admin.TabularInline):
@@ -208,3 +211,58 @@ class ConfigVersionAdmin(ReadOnlyAdmin):
 class ApplyRunAdmin(ReadOnlyAdmin):
     list_display = ["operation_id", "status", "created_at", "finished_at", "actor"]
     list_filter = ["status"]
+
+
+class ServiceRuleForm(forms.ModelForm):
+    """One service's rule, checked exactly as the API checks it; the pin is chosen among the
+    GPUs gpuconfig knows (by UUID)."""
+
+    pin_gpu_uuid = forms.ChoiceField(label="pinned to GPU", required=False)
+
+    class Meta:
+        model = ServiceRule
+        fields = ["service", "pin_gpu_uuid", "exclusive", "never_with", "priority"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["pin_gpu_uuid"].choices = [("", "No pin")] + [
+            (g.uuid, f"GPU {g.index}: {g.name} ({g.uuid})") for g in Gpu.objects.order_by("index")
+        ]
+
+    def as_rule(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "service": data["service"].name,
+            "pin_gpu_uuid": data.get("pin_gpu_uuid") or None,
+            "exclusive": bool(data.get("exclusive")),
+            "never_with": sorted(s.name for s in data.get("never_with") or []),
+            "priority": data.get("priority") or 0,
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors or cleaned.get("service") is None:
+            return cleaned
+        try:
+            rules_validate([self.as_rule()])
+        except ApplicationError as exc:
+            raise ValidationError(exc.message) from exc
+        return cleaned
+
+
+@admin.register(ServiceRule)
+class ServiceRuleAdmin(ServiceSavedAdmin):
+    """The user's rules; a save goes through the rules service, as on the page and the API."""
+
+    form = ServiceRuleForm
+    list_display = ["service", "pin_gpu_uuid", "exclusive", "priority", "updated_at"]
+    list_select_related = ["service"]
+    filter_horizontal = ["never_with"]
+
+    def save_model(self, request, obj, form, change):
+        saved = rule_save(rule=form.as_rule())
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):
+        """``never_with`` was set by the service."""

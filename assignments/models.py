@@ -265,6 +265,8 @@ class ConfigVersion(models.Model):
         RESTORE = "restore", "GPU back: restored"
         REINDEX = "reindex", "GPU indices changed"
         CATALOG = "catalog", "Service catalog changed"
+        ROLLBACK = "rollback", "Rolled back to an earlier version"
+        IMPORT = "import", "Imported from a file"
 
     created_at = models.DateTimeField("saved", auto_now_add=True, db_index=True)
     created_by = models.ForeignKey(
@@ -421,3 +423,48 @@ class ApplyRun(models.Model):
             error=f"{self.error}\n{note}".strip(),
             **fields,
         )
+
+
+class ServiceRule(models.Model):
+    """A rule the user sets for one service; every strategy honours it (see
+    ``assignments.planner.rules``), and a manual edit that breaks it is warned about.
+
+    The pin names a GPU by UUID so that it survives re-indexing. ``never_with`` is kept as the
+    user gave it; the planner reads it both ways.
+    """
+
+    service = models.OneToOneField(
+        AiService, on_delete=models.CASCADE, related_name="rule", verbose_name="service"
+    )
+    pin_gpu_uuid = models.CharField(
+        "pinned to GPU (UUID)",
+        max_length=96,
+        blank=True,
+        help_text="Always place the service on this GPU; empty: no pin.",
+    )
+    exclusive = models.BooleanField(default=False, help_text="No other managed service on its GPU.")
+    never_with = models.ManyToManyField(
+        AiService,
+        blank=True,
+        related_name="+",
+        verbose_name="never with",
+        help_text="Services never placed on the same GPU as this one.",
+    )
+    priority = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Higher keeps its VRAM budget longer when memory is short, and its rules "
+        "longer when rules conflict.",
+    )
+    updated_at = models.DateTimeField("updated", auto_now=True)
+
+    class Meta:
+        ordering = ["service__sort_order", "service__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority__lte=1000), name="servicerule_priority_range"
+            ),
+        ]
+        verbose_name = "service rule"
+
+    def __str__(self) -> str:
+        return f"Rule for {self.service.name}"

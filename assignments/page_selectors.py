@@ -292,7 +292,8 @@ def table_state(
         Placement(s.name, s.current_gpu, s.budget_gb if s.budget_adjustable else None)
         for s in services
     ]
-    issues = issues_sourced(planner.check(data.gpus, services, placements), data)
+    issues = list(planner.rules_check(data.gpus, services, placements, data.rules))
+    issues += issues_sourced(planner.check(data.gpus, services, placements), data)
     issues += measured_issues(data)
     # A fallback stays true only while its row is left as saved.
     issues = [

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from assignments import compose_views, views
+from assignments import compose_views, rules_views, views
 
 urlpatterns = [
     path("", views.settings_index, name="settings"),
@@ -18,4 +18,12 @@ urlpatterns = [
     path("gpu/compose/", compose_views.compose_panel, name="settings-gpu-compose"),
     path("gpu/compose/add/", compose_views.compose_service_add, name="settings-gpu-compose-add"),
     path("gpu/history/", views.history_view, name="settings-gpu-history"),
+    path("gpu/rules/", rules_views.rules_panel, name="settings-gpu-rules"),
+    path("gpu/versions/", rules_views.versions_panel, name="settings-gpu-versions"),
+    path(
+        "gpu/versions/<int:version_id>/restore/",
+        rules_views.version_restore_view,
+        name="settings-gpu-version-restore",
+    ),
+    path("gpu/import/", rules_views.config_import_view, name="settings-gpu-import"),
 ]

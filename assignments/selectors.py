@@ -14,7 +14,14 @@ from django.utils import timezone
 
 from assignments import files, planner, progress
 from assignments.applying import Target
-from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
+from assignments.models import (
+    AiService,
+    ApplyRun,
+    Assignment,
+    ConfigVersion,
+    GpuConfig,
+    ServiceRule,
+)
 from assignments.planner.checks import gb, gpu_label
 from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
@@ -70,6 +77,7 @@ class PlanningInput:
     assignments: dict[str, Assignment]
     needs: str = CATALOG
     measured: dict[str, VramSummary] = dataclasses.field(default_factory=dict)
+    rules: tuple[planner.ServiceRule, ...] = ()
 
     @property
     def measured_available(self) -> bool:
@@ -192,6 +200,7 @@ def planning_input(*, needs: str | None = None) -> PlanningInput:
         assignments=assignments,
         needs=needs,
         measured=measured,
+        rules=planner_rules(),
     )
 
 
@@ -221,6 +230,50 @@ def issues_sourced(issues, data: PlanningInput) -> list[Issue]:
             note = f"needs measured for {', '.join(measured)}; catalog estimates for the rest"
         out.append(dataclasses.replace(issue, message=f"{issue.message} ({note})"))
     return out
+
+
+def rule_list() -> QuerySet[ServiceRule]:
+    """The user's rules, with their services, in catalog order."""
+    return ServiceRule.objects.select_related("service").prefetch_related("never_with")
+
+
+def planner_rules() -> tuple[planner.ServiceRule, ...]:
+    """The rules as the planner takes them."""
+    return tuple(
+        planner.ServiceRule(
+            service=rule.service.name,
+            pin_gpu_uuid=rule.pin_gpu_uuid or None,
+            exclusive=rule.exclusive,
+            never_with=tuple(sorted(s.name for s in rule.never_with.all())),
+            priority=rule.priority,
+        )
+        for rule in rule_list()
+    )
+
+
+def rule_entries() -> list[dict]:
+    """The rules in the API's shape: one entry per service that has one."""
+    return [
+        {
+            "service": r.service,
+            "pin_gpu_uuid": r.pin_gpu_uuid,
+            "exclusive": r.exclusive,
+            "never_with": list(r.never_with),
+            "priority": r.priority,
+        }
+        for r in planner_rules()
+    ]
+
+
+def rules_current() -> dict:
+    """The rules with the saved configuration's warnings (rule conflicts and broken rules
+    among them)."""
+    current = config_current()
+    return {
+        "rules": rule_entries(),
+        "warnings": current["warnings"],
+        "warning_details": current["warning_details"],
+    }
 
 
 def fallback_message(name: str, assignment: Assignment, gpus: Mapping[str, Gpu]) -> str:
@@ -261,9 +314,9 @@ def fallback_issues(assignments: Mapping[str, Assignment]) -> list[Issue]:
 def config_issues(data: PlanningInput | None = None) -> list[Issue]:
     """Warnings for the saved configuration: the planner's checks plus active fallbacks."""
     data = data or planning_input()
-    issues = issues_sourced(
-        planner.check(data.gpus, data.services, data.current_placements()), data
-    )
+    placements = data.current_placements()
+    issues = list(planner.rules_check(data.gpus, data.services, placements, data.rules))
+    issues += issues_sourced(planner.check(data.gpus, data.services, placements), data)
     return fallback_issues(data.assignments) + issues + measured_issues(data)
 
 
@@ -305,6 +358,12 @@ def issue_details(
                 "available_mb": available,
                 "suggested_budget_gb": issue.suggested_budget_gb,
                 "message": issue.message,
+                # Only rule issues name rules (and what would let them hold).
+                **(
+                    {"rules": list(issue.rules), "remedies": list(issue.remedies)}
+                    if getattr(issue, "rules", ())
+                    else {}
+                ),
             }
         )
     return out
@@ -455,7 +514,7 @@ def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
     services = data.services
     if strategy != "manual":
         services = tuple(replace(d, budget_gb=None) for d in services)
-    return planner.plan(strategy, data.gpus, services)
+    return planner.plan(strategy, data.gpus, services, data.rules)
 
 
 def config_preview(

@@ -8,6 +8,7 @@ import time
 
 SECTIONS = [
     ("Planner", "bench.planner"),
+    ("Planner with rules (64 services × 8 GPUs)", "bench.rules"),
     ("GPU detection (NVML stand-in)", "bench.detection"),
     ("Measured VRAM: attributing 8 GPUs x 64 processes", "bench.attribution"),
     ("API latency", "bench.api"),

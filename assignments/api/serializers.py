@@ -25,6 +25,16 @@ class WarningDetailSerializer(serializers.Serializer):
     available_mb = serializers.IntegerField(allow_null=True)
     suggested_budget_gb = serializers.FloatField(allow_null=True)
     message = serializers.CharField()
+    rules = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="rule_conflict, rule_broken: the rules in question, in words.",
+    )
+    remedies = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="rule_conflict, rule_broken: changes any one of which lets the rules hold.",
+    )
 
 
 class GpuConfigSerializer(serializers.Serializer):
@@ -235,3 +245,87 @@ class LintSerializer(serializers.Serializer):
     findings = LintFindingSerializer(many=True)
     error = serializers.CharField(allow_blank=True)
     notice = serializers.CharField(allow_blank=True)
+
+
+class RuleSerializer(serializers.Serializer):
+    """One service's rule (``GET/PUT /gpu-config/rules``)."""
+
+    service = serializers.CharField()
+    pin_gpu_uuid = serializers.CharField(
+        allow_blank=True, allow_null=True, required=False, help_text="Pin to this GPU (UUID)."
+    )
+    exclusive = serializers.BooleanField(required=False, help_text="No other service on its GPU.")
+    never_with = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Services kept off its GPU."
+    )
+    priority = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=1000,
+        help_text="Higher keeps its budget and its rules longer when something must give.",
+    )
+
+
+class RulesUpdateSerializer(serializers.Serializer):
+    """Request body of PUT /gpu-config/rules: the whole new set (validated in the service)."""
+
+    rules = RuleSerializer(many=True)
+
+
+class RulesSerializer(serializers.Serializer):
+    rules = RuleSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+    warning_details = WarningDetailSerializer(many=True)
+
+
+class VersionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    actor = serializers.CharField(allow_blank=True)
+    source = serializers.CharField()
+    strategy = serializers.CharField()
+    assignments = AssignmentSerializer(many=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+class VersionListSerializer(serializers.Serializer):
+    versions = VersionSerializer(many=True)
+
+
+class ChangeSideSerializer(serializers.Serializer):
+    gpu_index = serializers.IntegerField(allow_null=True)
+    vram_budget_override = serializers.FloatField(allow_null=True)
+
+
+class ChangeSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    before = ChangeSideSerializer(allow_null=True, help_text="null: not in the older side")
+    after = ChangeSideSerializer(allow_null=True, help_text="null: not in the newer side")
+
+
+class DiffSerializer(serializers.Serializer):
+    from_version = serializers.IntegerField()
+    to_version = serializers.IntegerField()
+    changes = ChangeSerializer(many=True)
+
+
+class GpuMatchSerializer(serializers.Serializer):
+    from_uuid = serializers.CharField(allow_blank=True)
+    to_uuid = serializers.CharField()
+    to_index = serializers.IntegerField()
+    by = serializers.ChoiceField(choices=["uuid", "name_and_size"])
+
+
+class HistorySaveSerializer(serializers.Serializer):
+    """The answer of a rollback or an import (``dry_run``: only what it would change)."""
+
+    success = serializers.BooleanField()
+    dry_run = serializers.BooleanField()
+    version = serializers.IntegerField(allow_null=True)
+    changed = serializers.BooleanField()
+    strategy = serializers.CharField()
+    changes = ChangeSerializer(many=True)
+    gpu_matches = GpuMatchSerializer(many=True)
+    skipped = serializers.ListField(child=serializers.CharField())
+    warnings = serializers.ListField(child=serializers.CharField())
+    warning_details = WarningDetailSerializer(many=True)

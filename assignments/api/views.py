@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,9 +23,19 @@ from assignments.selectors import (
     lint_report,
     needs_mode,
     plan_details,
+    rules_current,
     service_list,
+    version_list,
 )
 from assignments.services import apply_start, config_save
+from assignments.services.history import (
+    config_export,
+    config_import,
+    config_import_prepare,
+    version_diff,
+    version_restore,
+)
+from assignments.services.rules import rules_replace
 from gpuconfig_site.api import bad_request
 from gpuconfig_site.errors import echo
 
@@ -256,3 +268,154 @@ class AiServicesView(APIView):
     @extend_schema(responses=s.AiServiceListSerializer, operation_id="ai_services_list")
     def get(self, request):
         return Response({"services": s.AiServiceSerializer(service_list(), many=True).data})
+
+
+# --- rules and history -------------------------------------------------------------------------
+
+
+class RulesView(APIView):
+    """The user's rules (pin, exclusive, never with, priority); PUT replaces them all,
+    validated first (a refused PUT changes nothing). The answer carries the saved
+    configuration's warnings: rule conflicts (``rule_conflict``) and broken rules among them."""
+
+    @extend_schema(responses=s.RulesSerializer, operation_id="gpu_config_rules_retrieve")
+    def get(self, request):
+        return Response(s.RulesSerializer(rules_current()).data)
+
+    @extend_schema(
+        request=s.RulesUpdateSerializer,
+        responses={200: s.RulesSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_rules_update",
+    )
+    def put(self, request):
+        body = request.data
+        if not isinstance(body, dict) or set(body) != {"rules"}:
+            return bad_request('The body must be a JSON object like {"rules": [...]}.')
+        rules_replace(rules=body["rules"])
+        return Response(s.RulesSerializer(rules_current()).data)
+
+
+class VersionsView(APIView):
+    """Saved configuration versions, newest first."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int, required=False)],
+        responses={200: s.VersionListSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_versions_list",
+    )
+    def get(self, request):
+        raw = request.query_params.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            return bad_request("limit must be a whole number from 1 to 1000.")
+        versions = [
+            {
+                "id": v.pk,
+                "created_at": v.created_at,
+                "actor": v.actor,
+                "source": v.source,
+                "strategy": v.strategy,
+                "assignments": v.assignments,
+                "warnings": v.warnings,
+            }
+            for v in version_list(limit=int(raw))
+        ]
+        return Response(s.VersionListSerializer({"versions": versions}).data)
+
+
+class VersionDiffView(APIView):
+    """Per service, the GPU and budget in version ``a`` and in version ``b``, where they
+    differ (404 for an unknown version)."""
+
+    @extend_schema(
+        responses={200: s.DiffSerializer, 404: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_versions_diff",
+    )
+    def get(self, request, a: int, b: int):
+        return Response(s.DiffSerializer(version_diff(a=a, b=b)).data)
+
+
+def _history_answer(result, prepared, *, dry_run: bool) -> Response:
+    current = config_current()
+    return Response(
+        s.HistorySaveSerializer(
+            {
+                "success": True,
+                "dry_run": dry_run,
+                "version": result.version.pk if result and result.version else None,
+                "changed": bool(result.changed) if result else bool(prepared.changes),
+                "strategy": prepared.strategy,
+                "changes": prepared.changes,
+                "gpu_matches": prepared.gpu_matches,
+                "skipped": prepared.skipped,
+                "warnings": current["warnings"],
+                "warning_details": current["warning_details"],
+            }
+        ).data
+    )
+
+
+class VersionRestoreView(APIView):
+    """Roll back to a version: its strategy and assignments (GPUs found by UUID) become the
+    saved configuration again, recorded as a new version. Apply is a separate step."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: s.HistorySaveSerializer,
+            400: OpenApiTypes.OBJECT,
+            404: OpenApiTypes.OBJECT,
+        },
+        operation_id="gpu_config_versions_restore",
+    )
+    def post(self, request, version_id: int):
+        result, prepared = version_restore(version_id=version_id, user=request.user)
+        return _history_answer(result, prepared, dry_run=False)
+
+
+class ExportView(APIView):
+    """The saved configuration as YAML, to import on another box."""
+
+    @extend_schema(
+        responses={(200, "application/yaml"): OpenApiTypes.STR},
+        operation_id="gpu_config_export",
+    )
+    def get(self, request):
+        response = HttpResponse(config_export(), content_type="application/yaml; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="gpuconfig.yml"'
+        return response
+
+
+class RawTextParser(BaseParser):
+    """The body as text, whatever its media type (an import is YAML, often sent as text)."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return stream.read().decode("utf-8") if stream is not None else ""
+        except UnicodeDecodeError:
+            raise exceptions.ParseError("The body is not UTF-8 text.") from None
+
+
+class ImportView(APIView):
+    """Import a configuration exported as YAML (the body). GPUs are matched by UUID, then by
+    name and size; unknown services and GPUs are refused with a 400 naming them. With
+    ``?dry_run=1`` it answers what it would change and changes nothing."""
+
+    parser_classes = [RawTextParser]
+
+    @extend_schema(
+        request={"application/yaml": OpenApiTypes.STR},
+        parameters=[OpenApiParameter("dry_run", bool, required=False)],
+        responses={200: s.HistorySaveSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_import",
+    )
+    def post(self, request):
+        text = request.data if isinstance(request.data, str) else ""
+        if not text.strip():
+            return bad_request("Send the YAML of an exported configuration as the body.")
+        dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+        if dry_run:
+            return _history_answer(None, config_import_prepare(text), dry_run=True)
+        result, prepared = config_import(text=text, user=request.user)
+        return _history_answer(result, prepared, dry_run=False)

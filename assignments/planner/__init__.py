@@ -6,7 +6,8 @@ from .budgets import budgets_lowered
 from .checks import check, fallback_gpu, free_mb, min_budget_gb, overflow_mb, suggest_budget_gb
 from .planning import plan
 from .registry import STRATEGIES, Strategy, UnknownStrategy, register, strategy_names
-from .types import GpuView, Issue, Placement, Plan, ServiceDemand
+from .rules import rules_check
+from .types import GpuView, Issue, Placement, Plan, ServiceDemand, ServiceRule
 
 __all__ = [
     "STRATEGIES",
@@ -15,6 +16,7 @@ __all__ = [
     "Placement",
     "Plan",
     "ServiceDemand",
+    "ServiceRule",
     "Strategy",
     "UnknownStrategy",
     "budgets_lowered",
@@ -25,6 +27,7 @@ __all__ = [
     "overflow_mb",
     "plan",
     "register",
+    "rules_check",
     "strategy_names",
     "suggest_budget_gb",
 ]

@@ -27,39 +27,54 @@ from .checks import (
 )
 from .placing import need_mb, planned_budget_gb, usable_gpus
 from .registry import Proposal, Strategy
+from .rules import RuleSet, enforce
 from .types import MB_PER_GB, NOTICE, GpuView, Issue, Placement, Plan, ServiceDemand
 
 
 def fitted_plan(
-    strategy: Strategy, gpus: Sequence[GpuView], services: Sequence[ServiceDemand]
+    strategy: Strategy,
+    gpus: Sequence[GpuView],
+    services: Sequence[ServiceDemand],
+    ruleset: RuleSet | None = None,
 ) -> tuple[Proposal, tuple[Placement, ...], tuple[Issue, ...]]:
     """The strategy's proposal, its placements with budgets, and the budget notices.
 
-    Only an automatic strategy's budgets are lowered; a manual plan is taken as it is.
+    Only an automatic strategy's budgets are lowered, and its proposals moved to honour the
+    user's rules (``ruleset``, see :mod:`.rules`); a manual plan is taken as it is.
     """
-    proposal = propose(strategy, gpus, services)
+    ruleset = ruleset or RuleSet()
+    proposal = propose(strategy, gpus, services, ruleset)
     placements = placements_of(services, proposal)
     if not strategy.automatic:
         return proposal, placements, ()
-    placements, notices = lower_budgets(gpus, services, placements)
+    priority = ruleset.priority
+    placements, notices = lower_budgets(gpus, services, placements, priority)
     if overflow_mb(gpus, services, placements) == 0:
         return proposal, placements, notices
     shrunk = [_at_floor(s) for s in services]
     if shrunk == list(services):
         return proposal, placements, notices
-    second = propose(strategy, gpus, shrunk)
-    again, again_notices = lower_budgets(gpus, services, placements_of(services, second))
+    second = propose(strategy, gpus, shrunk, ruleset)
+    again, again_notices = lower_budgets(gpus, services, placements_of(services, second), priority)
     if overflow_mb(gpus, services, again) < overflow_mb(gpus, services, placements):
         return second, again, again_notices
     return proposal, placements, notices
 
 
 def propose(
-    strategy: Strategy, gpus: Sequence[GpuView], services: Sequence[ServiceDemand]
+    strategy: Strategy,
+    gpus: Sequence[GpuView],
+    services: Sequence[ServiceDemand],
+    ruleset: RuleSet | None = None,
 ) -> Proposal:
+    """The strategy's proposal; an automatic one's moved where the rules require it."""
     proposal = strategy.func(gpus, services)
     if len(proposal.gpu_indices) != len(services):
         raise RuntimeError(f"strategy {strategy.name!r} did not place every service exactly once")
+    if strategy.automatic and ruleset is not None and ruleset.problem is not None:
+        moved = enforce(ruleset, gpus, services, proposal.gpu_indices)
+        if moved != proposal.gpu_indices:
+            return replace(proposal, gpu_indices=moved)
     return proposal
 
 
@@ -71,24 +86,32 @@ def placements_of(services: Sequence[ServiceDemand], proposal: Proposal) -> tupl
 
 
 def lower_budgets(
-    gpus: Sequence[GpuView], services: Sequence[ServiceDemand], placements: Sequence[Placement]
+    gpus: Sequence[GpuView],
+    services: Sequence[ServiceDemand],
+    placements: Sequence[Placement],
+    priority: dict[str, int] | None = None,
 ) -> tuple[tuple[Placement, ...], tuple[Issue, ...]]:
     """Lower adjustable budgets on each over-committed GPU where that makes it fit.
 
-    On one GPU the adjustable services are taken in input order; each gets what the GPU can
-    give it with the later ones at their minimum (less headroom), never more than it had. A GPU
-    that would still be over-committed keeps its budgets, and is warned about by the checks.
+    On one GPU the adjustable services are taken highest ``priority`` first (the user's rules;
+    ties in input order); each gets what the GPU can give it with the later ones at their
+    minimum (less headroom), never more than it had, so the lowest priority is lowered most. A
+    GPU that would still be over-committed keeps its budgets, and is warned about by the checks.
     """
+    priority = priority or {}
     result = list(placements)
     notices: list[Issue] = []
     for gpu in usable_gpus(gpus):
         if free_mb([gpu], services, result)[gpu.index] >= 0:
             continue
-        positions = [
-            i
-            for i, (s, p) in enumerate(zip(services, result))
-            if p.gpu_index == gpu.index and s.budget_adjustable
-        ]
+        positions = sorted(
+            (
+                i
+                for i, (s, p) in enumerate(zip(services, result))
+                if p.gpu_index == gpu.index and s.budget_adjustable
+            ),
+            key=lambda i: (-priority.get(services[i].name, 0), i),
+        )
         trial = list(result)
         for i in positions:
             trial[i] = replace(trial[i], budget_gb=min_budget_gb(services[i]))

@@ -7,16 +7,26 @@ from collections.abc import Sequence
 from .budgets import fitted_plan
 from .checks import check
 from .registry import get_strategy
-from .types import GpuView, Plan, ServiceDemand
+from .rules import broken, prepare
+from .types import GpuView, Plan, ServiceDemand, ServiceRule
 
 
-def plan(strategy: str, gpus: Sequence[GpuView], services: Sequence[ServiceDemand]) -> Plan:
+def plan(
+    strategy: str,
+    gpus: Sequence[GpuView],
+    services: Sequence[ServiceDemand],
+    rules: Sequence[ServiceRule] = (),
+) -> Plan:
     """Plan ``services`` onto ``gpus`` with the strategy named ``strategy``.
 
     Pure and deterministic. The plan has exactly one placement per service, in the order of
     ``services``. An automatic strategy's plan lowers adjustable budgets where that makes it fit
     (:mod:`.budgets`). Its issues are the strategy's own warnings, the ``budget_auto_adjusted``
-    notices, then every warning :func:`~.checks.check` finds. Raises
+    notices, then every warning :func:`~.checks.check` finds.
+
+    ``rules`` (the user's, see :mod:`.rules`) are honoured by every automatic strategy whenever
+    they can all hold; rules that cannot are reported as ``rule_conflict`` issues (never
+    raised), and a manual placement that breaks one as ``rule_broken``. Raises
     :class:`~.registry.UnknownStrategy` for an unknown name and ``ValueError`` for duplicate
     service names or GPU indices.
     """
@@ -25,9 +35,14 @@ def plan(strategy: str, gpus: Sequence[GpuView], services: Sequence[ServiceDeman
         raise ValueError("service names must be unique")
     if len({g.index for g in gpus}) != len(gpus):
         raise ValueError("GPU indices must be unique")
-    proposal, placements, notices = fitted_plan(chosen, gpus, services)
+    ruleset = prepare(gpus, services, rules)
+    proposal, placements, notices = fitted_plan(chosen, gpus, services, ruleset)
     return Plan(
         strategy=strategy,
         placements=placements,
-        issues=proposal.issues + notices + check(gpus, services, placements),
+        issues=proposal.issues
+        + ruleset.issues
+        + broken(ruleset, services, placements)
+        + notices
+        + check(gpus, services, placements),
     )

@@ -66,6 +66,23 @@ class ServiceDemand:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceRule:
+    """A rule the user sets for one service (see :mod:`.rules`).
+
+    ``pin_gpu_uuid``: the service runs on that GPU (by UUID, so re-indexing does not move it).
+    ``exclusive``: no other service shares its GPU. ``never_with``: services never placed on
+    its GPU. ``priority``: higher wins when memory is short (its budget is lowered last) and
+    when rules cannot all hold (its rules give way last).
+    """
+
+    service: str
+    pin_gpu_uuid: str | None = None
+    exclusive: bool = False
+    never_with: tuple[str, ...] = ()
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Placement:
     """Where one service goes. ``gpu_index`` is None when it could not be placed."""
 
@@ -86,7 +103,9 @@ class Issue:
     own (``budget_auto_adjusted``). ``suggested_budget_gb`` is the fix a client may offer ("Use
     3.5 GB") for ``service``. ``needed_mb`` and ``available_mb`` are the VRAM the message is
     about: for a GPU, what its services need and what it offers them (total less foreign use);
-    for one service, its need and what its GPU can give it.
+    for one service, its need and what its GPU can give it. ``rules`` names the user's rules a
+    ``rule_conflict`` or ``rule_broken`` issue is about, ``remedies`` the changes that would
+    let them hold.
     """
 
     code: str
@@ -97,6 +116,8 @@ class Issue:
     severity: str = WARNING
     needed_mb: int | None = None
     available_mb: int | None = None
+    rules: tuple[str, ...] = ()
+    remedies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

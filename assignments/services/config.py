@@ -409,7 +409,14 @@ def _change_save(
     return SaveResult(version=version, warnings=warnings)
 
 
-def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") -> SaveResult:
+def config_save(
+    *,
+    strategy=None,
+    assignments=None,
+    user=None,
+    actor: str = "",
+    source: str = ConfigVersion.Source.SAVE,
+) -> SaveResult:
     """Validate, then save assignments and a ConfigVersion in one transaction, with both
     generated files staged and moved into place after commit. A refused request
     (``ConfigInvalid``, ``FilesUnwritable``) changes nothing; one that changes nothing records
@@ -417,6 +424,7 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
 
     With ``assignments`` the given services are set as given (others keep theirs). With only an
     automatic ``strategy``, its plan becomes the saved assignment (budgets are kept).
+    ``source`` is what the version records (a rollback, an import).
     """
     data = planning_input()
     cleaned = _validate(strategy, assignments, data)
@@ -438,7 +446,7 @@ def config_save(*, strategy=None, assignments=None, user=None, actor: str = "") 
         return new_strategy
 
     notices: list[str] = []
-    result = _change_save(change, source=ConfigVersion.Source.SAVE, user=user, actor=actor)
+    result = _change_save(change, source=source, user=user, actor=actor)
     result.notices = notices if result.changed else []
     return result
 

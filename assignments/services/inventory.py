@@ -58,7 +58,7 @@ def _assignments_initial() -> dict:
     gpus = [replace(g, foreign_used_mb=0) for g in data.gpus]
     configured = GpuConfig.load().strategy
     strategy = "vram_based" if configured == "manual" else configured
-    plan = planner.plan(strategy, gpus, data.services)
+    plan = planner.plan(strategy, gpus, data.services, data.rules)
     by_index = {g.index: g for g in Gpu.objects.filter(available=True)}
     lowered = planner.budgets_lowered(plan, data.services)
     for p in plan.placements:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('assignments', '0007_applyrun_heartbeat_journal'),
+        ('assignments', '0009_budget_lowered_placement'),
     ]
 
     operations = [

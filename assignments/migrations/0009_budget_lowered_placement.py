@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('assignments', '0007_applyrun_heartbeat_journal'),
+        ('assignments', '0008_applyrun_one_active'),
     ]
 
     operations = [
