@@ -314,6 +314,10 @@ def apply_status(*, live: bool = True, data: PlanningInput | None = None) -> dic
                 "status": e["status"],
                 "message": e.get("message", ""),
                 "elapsed_s": e.get("elapsed_s"),
+                # How the service moves, why, and how long it did not answer (moves.py).
+                "move_mode": e.get("move_mode"),
+                "move_reason": e.get("move_reason", ""),
+                "downtime_s": e.get("downtime_s"),
             }
             for e in entries
         ],

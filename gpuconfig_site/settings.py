@@ -321,6 +321,10 @@ GPUCONFIG_COMPOSE_TIMEOUT = env_float("GPUCONFIG_COMPOSE_TIMEOUT", 30.0)
 GPUCONFIG_NVIDIA_SMI_TIMEOUT = env_float("GPUCONFIG_NVIDIA_SMI_TIMEOUT", 10.0)
 GPUCONFIG_DETECT_WAIT = env_float("GPUCONFIG_DETECT_WAIT", 5.0)
 
+# Moves without downtime: seconds the old copy of a service moved make-before-break keeps
+# running, off its network aliases, before it is stopped (requests in flight finish).
+GPUCONFIG_DRAIN_S = env_float("GPUCONFIG_DRAIN_S", 5.0)
+
 # Periodic repair: interrupted applies are recovered, and the generated files are rewritten
 # from the database when they differ.
 GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)

@@ -60,9 +60,13 @@ class ContainerState:
 
 @dataclass(frozen=True, slots=True)
 class RecreateResult:
+    """How a recreate ended. ``downtime_s``: seconds from the old copy no longer answering to
+    the new one answering (0 for a make-before-break move; None when not measured)."""
+
     outcome: Outcome
     message: str = ""
     container_id: str | None = None
+    downtime_s: float | None = None
 
 
 # progress(step, message) is called as the recreate moves through its steps.
