@@ -10,6 +10,8 @@ move (both copies up; old one stopping; renaming) all recover to one copy answer
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import socket
 import subprocess
 import time
@@ -26,6 +28,7 @@ from assignments.runtime.docker import DockerRuntime
 from assignments.runtime.handover import NEW_MARK
 from assignments.services import apply_start, config_save
 from tests.conftest import REFERENCE_GPUS
+from tests.plugins.chaos import KillPoint
 from tests.plugins.dockerd import IMAGE, PROJECT_LABEL, SERVICE_LABEL, gpu_override
 
 pytestmark = [pytest.mark.integration]
@@ -300,3 +303,100 @@ def test_a_new_copy_that_never_gets_healthy_is_removed_and_the_old_one_never_sto
     assert [e["step"] for e in journal][-1] == "rolled_back"
     failed, _ = gaps(stack.answers(probe))
     assert failed == 0, stack.answers(probe)
+
+
+# -- kill points inside a make-before-break move ------------------------------------------------
+
+
+class Killed(BaseException):
+    """The worker dying at a kill point: nothing after it runs, no rollback (a BaseException
+    passes every ``except Exception``), the engine keeps what it was told so far."""
+
+
+class _KillingEngine:
+    """An engine connection that dies right before or after the chosen call (``KillPoint``
+    vocabulary of tests/plugins/chaos.py)."""
+
+    def __init__(self, engine, point: KillPoint) -> None:
+        self._engine, self._point, self._seen = engine, point, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._engine, name)
+        if name != self._point.call or not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self._seen += 1
+            hit = self._seen == self._point.occurrence
+            if hit and self._point.when == "before":
+                raise Killed(str(self._point))
+            result = attr(*args, **kwargs)
+            if hit:
+                raise Killed(str(self._point))
+            return result
+
+        return call
+
+
+class KillingDockerRuntime(DockerRuntime):
+    point: KillPoint
+
+    @contextlib.contextmanager
+    def connect(self):
+        with super().connect() as engine:
+            yield _KillingEngine(engine, self.point)
+
+
+@pytest.mark.docker
+def test_kill_points_inside_a_make_before_break_move_recover_to_one_copy_answering(web_stack):
+    stack = web_stack
+    stack.probe(ALIASED)
+    points = [
+        *kill_points_of_handover(ALIASED),
+    ]
+    report = []
+    for point in points:
+        (before,) = stack.of(ALIASED)
+        current = stack.api.inspect_container(before["Id"])["HostConfig"]["DeviceRequests"]
+        target = "1" if current[0]["DeviceIDs"] == ["0"] else "0"
+        journal: dict[str, dict] = {}
+        runtime = KillingDockerRuntime(project=stack.project, health_timeout=20)
+        runtime.point = point
+        with pytest.raises(Killed):
+            runtime.recreate(
+                ALIASED,
+                device_ids=(target,),
+                budget_gb=None,
+                progress=lambda step, message: None,
+                journal=functools.partial(journal.__setitem__, ALIASED),
+                move_mode=ZERO_DOWNTIME,
+            )
+        step = journal[ALIASED]["step"]
+        DockerRuntime(project=stack.project).recover(journal)
+        listed = stack.of(ALIASED)
+        names = [c["Names"][0] for c in listed]
+        assert names == [f"/{stack.project}_{ALIASED}_1"], (point, step, names)
+        assert listed[0]["State"] == "running", (point, listed)
+        answer = ""
+        deadline = time.monotonic() + 10
+        while not answer and time.monotonic() < deadline:
+            answer = stack.ask(ALIASED)
+        assert answer, f"{point}: nothing answers on the alias after recovery"
+        kept = "new" if listed[0]["Id"] != before["Id"] else "old"
+        report.append(f"{point} (journal: {step}) -> {kept} copy kept, answering")
+    print("\n" + "\n".join(report))
+
+
+def kill_points_of_handover(service: str) -> list[KillPoint]:
+    """The kill points inside a make-before-break move: the new copy started but not healthy;
+    both copies up (the new one joined the alias); the old one stopping (left the alias, before
+    and after its stop); renaming (before and after)."""
+    return [
+        KillPoint(service, "start", 1, "after"),
+        KillPoint(service, "connect", 1, "after"),
+        KillPoint(service, "disconnect", 2, "after"),
+        KillPoint(service, "stop", 1, "before"),
+        KillPoint(service, "stop", 1, "after"),
+        KillPoint(service, "rename", 1, "before"),
+        KillPoint(service, "rename", 1, "after"),
+    ]

@@ -232,3 +232,42 @@ def test_the_preview_says_how_each_moving_service_would_move(
             assert "cannot run two copies" in entry["move_reason"]
         else:
             assert (entry["move_mode"], entry["move_reason"]) == (None, "")
+
+
+# the page ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_apply_progress_says_how_each_service_moves_and_its_downtime(
+    reference_inventory, client, staff_user, staff_client
+):
+    from assignments import progress
+    from assignments.models import ApplyRun
+
+    run = ApplyRun.objects.create(
+        status=ApplyRun.Status.RUNNING, services=["ai-clip", "ai-llm"], actor="staff"
+    )
+    op = str(run.operation_id)
+    progress.progress_init(op, ["ai-clip", "ai-llm"])
+    progress.progress_note(
+        op, "ai-clip", move_mode=ZERO_DOWNTIME, move_reason="reached by its alias on net"
+    )
+    progress.progress_note(
+        op,
+        "ai-llm",
+        move_mode=RESTART,
+        move_reason="publishes host port 8098: restarts, about 40 s without answers (last apply)",
+        downtime_s=41.5,
+    )
+    progress.progress_update(op, "ai-clip", "waiting_health", "waiting")
+    client.force_login(staff_user)
+    body = client.get("/settings/gpu/apply/progress/", HTTP_HX_REQUEST="true").content
+    page = body.decode()
+    assert "Without downtime" in page and "reached by its alias on net" in page
+    assert "publishes host port 8098: restarts, about 40 s without answers (last apply)" in page
+    assert "41.5 s without answers" in page
+    status = staff_client.get("/api/system/gpu-config/status").json()["service_statuses"]
+    by_service = {e["service"]: e for e in status}
+    assert by_service["ai-clip"]["move_mode"] == ZERO_DOWNTIME
+    assert by_service["ai-clip"]["status"] == "waiting_health"  # the note kept the step
+    assert by_service["ai-llm"]["downtime_s"] == 41.5
