@@ -11,6 +11,7 @@ SECTIONS = [
     ("GPU detection (NVML stand-in)", "bench.detection"),
     ("API latency", "bench.api"),
     ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),
+    ("Downtime per move, by mode (real Docker engine)", "bench.moves"),
 ]
 
 

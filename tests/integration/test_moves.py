@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import socket
-import subprocess
+import json
 import time
 import uuid
-from pathlib import Path
 
-import docker
 import pytest
-import yaml
 
 from assignments.models import ApplyRun
 from assignments.moves import RESTART, ZERO_DOWNTIME
@@ -29,149 +25,19 @@ from assignments.runtime.handover import NEW_MARK
 from assignments.services import apply_start, config_save
 from tests.conftest import REFERENCE_GPUS
 from tests.plugins.chaos import KillPoint
-from tests.plugins.dockerd import IMAGE, PROJECT_LABEL, SERVICE_LABEL, gpu_override
+from tests.plugins.dockerd import IMAGE
+from tests.plugins.dockerd import PROJECT_LABEL as PROJECT
+from tests.plugins.webstack import ALIASED, PORTED, SERVING, gaps, running_web_stack
 
 pytestmark = [pytest.mark.integration]
-
-ALIASED = "ai-clip"  # reached by its alias only: make-before-break
-PORTED = "ai-florence"  # publishes a host port: stop-start
-# On "GPU 99" (the test engine's broken card) the copy never serves, so never gets healthy.
-SERVING = (
-    "trap 'exit 0' TERM; "
-    "if tr '\\0' '\\n' </proc/1/environ | grep -qx NVIDIA_VISIBLE_DEVICES=99; "
-    "then sleep 3600 & wait; fi; "
-    "mkdir -p /www; hostname > /www/index.html; httpd -f -p 8080 -h /www & wait"
-)
-# One line per probe: "<monotonic ms> ok <hostname>" or "<ms> fail".
-PROBE = (
-    "while true; do t=$(cut -d' ' -f1 /proc/uptime); "
-    'if r=$(wget -q -T 1 -O- http://{alias}:8080/ 2>/dev/null); then echo "$t ok $r"; '
-    'else echo "$t fail"; fi; usleep 100000; done'
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stack_file(network: str, port: int) -> dict:
-    web = {
-        "image": IMAGE,
-        "command": ["sh", "-c", SERVING.replace("$", "$$")],
-        "healthcheck": {
-            "test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"],
-            "interval": "1s",
-            "timeout": "2s",
-            "retries": 1,
-        },
-        "networks": ["movenet"],
-        "restart": "unless-stopped",
-    }
-    return {
-        "version": "2.4",
-        "services": {ALIASED: dict(web), PORTED: {**web, "ports": [f"127.0.0.1:{port}:8080"]}},
-        "networks": {"movenet": {"name": network}},
-    }
-
-
-class WebStack:
-    """The two stand-in services under Debian's docker-compose, on a network of their own."""
-
-    def __init__(self, directory: Path) -> None:
-        self.project = f"gpumv{uuid.uuid4().hex[:8]}"
-        self.network = f"gpumv-{uuid.uuid4().hex[:8]}"
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "base.yml").write_text(
-            yaml.safe_dump(stack_file(self.network, _free_port()), sort_keys=False)
-        )
-        (self.dir / "override.yml").write_text(gpu_override({ALIASED: ("0",), PORTED: ("0",)}))
-        self.api = docker.from_env().api
-        self.probes: list[str] = []
-
-    def compose(self, *args: str) -> None:
-        command = ["docker-compose", "-p", self.project, "-f", "base.yml", "-f", "override.yml"]
-        done = subprocess.run(
-            [*command, *args], cwd=self.dir, capture_output=True, text=True, timeout=180
-        )
-        assert done.returncode == 0, done.stderr
-
-    def containers(self) -> list[dict]:
-        return self.api.containers(all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"})
-
-    def of(self, service: str) -> list[dict]:
-        return [c for c in self.containers() if c["Labels"].get(SERVICE_LABEL) == service]
-
-    def wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            listed = self.containers()
-            if len(listed) == 2 and all("(healthy)" in c["Status"] for c in listed):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"not healthy: {[c['Status'] for c in self.containers()]}")
-
-    def probe(self, alias: str) -> str:
-        """Start a client on the network asking ``alias`` every 100 ms; returns its id."""
-        name = f"{self.project}-probe-{alias}"
-        created = self.api.create_container(
-            IMAGE,
-            ["sh", "-c", PROBE.format(alias=alias)],
-            name=name,
-            host_config=self.api.create_host_config(network_mode=self.network),
-        )
-        self.api.start(created["Id"])
-        self.probes.append(created["Id"])
-        return created["Id"]
-
-    def answers(self, probe_id: str) -> list[tuple[float, str]]:
-        """(seconds, "ok <hostname>" or "fail") per probe so far."""
-        out = []
-        for line in self.api.logs(probe_id).decode().splitlines():
-            t, _, rest = line.partition(" ")
-            out.append((float(t), rest))
-        return out
-
-    def ask(self, alias: str) -> str:
-        """One answer from ``alias`` through a probe container (empty: none)."""
-        probe = self.probes[0]
-        exec_id = self.api.exec_create(
-            probe, ["wget", "-q", "-T", "2", "-O-", f"http://{alias}:8080/"]
-        )
-        return self.api.exec_start(exec_id).decode().strip()
-
-    def remove(self) -> None:
-        for probe in self.probes:
-            self.api.remove_container(probe, force=True)
-        subprocess.run(
-            ["docker-compose", "-p", self.project, "-f", "base.yml", "-f", "override.yml"]
-            + ["down", "-v", "--timeout", "1"],
-            cwd=self.dir,
-            capture_output=True,
-            timeout=180,
-        )
-        for listed in self.containers():  # copies left by a failed test
-            self.api.remove_container(listed["Id"], force=True)
-        try:
-            self.api.remove_network(self.network)
-        except docker.errors.APIError:
-            pass
-        self.api.close()
 
 
 @pytest.fixture
 def web_stack(docker_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", docker_engine)
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
-    stack = WebStack(tmp_path / "web")
-    try:
-        stack.compose("up", "-d")
-        stack.wait_healthy()
+    with running_web_stack(tmp_path / "web") as stack:
         yield stack
-    finally:
-        stack.remove()
 
 
 @pytest.fixture
@@ -201,18 +67,6 @@ def _apply(django_capture_on_commit_callbacks) -> ApplyRun:
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
     return ApplyRun.objects.get(pk=run.pk)
-
-
-def gaps(answers: list[tuple[float, str]]) -> tuple[int, float]:
-    """Failed probes, and the longest run of them in seconds (first failure to next answer)."""
-    failed = sum(1 for _, r in answers if r == "fail")
-    longest, since = 0.0, None
-    for t, r in answers:
-        if r == "fail":
-            since = t if since is None else since
-        elif since is not None:
-            longest, since = max(longest, t - since), None
-    return failed, longest
 
 
 @pytest.mark.docker
@@ -400,3 +254,68 @@ def kill_points_of_handover(service: str) -> list[KillPoint]:
         KillPoint(service, "rename", 1, "before"),
         KillPoint(service, "rename", 1, "after"),
     ]
+
+
+# -- Podman ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def podman_web(podman_service, monkeypatch):
+    """An HTTP stand-in of ai-clip on a Podman network of its own, labelled as compose labels
+    it, with its service alias; removed afterwards."""
+    monkeypatch.setenv("CONTAINER_HOST", podman_service.host)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    project = f"gpumvp{uuid.uuid4().hex[:8]}"
+    network = f"{project}_net"
+    name = f"{project}_{ALIASED}_1"
+    podman = podman_service.podman
+    podman("network", "create", network)
+    try:
+        podman(
+            "run", "-d", "--name", name, "--network", network, "--network-alias", ALIASED,
+            "--label", f"com.docker.compose.project={project}",
+            "--label", f"com.docker.compose.service={ALIASED}",
+            "--label", "com.docker.compose.container-number=1",
+            "--device", "nvidia.com/gpu=0",
+            "--health-cmd", "wget -q -O /dev/null http://127.0.0.1:8080/",
+            "--health-interval", "1s", "--health-retries", "1",
+            IMAGE, "sh", "-c", SERVING,
+        )  # fmt: skip
+        yield project, network, podman
+    finally:
+        for listed in podman("ps", "-aq", "--filter", f"label={PROJECT}={project}").stdout.split():
+            podman("rm", "-f", listed, check=False)
+        podman("network", "rm", "-f", network, check=False)
+
+
+@pytest.mark.podman
+def test_on_podman_a_network_without_dns_falls_back_to_a_restart(podman_web):
+    from assignments.moves import Move, move_modes_decide
+    from assignments.runtime.handover import move_facts
+    from assignments.runtime.podman import PodmanRuntime
+
+    project, network, podman = podman_web
+    runtime = PodmanRuntime(project=project, health_timeout=30, health_grace=1)
+    dns = json.loads(podman("network", "inspect", network).stdout)[0].get("dns_enabled")
+    facts = move_facts(runtime, [ALIASED])
+    decided = move_modes_decide(
+        moves=[Move(ALIASED, 0, 1, 1229)], facts=facts, free_mb={0: 4000, 1: 4000}
+    )[ALIASED]
+    if dns:  # a Podman whose network resolves names moves it make-before-break
+        assert decided.mode == ZERO_DOWNTIME, decided
+    else:  # this test machine's Podman (CNI without dnsname): the fallback
+        assert decided.mode == RESTART
+        assert decided.reason.startswith(f"its Podman network {network} has no DNS")
+    result = runtime.recreate(
+        ALIASED,
+        device_ids=("1",),
+        budget_gb=None,
+        progress=lambda *_: None,
+        **({"move_mode": ZERO_DOWNTIME} if decided.mode == ZERO_DOWNTIME else {}),
+    )
+    assert str(result.outcome) == "healthy", result.message
+    assert result.downtime_s is not None and (result.downtime_s > 0) == (not dns)
+    listed = podman(
+        "ps", "-a", "--format", "{{.Names}} {{.State}}", "--filter", f"label={PROJECT}={project}"
+    ).stdout.split("\n")
+    assert [line for line in listed if line] == [f"{project}_{ALIASED}_1 running"]
