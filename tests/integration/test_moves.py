@@ -27,7 +27,7 @@ from tests.conftest import REFERENCE_GPUS
 from tests.plugins.chaos import KillPoint
 from tests.plugins.dockerd import IMAGE
 from tests.plugins.dockerd import PROJECT_LABEL as PROJECT
-from tests.plugins.webstack import ALIASED, PORTED, SERVING, gaps, running_web_stack
+from tests.plugins.webstack import ALIASED, ASK, PORTED, SERVING, gaps, running_web_stack
 
 pytestmark = [pytest.mark.integration]
 
@@ -277,7 +277,7 @@ def podman_web(podman_service, monkeypatch):
             "--label", f"com.docker.compose.service={ALIASED}",
             "--label", "com.docker.compose.container-number=1",
             "--device", "nvidia.com/gpu=0",
-            "--health-cmd", "wget -q -O /dev/null http://127.0.0.1:8080/",
+            "--health-cmd", ASK.format(host="127.0.0.1") + " | grep -q .",
             "--health-interval", "1s", "--health-retries", "1",
             IMAGE, "sh", "-c", SERVING,
         )  # fmt: skip

@@ -31,11 +31,12 @@ SERVING = (
     "then sleep 3600 & wait; fi; "
     "mkdir -p /www; hostname > /www/index.html; httpd -f -p 8080 -h /www & wait"
 )
-# One line per probe: "<monotonic ms> ok <hostname>" or "<ms> fail".
+# One line per probe: "<seconds since boot> ok <hostname>" or "<seconds> fail". busybox nc, not
+# wget: the static busybox's wget crashes on its output here.
+ASK = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {host} 8080 2>/dev/null | tail -n 1"
 PROBE = (
-    "while true; do t=$(cut -d' ' -f1 /proc/uptime); "
-    'if r=$(wget -q -T 1 -O- http://{alias}:8080/ 2>/dev/null); then echo "$t ok $r"; '
-    'else echo "$t fail"; fi; usleep 100000; done'
+    "while true; do t=$(cut -d' ' -f1 /proc/uptime); r=$(" + ASK + "); "
+    'if [ -n "$r" ]; then echo "$t ok $r"; else echo "$t fail"; fi; usleep 100000; done'
 )
 
 
@@ -50,7 +51,7 @@ def stack_file(network: str, port: int) -> dict:
         "image": IMAGE,
         "command": ["sh", "-c", SERVING.replace("$", "$$")],
         "healthcheck": {
-            "test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"],
+            "test": ["CMD", "sh", "-c", ASK.format(host="127.0.0.1") + " | grep -q ."],
             "interval": "1s",
             "timeout": "2s",
             "retries": 1,
@@ -107,7 +108,7 @@ class WebStack:
         name = f"{self.project}-probe-{alias}"
         created = self.api.create_container(
             IMAGE,
-            ["sh", "-c", PROBE.format(alias=alias)],
+            ["sh", "-c", PROBE.format(host=alias)],
             name=name,
             host_config=self.api.create_host_config(network_mode=self.network),
         )
@@ -118,7 +119,7 @@ class WebStack:
     def answers(self, probe_id: str) -> list[tuple[float, str]]:
         """(seconds, "ok <hostname>" or "fail") per probe so far."""
         out = []
-        for line in self.api.logs(probe_id).decode().splitlines():
+        for line in self.api.logs(probe_id, stderr=False).decode().splitlines():
             t, _, rest = line.partition(" ")
             out.append((float(t), rest))
         return out
@@ -126,9 +127,7 @@ class WebStack:
     def ask(self, alias: str) -> str:
         """One answer from ``alias`` through a probe container (empty: none)."""
         probe = self.probes[0]
-        exec_id = self.api.exec_create(
-            probe, ["wget", "-q", "-T", "2", "-O-", f"http://{alias}:8080/"]
-        )
+        exec_id = self.api.exec_create(probe, ["sh", "-c", ASK.format(host=alias)])
         return self.api.exec_start(exec_id).decode().strip()
 
     def remove(self) -> None:
