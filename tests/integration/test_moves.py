@@ -262,7 +262,9 @@ def kill_points_of_handover(service: str) -> list[KillPoint]:
 @pytest.fixture
 def podman_web(podman_service, monkeypatch):
     """An HTTP stand-in of ai-clip on a Podman network of its own, labelled as compose labels
-    it, with its service alias; removed afterwards."""
+    it, with its service alias; removed afterwards. It requests no CDI GPU (the move below
+    changes its VRAM budget), so it runs whatever CDI specs other test services left in
+    /etc/cdi."""
     monkeypatch.setenv("CONTAINER_HOST", podman_service.host)
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     project = f"gpumvp{uuid.uuid4().hex[:8]}"
@@ -276,7 +278,7 @@ def podman_web(podman_service, monkeypatch):
             "--label", f"com.docker.compose.project={project}",
             "--label", f"com.docker.compose.service={ALIASED}",
             "--label", "com.docker.compose.container-number=1",
-            "--device", "nvidia.com/gpu=0",
+            "--env", "VRAM_BUDGET_GB=1.5",
             "--health-cmd", ASK.format(host="127.0.0.1") + " | grep -q .",
             "--health-interval", "1s", "--health-retries", "1",
             IMAGE, "sh", "-c", SERVING,
@@ -308,14 +310,16 @@ def test_on_podman_a_network_without_dns_falls_back_to_a_restart(podman_web):
         assert decided.reason.startswith(f"its Podman network {network} has no DNS")
     result = runtime.recreate(
         ALIASED,
-        device_ids=("1",),
-        budget_gb=None,
+        device_ids=(),
+        budget_gb=2.0,
         progress=lambda *_: None,
         **({"move_mode": ZERO_DOWNTIME} if decided.mode == ZERO_DOWNTIME else {}),
     )
     assert str(result.outcome) == "healthy", result.message
     assert result.downtime_s is not None and (result.downtime_s > 0) == (not dns)
     listed = podman(
-        "ps", "-a", "--format", "{{.Names}} {{.State}}", "--filter", f"label={PROJECT}={project}"
-    ).stdout.split("\n")
-    assert [line for line in listed if line] == [f"{project}_{ALIASED}_1 running"]
+        "ps", "-a", "--format", "{{.Names}}", "--filter", f"label={PROJECT}={project}"
+    ).stdout.split()
+    assert listed == [f"{project}_{ALIASED}_1"]
+    state = runtime.inspect(ALIASED)
+    assert (state.status, state.budget_gb) == ("running", 2.0)
