@@ -432,7 +432,11 @@ class _Apply:
         for gone in sorted(set(self.run.services) - {c.service for c in changes}):
             self.report(gone, Step.UNCHANGED, "Already running with this assignment")
         # --- move modes (assignments/moves.py): make-before-break or stop-start per service
-        modes = apply_move_modes(runtime, changes, note=self.note)
+        try:
+            modes = apply_move_modes(runtime, changes, note=self.note)
+        except Exception:  # deciding must never stop an apply: every service then restarts
+            logger.exception("could not decide the move modes; every service restarts")
+            modes = {}
         outcome = execute(
             runtime,
             changes,
