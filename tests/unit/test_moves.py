@@ -271,3 +271,17 @@ def test_the_apply_progress_says_how_each_service_moves_and_its_downtime(
     assert by_service["ai-clip"]["move_mode"] == ZERO_DOWNTIME
     assert by_service["ai-clip"]["status"] == "waiting_health"  # the note kept the step
     assert by_service["ai-llm"]["downtime_s"] == 41.5
+
+
+@pytest.mark.django_db
+def test_the_apply_confirmation_says_how_each_service_would_move(
+    reference_inventory, client, staff_user, settings
+):
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "tests.unit.test_views.StubRuntime"
+    client.force_login(staff_user)
+    raw = client.get("/settings/gpu/apply/", HTTP_HX_REQUEST="true").content.decode()
+    body = " ".join(raw.split())
+    assert "<strong>ai-enrichment</strong>: GPU 0 → GPU 1" in body
+    # The stub is no engine: it cannot run two copies, so the move is a restart, and says why.
+    assert "Restart</span>" in body
+    assert "cannot run two copies: restarts, no answers until the new copy is healthy" in body
