@@ -217,16 +217,15 @@ def move_facts(runtime: Any, services: list[str]) -> dict[str, MoveFacts]:
 
 class Handover(Recreate):
     """One make-before-break move of one container (see the module). Shares the health wait
-    and the log tail with ``Recreate``; what it has done so far: ``new_id`` (the copy exists),
-    ``joined`` (it answers on the aliases), ``left`` (the old copy left them)."""
+    and the log tail with ``Recreate``. Until the new copy is healthy a failure is rolled back
+    (the copy removed; the old one never stopped); after that the healthy copy is kept and an
+    engine failure is left, recorded, for recovery to finish."""
 
     def __init__(self, *, drain_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.drain_s = drain_s
         self.temp_name = new_name(self.name, self.old.id)
         self.networks = endpoints_of(self.old)
-        self.joined = False
-        self.left = False
         self.downtime_s = 0.0
 
     def _record(self, step: Any) -> None:
@@ -317,7 +316,6 @@ class Handover(Recreate):
         self._record(HandoverStep.BOTH_UP)
         for network, aliases in self.networks.items():
             engine.connect(new_id, network, aliases)
-        self.joined = True
         emit(
             self.progress,
             Step.STOPPING,
@@ -326,7 +324,6 @@ class Handover(Recreate):
         self._record(HandoverStep.OLD_STOPPING)
         for network in self.networks:
             engine.disconnect(self.old.id, network)
-        self.left = True
         time.sleep(self.drain_s)
         engine.stop(self.old)
         engine.remove(self.old.id, force=True)
