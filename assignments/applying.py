@@ -22,6 +22,7 @@ from .runtime.base import (
     RecreateResult,
     Step,
 )
+from .runtime.handover import ZERO_DOWNTIME
 
 logger = logging.getLogger(__name__)
 
@@ -182,16 +183,28 @@ class _StopGate:
         self.timeout = timeout
         self.stopped = {service: threading.Event() for service in waits}
         self.stopped_ok = dict.fromkeys(waits, False)
+        # Services moved make-before-break: their old copy leaves only once the new one is
+        # healthy, so those waiting on them may wait for a whole health timeout more.
+        self.handing_over: set[str] = set()
 
-    def release(self, service: str) -> None:
-        """Whatever happened to ``service``, those waiting on it must not wait forever."""
+    def release(self, service: str, *, freed: bool | None = None) -> None:
+        """Whatever happened to ``service``, those waiting on it must not wait forever;
+        ``freed``: whether its old container left its GPU (a make-before-break move says so
+        only at its end)."""
+        if freed is not None:
+            self.stopped_ok[service] = freed
         self.stopped[service].set()
 
     def before_start(self, service: str) -> None:
         """``service`` has stopped; wait until every service leaving its new GPU has too."""
         self.stopped_ok[service] = True
         self.stopped[service].set()
-        deadline = time.monotonic() + self.timeout
+        self.wait_for_leavers(service)
+
+    def wait_for_leavers(self, service: str) -> None:
+        """Wait until every service ``service`` waits for has left its new GPU."""
+        slowest = any(other in self.handing_over for other in self.waits[service])
+        deadline = time.monotonic() + self.timeout * (2 if slowest else 1)
         for other, gpus in sorted(self.waits[service].items()):
             if not self.stopped[other].is_set():
                 message = f"stopped; waiting for {other} to leave {_describe(gpus)}"
@@ -213,6 +226,7 @@ def execute(
     progress: ServiceProgress,
     health_timeout: float,
     journal: ServiceJournal | None = None,
+    modes: Mapping[str, str] | None = None,
 ) -> dict[str, RecreateResult]:
     """Recreate the services whose change needs it; return their results by service.
 
@@ -224,6 +238,11 @@ def execute(
     use. Services that need nothing, or have no container, are only reported through
     ``progress`` (``unchanged``) and get no result. ``journal`` receives each recreate's record
     before its engine steps (what recovery needs after a crash).
+
+    ``modes`` maps services to ``zero_downtime`` for a make-before-break move (``moves.py``):
+    its old copy runs until the new one is healthy, so it waits only for the services that
+    restart off its new GPU (the move mode's VRAM rule counted on those), and those waiting on
+    it wait until its old copy is gone.
     """
     _report_unchanged(changes, progress)
     work = sorted(
@@ -232,7 +251,11 @@ def execute(
     if not work:
         return {}
     waits = dependencies(work)
+    handing_over = {c.service for c in work if (modes or {}).get(c.service) == ZERO_DOWNTIME}
+    for service in handing_over:
+        waits[service] = {o: g for o, g in waits[service].items() if o not in handing_over}
     gate = _StopGate(waits, progress, health_timeout)
+    gate.handing_over = handing_over
 
     for change in work:
         waiting_for = waits[change.service]
@@ -246,24 +269,33 @@ def execute(
         service, target = change.service, change.target
         budget = change.current.budget_gb if target.keep_budget else target.budget_gb
         extra = {"labels": dict(target.labels)} if target.labels else {}
+        handover = service in handing_over
+        if handover:
+            extra["move_mode"] = ZERO_DOWNTIME
+        result = RecreateResult(Outcome.FAILED, "")
         try:
-            return runtime.recreate(
+            result = runtime.recreate(
                 service,
                 device_ids=target.device_ids,
                 budget_gb=budget,
                 progress=lambda step, message: _report(progress, service, step, message),
-                before_start=lambda: gate.before_start(service),
+                before_start=(
+                    (lambda: gate.wait_for_leavers(service))
+                    if handover
+                    else (lambda: gate.before_start(service))
+                ),
                 health_timeout=health_timeout,
                 **extra,
                 journal=(lambda entry: journal(service, entry)) if journal else None,
             )
+            return result
         except Exception as exc:  # one service's error must not sink the others
             logger.exception("recreate of %s raised", service)
             message = f"{type(exc).__name__}: {exc}"
             _report(progress, service, Step.FAILED, message)
             return RecreateResult(Outcome.FAILED, message)
         finally:
-            gate.release(service)
+            gate.release(service, freed=(result.outcome == Outcome.HEALTHY) if handover else None)
 
     with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="gpuconfig-apply") as pool:
         futures = {change.service: pool.submit(recreate, change) for change in work}

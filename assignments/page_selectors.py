@@ -758,6 +758,13 @@ class ApplyChange:
     current_budget: float | None
     target_budget: float | None
     restart: bool
+    # How it would move (assignments/moves.py): "zero_downtime" or "restart", and why.
+    move_mode: str = ""
+    move_reason: str = ""
+
+    @property
+    def move_label(self) -> str:
+        return MOVE_LABELS.get(self.move_mode, "")
 
     @property
     def missing(self) -> bool:
@@ -796,6 +803,7 @@ class ApplyPlan:
 def apply_plan() -> ApplyPlan:
     """Compare the saved configuration with the running containers (asks the engine)."""
     from assignments.applying import diff
+    from assignments.moves import apply_move_modes
     from assignments.runtime import get_runtime
     from assignments.runtime.base import EngineError, RuntimeUnavailable
     from assignments.selectors import apply_targets
@@ -803,6 +811,7 @@ def apply_plan() -> ApplyPlan:
     try:
         runtime = get_runtime()
         changes = diff(runtime, apply_targets())
+        modes = apply_move_modes(runtime, changes)
     except RuntimeUnavailable as exc:
         return ApplyPlan(changes=[], error=f"Cannot reach the container engine: {exc}")
     except EngineError as exc:
@@ -816,11 +825,16 @@ def apply_plan() -> ApplyPlan:
                 current_budget=c.current.budget_gb if c.current else None,
                 target_budget=c.target.budget_gb,
                 restart=c.needs_recreate,
+                move_mode=modes[c.service].mode if c.service in modes else "",
+                move_reason=modes[c.service].reason if c.service in modes else "",
             )
             for c in changes
         ],
         runtime=engine_label(runtime.label, runtime.where),
     )
+
+
+MOVE_LABELS = {"zero_downtime": "Without downtime", "restart": "Restart"}
 
 
 def engine_label(display_name: str, where: str) -> str:
@@ -856,6 +870,13 @@ class ProgressRow:
     message: str
     elapsed_s: float | None
     container: str
+    move_mode: str = ""
+    move_reason: str = ""
+    downtime_s: float | None = None
+
+    @property
+    def move_label(self) -> str:
+        return MOVE_LABELS.get(self.move_mode, "")
 
     @property
     def label(self) -> str:
@@ -915,6 +936,9 @@ def apply_progress(status: dict) -> Progress:
             e.get("message") or "",
             e.get("elapsed_s"),
             container(e["service"]),
+            e.get("move_mode") or "",
+            e.get("move_reason") or "",
+            e.get("downtime_s"),
         )
         for e in status["service_statuses"]
     ]

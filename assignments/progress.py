@@ -59,6 +59,23 @@ def progress_update(operation_id: str, service: str, status: str, message: str =
     cache.set(key, entry, TTL)
 
 
+def progress_note(operation_id: str, service: str, **fields) -> None:
+    """Set extra fields on a service's entry (its move mode and reason, its measured
+    downtime) without changing its status."""
+    key = _service_key(operation_id, service)
+    now = time.time()
+    entry = cache.get(key) or {
+        "service": service,
+        "status": str(Step.PENDING),
+        "message": "",
+        "started_at": now,
+        "updated_at": now,
+        "history": [],
+    }
+    entry.update(fields)
+    cache.set(key, entry, TTL)
+
+
 @unknown_while_redis_is_down(default=list)
 def progress_get(operation_id: str) -> list[dict]:
     services = cache.get(_run_key(operation_id)) or []

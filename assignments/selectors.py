@@ -628,6 +628,10 @@ def apply_status(
                 "status": e["status"],
                 "message": e.get("message", ""),
                 "elapsed_s": e.get("elapsed_s"),
+                # How the service moves, why, and how long it did not answer (moves.py).
+                "move_mode": e.get("move_mode"),
+                "move_reason": e.get("move_reason", ""),
+                "downtime_s": e.get("downtime_s"),
             }
             for e in entries
         ],

@@ -13,6 +13,7 @@ SECTIONS = [
     ("Measured VRAM: attributing 8 GPUs x 64 processes", "bench.attribution"),
     ("API latency", "bench.api"),
     ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),
+    ("Downtime per move, by mode (real Docker engine)", "bench.moves"),
 ]
 
 

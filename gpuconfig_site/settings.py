@@ -328,8 +328,12 @@ GPUCONFIG_DETECT_WAIT = env_float("GPUCONFIG_DETECT_WAIT", 5.0)
 # per service for a window, and planned with (p95 x (1 + margin)) once enough samples exist.
 GPUCONFIG_PROC_ROOT = os.environ.get("GPUCONFIG_PROC_ROOT") or "/proc"
 GPUCONFIG_VRAM_WINDOW = env_int("GPUCONFIG_VRAM_WINDOW", 24 * 3600)  # seconds
-GPUCONFIG_VRAM_MARGIN = float(os.environ.get("GPUCONFIG_VRAM_MARGIN", "0.10"))
+GPUCONFIG_VRAM_MARGIN = env_float("GPUCONFIG_VRAM_MARGIN", 0.10)
 GPUCONFIG_VRAM_MIN_SAMPLES = env_int("GPUCONFIG_VRAM_MIN_SAMPLES", 10)
+
+# Moves without downtime: seconds the old copy of a service moved make-before-break keeps
+# running, off its network aliases, before it is stopped (requests in flight finish).
+GPUCONFIG_DRAIN_S = env_float("GPUCONFIG_DRAIN_S", 5.0)
 
 # Periodic repair: interrupted applies are recovered, and the generated files are rewritten
 # from the database when they differ.

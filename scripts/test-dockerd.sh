@@ -80,6 +80,19 @@ clear_stale_state() {
     rm -f "$pidfile"
 }
 
+# Start "$@" in the background, in a session of its own, holding no descriptor above 2: a
+# daemon that kept one (this script's lock on fd 9, or the one a caller's `flock FILE command`
+# holds on fd 3) would keep that lock taken for as long as it runs. $! is the daemon's pid.
+spawn_detached() {
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-"; fi
+        done
+        exec setsid "$@"
+    ) &
+}
+
 start_engine() {
     command -v dockerd >/dev/null || die "dockerd not found (install the Debian package docker.io)"
     command -v docker >/dev/null || die "docker CLI not found (install the Debian package docker.io)"
@@ -88,14 +101,13 @@ start_engine() {
     # A stale socket or pid file from a killed engine would make dockerd refuse to start.
     clear_stale_state
     rm -f "$SOCK" "$PIDFILE"
-    # setsid: the engine outlives the shell or test run that started it; 9>&-: it must not
-    # inherit the lock.
-    PATH="$HOOK_DIR:$PATH" setsid dockerd \
+    # The engine outlives the shell or test run that started it, and holds none of its locks.
+    spawn_detached env PATH="$HOOK_DIR:$PATH" dockerd \
         --iptables=false --ip6tables=false --bridge=none \
         --storage-driver=vfs \
         --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT" \
         -H "unix://$SOCK" --pidfile "$PIDFILE" \
-        >"$LOG" 2>&1 </dev/null 9>&- &
+        >"$LOG" 2>&1 </dev/null
     local launcher=$! waited=0
     until engine_answers; do
         if ! kill -0 "$launcher" 2>/dev/null; then

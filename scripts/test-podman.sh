@@ -96,11 +96,24 @@ service_pid() {
     echo "$pid"
 }
 
+# Start "$@" in the background, in a session of its own, holding no descriptor above 2: a
+# daemon that kept one (this script's lock on fd 9, or the one a caller's `flock FILE command`
+# holds on fd 3) would keep that lock taken for as long as it runs. $! is the daemon's pid.
+spawn_detached() {
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-"; fi
+        done
+        exec setsid "$@"
+    ) &
+}
+
 start_service() {
     command -v /usr/bin/podman >/dev/null || die "podman not found (install the Debian package podman)"
     rm -f "$SOCK"
-    # setsid: the service outlives the shell or test run that started it; 9>&-: not the lock.
-    setsid "$BIN/podman" system service --time=0 "unix://$SOCK" >"$LOG" 2>&1 </dev/null 9>&- &
+    # The service outlives the shell or test run that started it, and holds none of its locks.
+    spawn_detached "$BIN/podman" system service --time=0 "unix://$SOCK" >"$LOG" 2>&1 </dev/null
     echo $! >"$PIDFILE"
     local launcher=$! waited=0
     until service_answers; do

@@ -70,9 +70,26 @@ class SaveResultSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(allow_null=True)
 
 
+class MoveFieldsMixin(serializers.Serializer):
+    """How a service moves to its new GPU (assignments/moves.py)."""
+
+    move_mode = serializers.ChoiceField(
+        choices=["zero_downtime", "restart"],
+        allow_null=True,
+        required=False,
+        help_text="zero_downtime: the new copy goes healthy before the old one stops; "
+        "restart: stop-start. null: the service does not move.",
+    )
+    move_reason = serializers.CharField(allow_blank=True, required=False)
+
+
+class ProposedAssignmentSerializer(AssignmentSerializer, MoveFieldsMixin):
+    pass
+
+
 class PreviewSerializer(serializers.Serializer):
     strategy = serializers.CharField()
-    proposed_assignments = AssignmentSerializer(many=True)
+    proposed_assignments = ProposedAssignmentSerializer(many=True)
     warnings = serializers.ListField(child=serializers.CharField())
     warning_details = WarningDetailSerializer(many=True)
     needs = serializers.ChoiceField(
@@ -85,6 +102,16 @@ class ServiceStatusSerializer(serializers.Serializer):
     status = serializers.CharField()
     message = serializers.CharField(allow_blank=True)
     elapsed_s = serializers.FloatField(allow_null=True, required=False)
+    move_mode = serializers.ChoiceField(
+        choices=["zero_downtime", "restart"], allow_null=True, required=False
+    )
+    move_reason = serializers.CharField(allow_blank=True, required=False)
+    downtime_s = serializers.FloatField(
+        allow_null=True,
+        required=False,
+        help_text="Seconds from the old copy no longer answering to the new one answering "
+        "(0 for a make-before-break move); null until measured.",
+    )
 
 
 class LiveServiceSerializer(serializers.Serializer):

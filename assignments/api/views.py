@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from assignments import planner
 from assignments.api import serializers as s
 from assignments.compose.tools import AUTO, KINDS, UnknownTool
+from assignments.moves import preview_move_modes
 from assignments.selectors import (
     UnknownNeeds,
     apply_status,
@@ -121,6 +122,7 @@ class PreviewView(APIView):
             plan, data = config_preview(strategy=strategy, needs=needs)
         except (planner.UnknownStrategy, UnknownNeeds) as exc:
             return bad_request(str(exc))
+        modes = preview_move_modes(plan, data)  # how each moving service would move
         return Response(
             {
                 "strategy": plan.strategy,
@@ -129,6 +131,7 @@ class PreviewView(APIView):
                         "service": p.service,
                         "gpu_index": p.gpu_index,
                         "vram_budget_override": p.budget_gb,
+                        **modes.get(p.service, {"move_mode": None, "move_reason": ""}),
                     }
                     for p in plan.placements
                 ],

@@ -69,9 +69,13 @@ class ContainerListing:
 
 @dataclass(frozen=True, slots=True)
 class RecreateResult:
+    """How a recreate ended. ``downtime_s``: seconds from the old copy no longer answering to
+    the new one answering (0 for a make-before-break move; None when not measured)."""
+
     outcome: Outcome
     message: str = ""
     container_id: str | None = None
+    downtime_s: float | None = None
 
 
 # progress(step, message) is called as the recreate moves through its steps.
@@ -124,6 +128,9 @@ class ContainerRuntime:
       raise for a failed recreate. ``journal``, when given, is called with the service's record
       (``JournalStep`` reached, container name, old and new container ids, whether the old one
       was running) before each engine step.
+      ``move_mode="zero_downtime"`` asks for a make-before-break move instead (the engine
+      runtimes: ``handover.py``); it is passed only to runtimes that can do it
+      (``handover.move_facts``), and only where the move mode's rule allowed it (``moves.py``).
     - ``recover(journal)`` repairs what interrupted recreates left behind and returns the
       services whose previous container it restored. ``journal`` maps services to the records
       of runs that did not finish (``JOURNAL_SETTLED`` ones are skipped): a new container that

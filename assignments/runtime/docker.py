@@ -285,6 +285,22 @@ class DockerEngine(Engine):
         except docker.errors.NotFound:
             pass
 
+    # -- make-before-break moves (handover.py) ---------------------------------------------
+
+    def network_problem(self, network: str) -> str:
+        # Docker resolves aliases on user-defined networks only, never on the default bridge.
+        if network in ("bridge", "host", "none"):
+            return f"is on Docker's default {network} network, which has no aliases"
+        return ""
+
+    def connect(self, container_id: str, network: str, aliases: list[str]) -> None:
+        with _calls():
+            self.api.connect_container_to_network(container_id, network, aliases=aliases or None)
+
+    def disconnect(self, container_id: str, network: str) -> None:
+        with _calls():
+            self.api.disconnect_container_from_network(container_id, network)
+
 
 class DockerRuntime(EngineRuntime):
     """Docker Engine through the docker SDK; the engine is found as the SDK finds it (DOCKER_HOST)

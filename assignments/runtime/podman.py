@@ -389,6 +389,36 @@ class PodmanEngine(Engine):
         except podman.errors.NotFound:
             pass
 
+    # -- make-before-break moves (handover.py) ---------------------------------------------
+
+    def network_problem(self, network: str) -> str:
+        """A copy can take over an alias only where the network resolves names (netavark with
+        aardvark-dns, or CNI with the dnsname plugin)."""
+        try:
+            info = self._call("get", f"/networks/{network}/json").json()
+        except podman.errors.NotFound:
+            return f"its network {network} is gone"
+        if not info.get("dns_enabled"):
+            return f"its Podman network {network} has no DNS, so its alias cannot move"
+        return ""
+
+    def connect(self, container_id: str, network: str, aliases: list[str]) -> None:
+        body = {"container": container_id, "aliases": list(aliases)}
+        self._call(
+            "post",
+            f"/networks/{network}/connect",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+
+    def disconnect(self, container_id: str, network: str) -> None:
+        self._call(
+            "post",
+            f"/networks/{network}/disconnect",
+            data=json.dumps({"Container": container_id}),
+            headers={"Content-Type": "application/json"},
+        )
+
 
 class PodmanRuntime(EngineRuntime):
     """Podman through its libpod API (podman-py), rootful or rootless, over ``unix://`` or

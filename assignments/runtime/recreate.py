@@ -37,6 +37,7 @@ from .base import (
 )
 from .spec import (
     ASIDE_MARK,
+    NEW_MARK,
     PROJECT_LABEL,
     SERVICE_LABEL,
     Replacement,
@@ -171,6 +172,18 @@ class Engine:
     def remove(self, container_id: str, *, force: bool = False) -> None:
         raise NotImplementedError
 
+    # -- make-before-break moves (handover.py) ---------------------------------------------
+
+    def network_problem(self, network: str) -> str:
+        """Why a copy cannot take over a service alias on ``network`` (empty: it can)."""
+        return "this engine cannot move a service between copies"
+
+    def connect(self, container_id: str, network: str, aliases: list[str]) -> None:
+        raise NotImplementedError
+
+    def disconnect(self, container_id: str, network: str) -> None:
+        raise NotImplementedError
+
 
 class EngineRuntime(ContainerRuntime):
     """A ``ContainerRuntime`` over an ``Engine``: subclasses only connect. ``base_url`` is the
@@ -206,7 +219,8 @@ class EngineRuntime(ContainerRuntime):
         listed = [
             c
             for c in engine.list(labels=self._labels(f"{SERVICE_LABEL}={service}"))
-            if original_name(c.name) is None
+            # Neither an old container set aside nor a make-before-break copy being started.
+            if original_name(c.name) is None and NEW_MARK not in c.name
         ]
         if listed:
             listed.sort(key=lambda c: (not c.running, replica_number(c.labels), c.name))
@@ -250,7 +264,10 @@ class EngineRuntime(ContainerRuntime):
         health_timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
         journal: Journal | None = None,
+        move_mode: str | None = None,
     ) -> RecreateResult:
+        """``move_mode="zero_downtime"`` moves the service make-before-break
+        (``handover.py``); anything else stops and recreates it."""
         with self.connect() as engine:
             try:
                 old = self.find(engine, service)
@@ -262,6 +279,21 @@ class EngineRuntime(ContainerRuntime):
                 message = f"no container found for service {service}"
                 emit(progress, Step.FAILED, message)
                 return RecreateResult(Outcome.FAILED, message)
+            if move_mode == "zero_downtime":  # handover.ZERO_DOWNTIME
+                from .handover import handover_run
+
+                return handover_run(
+                    engine=engine,
+                    old=old,
+                    change=Replacement(tuple(device_ids), budget_gb, dict(labels or {})),
+                    progress=progress,
+                    before_start=before_start,
+                    health_timeout=self.health_timeout
+                    if health_timeout is None
+                    else health_timeout,
+                    health_grace=self.health_grace,
+                    journal=journal,
+                )
             return Recreate(
                 engine=engine,
                 old=old,
@@ -274,13 +306,18 @@ class EngineRuntime(ContainerRuntime):
             ).run()
 
     def recover(self, journal: dict[str, dict] | None = None) -> list[str]:
+        from .handover import ZERO_DOWNTIME, recover_handover, recover_new_copies
+
         restored: list[str] = []
         with self.connect() as engine:
             for service, entry in sorted((journal or {}).items()):
                 if entry.get("step") in JOURNAL_SETTLED or not entry.get("old_id"):
                     continue
+                repair = (
+                    recover_handover if entry.get("mode") == ZERO_DOWNTIME else recover_recorded
+                )
                 try:
-                    if recover_recorded(engine, entry):
+                    if repair(engine, entry):
                         restored.append(service)
                 except engine.errors as exc:
                     logger.error("could not recover %s from its record: %s", service, exc)
@@ -293,6 +330,7 @@ class EngineRuntime(ContainerRuntime):
                         restored.append(listed.labels.get(SERVICE_LABEL) or original)
                 except engine.errors as exc:
                     logger.error("could not recover %s as %s: %s", listed.name, original, exc)
+            restored += recover_new_copies(engine, self._labels())
         return sorted(set(restored))
 
 
@@ -433,6 +471,13 @@ class Recreate:
         self.renamed = False
         self.new_id: str | None = None
         self.journal = journal
+        # When the old container stopped answering (monotonic): the start of the downtime.
+        self.stopped_at: float | None = None
+
+    def _downtime(self) -> float | None:
+        if self.stopped_at is None:
+            return None
+        return round(time.monotonic() - self.stopped_at, 2)
 
     def _record(self, step: JournalStep) -> None:
         if self.journal is None:
@@ -463,6 +508,7 @@ class Recreate:
             logger.exception("recreate of %s failed", self.name)
             return self._rollback(f"{type(exc).__name__}: {exc}")
         self._record(JournalStep.HEALTHY)
+        downtime = self._downtime()
         try:
             self.engine.remove(self.old.id)
         except (EngineLost, *self.engine.errors) as exc:
@@ -471,12 +517,15 @@ class Recreate:
         self._record(JournalStep.DONE)
         message = f"{self.name} healthy on {self.change.describe()}"
         emit(self.progress, Step.HEALTHY, message)
-        return RecreateResult(Outcome.HEALTHY, message, container_id=self.new_id)
+        return RecreateResult(
+            Outcome.HEALTHY, message, container_id=self.new_id, downtime_s=downtime
+        )
 
     def _replace(self) -> None:
         engine = self.engine
         emit(self.progress, Step.STOPPING, f"stopping {self.name}")
         self._record(JournalStep.STOPPING)
+        self.stopped_at = time.monotonic()
         engine.stop(self.old)
         self._record(JournalStep.RENAMING)
         engine.rename(self.old.id, aside_name(self.name, self.old.id))
@@ -574,4 +623,6 @@ class Recreate:
         self._record(JournalStep.ROLLED_BACK)
         message = f"{reason}. The previous {self.name} was restored.{log_part}"
         emit(self.progress, Step.ROLLED_BACK, message)
-        return RecreateResult(Outcome.ROLLED_BACK, message, container_id=old_id)
+        return RecreateResult(
+            Outcome.ROLLED_BACK, message, container_id=old_id, downtime_s=self._downtime()
+        )

@@ -22,6 +22,12 @@ ASIDE_MARK = "-gpuconfig-old-"
 ASIDE_NAME = re.compile(r"^(?P<name>.+)" + re.escape(ASIDE_MARK) + r"(?P<short_id>[0-9a-f]{12})$")
 
 
+# A make-before-break copy started beside the old container is named
+# "<name>-gpuconfig-new-<first 12 hex digits of the old one's id>" until it takes the name over
+# (handover.py); like the aside name, it is how recovery finds it without a record.
+NEW_MARK = "-gpuconfig-new-"
+
+
 def aside_name(name: str, container_id: str) -> str:
     """The name an old container carries while its replacement is being started."""
     return f"{name}{ASIDE_MARK}{container_id[:12]}"

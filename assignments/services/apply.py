@@ -20,6 +20,7 @@ from django.utils import timezone
 from assignments import progress
 from assignments.applying import diff, execute
 from assignments.models import ApplyRun, ConfigVersion
+from assignments.moves import apply_move_modes
 from assignments.runtime import get_runtime
 from assignments.runtime.base import (
     JOURNAL_SETTLED,
@@ -439,16 +440,35 @@ class _Apply:
         changes = [c for c in diff(runtime, apply_targets()) if c.needs_recreate]
         for gone in sorted(set(self.run.services) - {c.service for c in changes}):
             self.report(gone, Step.UNCHANGED, "Already running with this assignment")
+        # --- move modes (assignments/moves.py): make-before-break or stop-start per service
+        try:
+            modes = apply_move_modes(runtime, changes, note=self.note)
+        except Exception:  # deciding must never stop an apply: every service then restarts
+            logger.exception("could not decide the move modes; every service restarts")
+            modes = {}
         outcome = execute(
             runtime,
             changes,
             progress=self.report,
             health_timeout=settings.GPUCONFIG_HEALTH_TIMEOUT,
             journal=_RunJournal(self.run),
+            modes={s: d.mode for s, d in modes.items()},
         )
         for service, result in outcome.items():
             self.results[service] = {"outcome": str(result.outcome), "message": result.message}
+            if service in modes:
+                self.results[service].update(
+                    move_mode=modes[service].mode, downtime_s=result.downtime_s
+                )
+                self.note(service, downtime_s=result.downtime_s)
+        # --- end of move modes
         return _outcome_status(outcome)
+
+    def note(self, service: str, **fields) -> None:
+        try:
+            progress.progress_note(self.op, service, **fields)
+        except Exception:  # the apply goes on without the page's extra detail
+            logger.warning("could not note %s on the progress of %s", sorted(fields), service)
 
     def __call__(self) -> tuple[str, str]:
         try:

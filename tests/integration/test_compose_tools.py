@@ -261,6 +261,10 @@ def test_compose_v2_up_after_an_apply_recreates_nothing(
         run = _apply(django_capture_on_commit_callbacks)
         assert run.status == "succeeded", (run.error, run.log)
         assert set(run.results) == {"ai-clip"}
+        # On the user network, without ports, ai-clip moved make-before-break (moves.py): its
+        # new copy took the container's name and compose's labels.
+        assert run.results["ai-clip"]["move_mode"] == "zero_downtime", run.results
+        assert run.results["ai-clip"]["downtime_s"] == 0
         after = {s: c["Id"] for s, c in _containers(project).items()}
         assert after["ai-clip"] != first["ai-clip"]
         assert {s: i for s, i in after.items() if s != "ai-clip"} == {

@@ -26,7 +26,8 @@ from typing import Any
 from assignments.runtime.docker import DockerRuntime
 
 KILL_ENV = "GPUCONFIG_CHAOS_KILL"
-CALLS = ("stop", "rename", "create_copy", "start", "inspect", "remove")
+# connect and disconnect: the network steps of a make-before-break move (handover.py).
+CALLS = ("stop", "rename", "create_copy", "start", "inspect", "remove", "connect", "disconnect")
 
 
 @dataclass(frozen=True)
