@@ -302,7 +302,14 @@ class VersionsView(APIView):
     """Saved configuration versions, newest first."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("limit", int, required=False)],
+        parameters=[
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                required=False,
+                description="1–1000, default 50",
+            )
+        ],
         responses={200: s.VersionListSerializer, 400: OpenApiTypes.OBJECT},
         operation_id="gpu_config_versions_list",
     )
@@ -379,7 +386,9 @@ class ExportView(APIView):
     """The saved configuration as YAML, to import on another box."""
 
     @extend_schema(
-        responses={(200, "application/yaml"): OpenApiTypes.STR},
+        # The body is a YAML document whose top level is a mapping (strategy, gpus,
+        # assignments, rules): described as the object it parses to, not as a string.
+        responses={(200, "application/yaml"): OpenApiTypes.OBJECT},
         operation_id="gpu_config_export",
     )
     def get(self, request):

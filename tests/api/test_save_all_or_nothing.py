@@ -234,7 +234,11 @@ def test_an_unwritable_config_dir_is_an_admin_error_message_and_nothing_is_saved
         ),
         "catalog": (
             reverse("admin:assignments_aiservice_change", args=[clip.pk]),
-            {**_admin_form(clip), "vram_required_mb": clip.vram_required_mb + 512},
+            {
+                **_admin_form(clip),
+                **NO_PARTS,
+                "vram_required_mb": clip.vram_required_mb + 512,
+            },
         ),
         "override": (
             reverse(
@@ -262,6 +266,15 @@ def test_an_unwritable_config_dir_is_an_admin_error_message_and_nothing_is_saved
     assert AiService.objects.get(name="ai-clip").vram_required_mb == clip.vram_required_mb
     assert Assignment.objects.get(service=clip).gpu_index == clip_gpu
     assert Gpu.objects.get(index=1).available
+
+
+# The catalog's change form carries its hosted models' inline (the management form, no parts).
+NO_PARTS = {
+    "parts-TOTAL_FORMS": "0",
+    "parts-INITIAL_FORMS": "0",
+    "parts-MIN_NUM_FORMS": "0",
+    "parts-MAX_NUM_FORMS": "1000",
+}
 
 
 def _admin_form(obj) -> dict:

@@ -288,6 +288,7 @@ def test_editing_only_a_catalog_entrys_text_in_the_admin_is_saved_without_a_vers
     versions = ConfigVersion.objects.count()
     url = reverse("admin:assignments_aiservice_change", args=[svc.pk])
     data = {
+        **NO_PARTS,
         "name": "ai-clip",
         "display_name": "CLIP (renamed)",
         "model_name": "CLIP ViT-L/14 renamed",
