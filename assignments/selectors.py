@@ -146,10 +146,11 @@ def lint_report() -> dict:
     return compose_lint(config_entries())
 
 
-def needs_mode(value: str | None) -> str | None:
+def needs_mode(value: str | None, *, empty_ok: bool = True) -> str | None:
     """``?needs=`` checked: None (the default), ``measured`` or ``catalog``; raises
-    ``UnknownNeeds`` for anything else."""
-    if value in (None, ""):
+    ``UnknownNeeds`` for anything else. ``empty_ok``: an empty value is the default (the page's
+    form sends one); the API's schema allows only the two names, so it refuses it."""
+    if value is None or (value == "" and empty_ok):
         return None
     if value not in NEEDS:
         raise UnknownNeeds(f"needs must be one of: {', '.join(NEEDS)} (got {value!r}).")
