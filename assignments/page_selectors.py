@@ -21,6 +21,7 @@ from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from assignments.runtime.base import Step
 from assignments.selectors import (
+    InactiveService,
     PlanningInput,
     apply_run_list,
     config_preview,
@@ -227,6 +228,8 @@ class TableState:
     summaries: list[GpuSummary]
     unassigned: list[str]
     gpus: tuple[GpuView, ...]
+    # Services under inactive compose profiles: listed apart, never in the table or the load.
+    inactive: tuple[InactiveService, ...] = ()
 
     @property
     def dirty(self) -> bool:
@@ -322,6 +325,7 @@ def table_state(
         summaries=_summaries(data.gpus, services, colours),
         unassigned=[s.name for s in services if s.current_gpu is None],
         gpus=data.gpus,
+        inactive=data.inactive,
     )
 
 
@@ -681,6 +685,7 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
         "demo_on": simulated_runtime_enabled(),
         "demo_offered": detection_mode()["simulated"],
         "demo_label": SIMULATED_LABEL,
+        "inactive": data.inactive,
     }
 
 

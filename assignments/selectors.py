@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -62,6 +63,23 @@ def _gpu_view(gpu: Gpu, assigned_mb: int) -> GpuView:
     )
 
 
+PROFILE_FIX = "set COMPOSE_PROFILES or GPUCONFIG_COMPOSE_PROFILES"
+
+
+@dataclass(frozen=True)
+class InactiveService:
+    """A catalog service under compose profiles none of which is active: not placed."""
+
+    name: str
+    profiles: tuple[str, ...]
+
+    @property
+    def note(self) -> str:
+        """What the page says of it: under which profile, that it is not placed, the fix."""
+        word = "profile" if len(self.profiles) == 1 else "profiles"
+        return f"under {word} {', '.join(self.profiles)}, not active: not placed; {PROFILE_FIX}"
+
+
 @dataclass(frozen=True)
 class PlanningInput:
     """Everything the planner needs, read from the database in one go.
@@ -78,6 +96,9 @@ class PlanningInput:
     needs: str = CATALOG
     measured: dict[str, VramSummary] = dataclasses.field(default_factory=dict)
     rules: tuple[planner.ServiceRule, ...] = ()
+    # Enabled services the base compose file puts only under inactive profiles: known (their
+    # rows are kept) but not in ``services``, so nothing places them or counts their VRAM.
+    inactive: tuple[InactiveService, ...] = ()
 
     @property
     def measured_available(self) -> bool:
@@ -125,10 +146,11 @@ def lint_report() -> dict:
     return compose_lint(config_entries())
 
 
-def needs_mode(value: str | None) -> str | None:
+def needs_mode(value: str | None, *, empty_ok: bool = True) -> str | None:
     """``?needs=`` checked: None (the default), ``measured`` or ``catalog``; raises
-    ``UnknownNeeds`` for anything else."""
-    if value in (None, ""):
+    ``UnknownNeeds`` for anything else. ``empty_ok``: an empty value is the default (the page's
+    form sends one); the API's schema allows only the two names, so it refuses it."""
+    if value is None or (value == "" and empty_ok):
         return None
     if value not in NEEDS:
         raise UnknownNeeds(f"needs must be one of: {', '.join(NEEDS)} (got {value!r}).")
@@ -152,16 +174,21 @@ def _need(svc: AiService, summary: VramSummary | None, needs: str) -> tuple[int,
 def planning_input(*, needs: str | None = None) -> PlanningInput:
     """The planner's input from the database. ``needs``: ``measured`` (the default: measured
     use where enough of it was recorded, else the catalog) or ``catalog``."""
-    from assignments.compose.project import base_budgets
+    from assignments.compose.project import base_budgets, base_inactive
 
     needs = needs or MEASURED
     measured = service_vram_summaries()
     services = list(service_list())
     # A service's default budget is the base compose file's VRAM_BUDGET_GB when it sets one.
     base_budget = base_budgets()
+    # Both read the base stack kept by file times (project.stack_current): no tool is run.
+    off = base_inactive()
+    inactive = tuple(InactiveService(s.name, off[s.name]) for s in services if s.name in off)
     assignments = assignment_map()
     demands = []
     for svc in services:
+        if svc.name in off:
+            continue
         a = assignments.get(svc.name)
         need, source = _need(svc, measured.get(svc.name), needs)
         demands.append(
@@ -201,6 +228,7 @@ def planning_input(*, needs: str | None = None) -> PlanningInput:
         needs=needs,
         measured=measured,
         rules=planner_rules(),
+        inactive=inactive,
     )
 
 
@@ -317,7 +345,9 @@ def config_issues(data: PlanningInput | None = None) -> list[Issue]:
     placements = data.current_placements()
     issues = list(planner.rules_check(data.gpus, data.services, placements, data.rules))
     issues += issues_sourced(planner.check(data.gpus, data.services, placements), data)
-    return fallback_issues(data.assignments) + issues + measured_issues(data)
+    planned = {d.name for d in data.services}
+    fallbacks = [i for i in fallback_issues(data.assignments) if i.service in planned]
+    return fallbacks + issues + measured_issues(data)
 
 
 ERROR_CODES = frozenset({"over_capacity", "gpu_missing", "unplaced", "budget_too_large"})
@@ -389,11 +419,17 @@ def config_state_bump() -> None:
 
 
 def _base_files_state() -> tuple:
-    """The base compose file(s) as set, with their times: its budgets are part of the plan."""
+    """The base compose file(s) as set, with their times, and the active profiles: its budgets
+    and which of its services are under inactive profiles are part of the plan."""
     from assignments.compose.reading import compose_files_setting
 
     files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
-    state = []
+    state: list = [
+        (
+            getattr(settings, "GPUCONFIG_COMPOSE_PROFILES", "") or "",
+            os.environ.get("COMPOSE_PROFILES", ""),
+        )
+    ]
     for path in (*files, *(files[:1] and (files[0].parent / ".env",))):
         try:
             state.append((str(path), path.stat().st_mtime_ns))

@@ -62,7 +62,7 @@ class GpuConfigView(APIView):
     )
     def get(self, request):
         try:
-            needs = needs_mode(request.query_params.get("needs"))
+            needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
         except UnknownNeeds as exc:
             return bad_request(str(exc))
         if needs is None:  # the default read, kept in the cache while nothing changed
@@ -118,7 +118,7 @@ class PreviewView(APIView):
         if not strategy:
             return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
         try:
-            needs = needs_mode(request.query_params.get("needs"))
+            needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
             plan, data = config_preview(strategy=strategy, needs=needs)
         except (planner.UnknownStrategy, UnknownNeeds) as exc:
             return bad_request(str(exc))

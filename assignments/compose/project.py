@@ -77,6 +77,19 @@ def base_budgets() -> dict[str, float]:
     return {s.name: s.budget_gb for s in stack.services.values() if s.budget_gb is not None}
 
 
+def base_inactive() -> dict[str, tuple[str, ...]]:
+    """The services the base file puts only under compose profiles none of which is active,
+    with those profiles (empty when there is no base or it cannot be read: every service is
+    then planned, as without a base). Known, not placed: the planner leaves them out."""
+    try:
+        stack = stack_current()
+    except model.ComposeInvalid:
+        return {}  # base_budgets logs it, on the same read
+    if stack is None:
+        return {}
+    return {name: s.profiles for name, s in stack.inactive.items()}
+
+
 def tool_current(name: str | None = None) -> tuple[str, tools.ComposeTool | None]:
     """The tool kind to write files for, and the installed tool of that kind (None when none
     is installed). ``name`` (or ``GPUCONFIG_COMPOSE_TOOL``) ``auto``: what is installed, else

@@ -311,7 +311,8 @@ def test_gpus_list_their_processes(reference_inventory, key_client):
 @pytest.mark.parametrize(
     "url",
     ["/api/system/gpu-config?needs=guess", "/api/system/gpu-config/preview?strategy=vram_based"
-     "&needs=guess"],
+     "&needs=guess", "/api/system/gpu-config?needs=",
+     "/api/system/gpu-config/preview?strategy=vram_based&needs="],
 )  # fmt: skip
 def test_an_unknown_needs_value_is_refused(reference_inventory, key_client, url):
     response = key_client.get(url)
