@@ -219,6 +219,9 @@ def cmd_status(args) -> int:
         if svc["pending_apply"]:
             saved = svc["assigned_gpu_index"]
             line += f" (saved: GPU {'-' if saved is None else saved}, waiting for Apply)"
+        elif svc["gpu_index"] is None and svc.get("assigned_gpu_index") is not None:
+            # No container seen (or no engine): where it runs is unknown, the saved GPU is not.
+            line += f" (saved: GPU {svc['assigned_gpu_index']})"
         print(line)
     return 0
 

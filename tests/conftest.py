@@ -156,7 +156,9 @@ def seed_catalog() -> None:
 
     from django.apps import apps
 
-    importlib.import_module("assignments.migrations.0002_seed_catalog").seed(apps, None)
+    # Every data migration that fills the catalog, in order (the minimum budgets came later).
+    for migration in ("0002_seed_catalog", "0004_aiservice_min_budget"):
+        importlib.import_module(f"assignments.migrations.{migration}").seed(apps, None)
 
 
 @pytest.fixture

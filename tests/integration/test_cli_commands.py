@@ -40,6 +40,9 @@ def shell(tmp_path):
         f"GPUCONFIG_CONFIG_DIR={tmp_path / 'config'}\n"
         f"GPUCONFIG_VAR_DIR={tmp_path / 'var'}\n"
         "GPUCONFIG_SIMULATED_RUNTIME_STEP=0.05\n"
+        # The host's CDI folders hold the test Podman service's stand-in spec (no common
+        # device nodes); the lint reads an empty folder here instead.
+        f"GPUCONFIG_CDI_SPEC_DIRS={tmp_path / 'cdi'}\n"
     )
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -138,7 +141,9 @@ def test_status_with_no_apply_and_no_engine(shell):
     done = shell("status")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("No apply has run yet.\n")
-    assert re.search(r"^ai-llm: unknown \(health \w+\), GPU 0$", done.stdout, re.M), done.stdout
+    # Where it runs is unknown without an engine; the saved GPU is said beside it.
+    line = r"^ai-llm: unknown \(health \w+\), GPU - \(saved: GPU 0\)$"
+    assert re.search(line, done.stdout, re.M), done.stdout
 
 
 def test_apply_without_an_engine_says_so_in_one_line(shell):
@@ -204,7 +209,9 @@ def test_check_prints_one_line_per_part(shell):
         "redis",
         "engine",
         "nvml",
+        "pids",
         "compose",
+        "lint",
     ], done.stdout
     assert "FAIL engine" in done.stdout  # no engine answers here
     assert done.returncode == 1
