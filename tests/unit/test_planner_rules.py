@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assignments.planner import GpuView, ServiceDemand, ServiceRule, plan
-from assignments.planner.rules import constraints_of
+from assignments.planner.rules import _can_hold, constraints_of
 
 AUTOMATIC = ("vram_based", "latency_optimized", "isolation_first", "balanced")
 SEARCH = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -235,3 +235,15 @@ def test_constraints_ignore_rules_of_services_not_planned():
     services = [ServiceDemand("a", 100)]
     rules = [ServiceRule("gone", exclusive=True), ServiceRule("a", never_with=("gone", "a"))]
     assert constraints_of(rules, services) == []
+
+
+@SEARCH
+@given(instances())
+def test_the_conflict_search_answers_as_an_exhaustive_search_does(instance):
+    """The question the conflict search asks many times (can these rules hold?) is asked of
+    fewer services; the answer must be the exhaustive one."""
+    gpus, services, rules = instance
+    if not any(g.available and g.total_mb > 0 for g in gpus):
+        return
+    constraints = constraints_of(rules, services)
+    assert _can_hold(gpus, services, constraints) == satisfiable(gpus, services, rules)
