@@ -276,7 +276,8 @@ def _files(out: Rendered, parts: _Parts, stack: BaseStack | None, tool: str, id_
         out.files[RESET_NAME] = RESET_HEADER + model.dump({"services": parts.reset})
     header = OVERRIDE_HEADER
     if parts.unplaced:
-        header += "# Not placed on any GPU (no GPU available): " + ", ".join(parts.unplaced)
+        # No GPU available, or memory short and of lower priority (see the warnings).
+        header += "# Not placed on any GPU: " + ", ".join(parts.unplaced)
         header += "\n"
     body = model.dump({"services": parts.override}) if parts.override else "services: {}\n"
     if tool == tools.V1:

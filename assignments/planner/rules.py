@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .checks import gpu_label
 from .placing import capacity_mb, usable_gpus
@@ -106,16 +107,17 @@ class _Problem:
             elif c.kind == EXCLUSIVE:
                 self.exclusive += 1
                 self.exclusive_set.add(i)
-                for j in range(n):
-                    if j != i:
-                        self.apart[i].add(j)
-                        self.apart[j].add(i)
+                others = set(range(n))
+                others.discard(i)
+                self.apart[i] |= others
+                for j in others:
+                    self.apart[j].add(i)
             else:
                 j = position[c.other]
                 self.apart[i].add(j)
                 self.apart[j].add(i)
 
-    @property
+    @cached_property
     def others_min(self) -> int:
         """A lower bound on the GPUs the services that are not exclusive need together: none
         without such services, two when two of them are kept apart, else one."""
@@ -178,6 +180,15 @@ class _Search:
         self.empty = len(problem.usable)
         self.shared = 0
         self.waiting = [sum(self.is_exclusive), n - sum(self.is_exclusive)]
+        # The order _pick chooses in, as one integer per service so that the choice is one
+        # min() over a list: fewest GPUs left, then most kept apart, then input order. A
+        # placed service's key is past every other.
+        order = sorted(range(n), key=lambda i: (-self.degree[i], i))
+        self.rank = [0] * n
+        for position, i in enumerate(order):
+            self.rank[i] = position
+        self.key = [left * n + rank for left, rank in zip(self.left, self.rank)]
+        self.placed_key = (len(problem.usable) + 1) * n
 
     def _hopeless(self) -> bool:
         """Whether too few GPUs are left: each unplaced exclusive service needs an empty one,
@@ -194,21 +205,22 @@ class _Search:
 
     def _pick(self) -> int:
         """The unplaced service with the fewest GPUs left, then the most kept apart."""
-        best, key = -1, None
-        for i, g in enumerate(self.assigned):
-            if g is None:
-                k = (self.left[i], -self.degree[i], i)
-                if key is None or k < key:
-                    best, key = i, k
-        return best
+        key = self.key
+        return key.index(min(key))
 
     def _place(self, i: int, g: int, step: int) -> None:
         """Put service ``i`` on ``g`` (``step`` 1) or take it off (-1)."""
+        n = self.problem.n
+        key = self.key
+        assigned = self.assigned
         for j in self.problem.apart[i]:
-            before = self.blocked[j][g]
-            self.blocked[j][g] = before + step
+            blocked = self.blocked[j]
+            before = blocked[g]
+            blocked[g] = before + step
             if g in self.domain_sets[j] and (before == 0) != (before + step == 0):
                 self.left[j] -= step
+                if assigned[j] is None:
+                    key[j] -= step * n
         self.free[g] -= step * self.needs[i]
         exclusive = self.is_exclusive[i]
         self.waiting[0 if exclusive else 1] -= step
@@ -235,11 +247,13 @@ class _Search:
                 return False
             self.budget -= 1
             self.assigned[i] = g
+            self.key[i] = self.placed_key
             self._place(i, g, 1)
             if self._descend(depth + 1):
                 return True
             self._place(i, g, -1)
             self.assigned[i] = None
+            self.key[i] = self.left[i] * self.problem.n + self.rank[i]
         return False
 
 
@@ -291,6 +305,21 @@ def _priority(constraint: Constraint, priority: dict[str, int]) -> int:
     return own
 
 
+def _can_hold(gpus, services, constraints: Sequence[Constraint]) -> bool:
+    """Whether some placement honours ``constraints``: the question :func:`_core` asks many
+    times, so asked of fewer services. A service no constraint names can share the GPU of any
+    other such service (nothing keeps them apart but exclusive services, which they all are
+    kept from alike), so one of them stands for all: the answer is the same."""
+    named = set()
+    for c in constraints:
+        named.add(c.service)
+        if c.kind == NEVER_WITH:
+            named.add(c.other)
+    free = [s for s in services if s.name not in named]
+    kept = [s for s in services if s.name in named] + free[:1]
+    return _Problem(gpus, kept, constraints).solve() is not None
+
+
 def _core(gpus, services, constraints: list[Constraint], priority) -> list[Constraint]:
     """A smallest conflicting subset: each constraint is left out in turn (highest priority
     first, so that the conflict found is the one lower priorities take part in) and stays out
@@ -298,7 +327,7 @@ def _core(gpus, services, constraints: list[Constraint], priority) -> list[Const
     core = list(constraints)
     for c in sorted(constraints, key=lambda c: -_priority(c, priority)):
         trial = [x for x in core if x != c]
-        if _Problem(gpus, services, trial).solve() is None:
+        if not _can_hold(gpus, services, trial):
             core = trial
     return core
 
@@ -316,7 +345,7 @@ def _conflict(gpus, services, core: list[Constraint], dropped: Constraint) -> Is
     remedies = [_remedy(c) for c in core]
     spare = max((g.index for g in gpus), default=-1) + 1
     extra = GpuView(index=spare, uuid="", name="", total_mb=1)
-    if any(c.kind != PIN for c in core) and _Problem([*gpus, extra], services, core).solve():
+    if any(c.kind != PIN for c in core) and _can_hold([*gpus, extra], services, core):
         remedies.append("add a GPU")
     if len(core) == 1:
         lead = f"The rule {names[0]} cannot hold on these GPUs"

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from assignments.models import ConfigVersion, ServiceRule
-from tests.conftest import reference_uuid, saved_state
+from gpus.services import gpu_scan_run
+from tests.conftest import config_files, reference_uuid, saved_state
 
 pytestmark = pytest.mark.django_db
 
@@ -408,3 +409,48 @@ def test_an_empty_import_body_is_a_400(staff_client, reference_inventory):
     response = staff_client.post(f"{BASE}/import", "", content_type="application/yaml")
     assert response.status_code == 400
     assert "Send the YAML" in response.json()["detail"]
+
+
+def test_a_service_left_unplaced_for_priority_is_previewed_saved_and_shown_without_a_gpu(
+    staff_client, staff_user, client, reference_inventory, commit, settings
+):
+    """Memory is short (a 12 GB card in place of the 24 GB one): with priorities set, the
+    preview leaves a lower priority off its GPU with a warning, and the page's preview shows it
+    unassigned; saving that plan keeps it without a GPU (its generated files give it no
+    device), and the page still answers."""
+    entries = yaml.safe_load(reference_inventory.read_text())
+    entries[0].update(vram_total_mb=12288, vram_used_mb=0)  # a 12 GB card in place of 24 GB
+    reference_inventory.write_text(yaml.safe_dump(entries))
+    gpu_scan_run()
+    staff_client.put(
+        f"{BASE}/rules",
+        {"rules": [{"service": "ai-llm", "priority": 9}, {"service": "ai-clip", "priority": 5}]},
+        format="json",
+    )
+    preview = staff_client.get(f"{BASE}/preview", {"strategy": "vram_based"}).json()
+    left = [w for w in preview["warning_details"] if w["code"] == "unplaced_for_priority"]
+    assert left, preview["warning_details"]
+    placed = {a["service"]: a["gpu_index"] for a in preview["proposed_assignments"]}
+    for warning in left:
+        assert placed[warning["service"]] is None
+        assert warning["service"] not in ("ai-llm", "ai-clip")
+        assert f"{warning['service']} is left unplaced" in warning["message"]
+    assert placed["ai-llm"] is not None and placed["ai-clip"] is not None
+
+    client.force_login(staff_user)
+    shown = client.get("/settings/gpu/preview/?strategy=vram_based", HTTP_HX_REQUEST="true")
+    assert shown.status_code == 200
+    assert f"<strong>{left[0]['service']}</strong>: GPU" in shown.content.decode()
+    assert "→ Unassigned" in shown.content.decode()
+
+    response = commit(staff_client.put, BASE, {"strategy": "vram_based"}, format="json")
+    assert response.status_code == 200, response.json()
+    saved = {a["service"]: a["gpu_index"] for a in staff_client.get(BASE).json()["assignments"]}
+    assert saved == placed
+    listed = yaml.safe_load(config_files(settings)["gpu-assignments.yml"])["assignments"]
+    override = config_files(settings)["docker-compose.gpu-override.yml"]
+    for warning in left:
+        assert listed[warning["service"]]["gpu"] is None
+        assert f"  {warning['service']}:" not in override  # no device reserved
+    assert "Not placed on any GPU: " in override
+    assert client.get("/settings/gpu/").status_code == 200
