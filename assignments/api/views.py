@@ -45,10 +45,9 @@ NEEDS_PARAMETER = OpenApiParameter(
     "needs",
     str,
     required=False,
-    # Empty is accepted as the default (a form's empty field), so the schema says so too.
-    enum=["measured", "catalog", ""],
+    enum=["measured", "catalog"],
     description="Plan with the measured VRAM of each service where enough was recorded "
-    "(measured, the default; also when empty) or with the catalog's estimates only (catalog).",
+    "(measured, the default) or with the catalog's estimates only (catalog).",
 )
 
 
