@@ -79,7 +79,7 @@ class AiServiceAdmin(ServiceSavedAdmin):
     def changelist_view(self, request, extra_context=None):
         """Offers the compose stack's GPU services the catalog lacks, each as a link to the add
         form filled with its VRAM estimate (for the user to confirm)."""
-        from assignments.compose.catalog import catalog_offers
+        from assignments.files.catalog import catalog_offers
 
         offers = catalog_offers()
         if offers and request.method == "GET":

@@ -9,8 +9,8 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from assignments.compose.catalog import OfferInvalid, catalog_offers, catalog_service_add
-from assignments.compose.tools import KINDS, UnknownTool
+from assignments.files.catalog import OfferInvalid, catalog_offers, catalog_service_add
+from assignments.files.tools import KINDS, UnknownTool
 from assignments.selectors import catalog_parts, compose_report, lint_report
 from assignments.views import page_login_required
 

@@ -13,8 +13,9 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from assignments import files, planner, progress
+from assignments import planner, progress
 from assignments.applying import Target
+from assignments.files.entries import FileEntry, device_id
 from assignments.models import (
     AiService,
     ApplyRun,
@@ -116,7 +117,7 @@ class PlanningInput:
 def compose_report(*, tool: str | None = None) -> dict:
     """What each managed service gets under the compose tool (``tool``: another kind than the
     one in use); raises ``UnknownTool`` for a name that is not a tool."""
-    from assignments.compose.project import compose_check
+    from assignments.files.project import compose_check
 
     return compose_check(config_entries(), tool_name=tool)
 
@@ -141,7 +142,7 @@ def catalog_parts() -> dict[str, list]:
 
 def lint_report() -> dict:
     """The lint of the user's stack with the files gpuconfig writes: findings with fixes."""
-    from assignments.compose.project import compose_lint
+    from assignments.files.project import compose_lint
 
     return compose_lint(config_entries())
 
@@ -174,7 +175,7 @@ def _need(svc: AiService, summary: VramSummary | None, needs: str) -> tuple[int,
 def planning_input(*, needs: str | None = None) -> PlanningInput:
     """The planner's input from the database. ``needs``: ``measured`` (the default: measured
     use where enough of it was recorded, else the catalog) or ``catalog``."""
-    from assignments.compose.project import base_budgets, base_inactive
+    from assignments.files.project import base_budgets, base_inactive
 
     needs = needs or MEASURED
     measured = service_vram_summaries()
@@ -421,7 +422,7 @@ def config_state_bump() -> None:
 def _base_files_state() -> tuple:
     """The base compose file(s) as set, with their times, and the active profiles: its budgets
     and which of its services are under inactive profiles are part of the plan."""
-    from assignments.compose.reading import compose_files_setting
+    from assignments.files.reading import compose_files_setting
 
     files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
     state: list = [
@@ -575,7 +576,7 @@ def apply_run_latest() -> ApplyRun | None:
     return ApplyRun.objects.order_by("-created_at", "-pk").first()
 
 
-def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
+def config_entries(data: PlanningInput | None = None) -> list[FileEntry]:
     """Each enabled service's line in the generated files, as saved (fallbacks applied)."""
     data = data or planning_input()
     gpus = {g.uuid: g for g in Gpu.objects.all()}
@@ -586,7 +587,7 @@ def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
         uuid = a.effective_gpu_uuid if a else ""
         gpu = gpus.get(uuid)
         entries.append(
-            files.FileEntry(
+            FileEntry(
                 service=d.name,
                 gpu_index=d.current_gpu,
                 gpu_uuid=uuid,
@@ -603,7 +604,7 @@ def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
 def apply_targets(data: PlanningInput | None = None) -> list[Target]:
     """What each enabled service should run with: device ids (in the configured format), its
     VRAM budget when one is saved, and the compose labels of the written files."""
-    from assignments.compose.project import config_labels
+    from assignments.files.project import config_labels
 
     data = data or planning_input()
     id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
@@ -611,7 +612,7 @@ def apply_targets(data: PlanningInput | None = None) -> list[Target]:
     labels = config_labels(entries)
     targets = []
     for entry, demand in zip(entries, data.services, strict=True):
-        device_ids = () if entry.gpu_index is None else (files.device_id(entry, id_format),)
+        device_ids = () if entry.gpu_index is None else (device_id(entry, id_format),)
         targets.append(
             Target(
                 service=entry.service,

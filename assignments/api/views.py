@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from assignments import planner
 from assignments.api import serializers as s
-from assignments.compose.tools import AUTO, KINDS, UnknownTool
+from assignments.files.tools import AUTO, KINDS, UnknownTool
 from assignments.moves import preview_move_modes
 from assignments.selectors import (
     UnknownNeeds,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.compose import tools
+from assignments.files import tools
 from assignments.runtime import podman as podman_runtime
 from assignments.services import config_save
 from tests.integration import test_compose_tools

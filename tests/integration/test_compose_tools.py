@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.compose import model, rendering, tools
-from assignments.compose.project import NOT_CHECKED
+from assignments.files import model, rendering, tools
+from assignments.files.project import NOT_CHECKED
 from assignments.services import config_files_sync, config_save
 from tests.unit.test_compose_stack import HSI, MOVES, PLAIN, copy_stack
 

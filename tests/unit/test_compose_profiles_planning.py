@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from assignments import planner
-from assignments.compose import project
+from assignments.files import project
 from assignments.models import Assignment
 from assignments.selectors import (
     InactiveService,

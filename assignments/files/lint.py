@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from assignments.files import FileEntry, device_id
+from assignments.files.entries import FileEntry, device_id
 
 from . import model
 from .reading import BaseStack

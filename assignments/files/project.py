@@ -14,7 +14,8 @@ import yaml
 from django.conf import settings
 from dotenv import dotenv_values
 
-from assignments.files import FileEntry, device_id
+from assignments.files.entries import FileEntry, device_id
+from assignments.files.staging import stage_files
 
 from . import model, rendering, tools
 from .reading import BaseStack, compose_files_setting, stack_read
@@ -185,8 +186,6 @@ def _preview_folder(kind: str) -> Path:
 def _preview_write(rendered: rendering.Rendered, folder: Path) -> None:
     """The files for a tool other than the one in use, written (atomically) where the shown
     commands name them; the files in use are untouched."""
-    from assignments.files import stage_files
-
     texts: dict[Path, str | None] = {folder / n: None for n in rendering.GENERATED_NAMES}
     texts.update({folder / n: t for n, t in rendered.files.items()})
     texts[folder / rendering.ENV_NAME] = rendered.env_file

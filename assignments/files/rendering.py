@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from assignments.files import FileEntry, device_id
+from assignments.files.entries import FileEntry, device_id
 from assignments.planner.types import format_budget_gb
 
 from . import model, tools
