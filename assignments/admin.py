@@ -9,7 +9,6 @@ from django.utils.html import format_html, format_html_join
 from assignments.models import (
     AiService,
     AiServicePart,
-    ApplyRun,
     Assignment,
     ConfigVersion,
     GpuConfig,
@@ -205,12 +204,6 @@ class ConfigVersionAdmin(ReadOnlyAdmin):
 
     list_display = ["pk", "created_at", "actor", "source", "strategy"]
     list_filter = ["source", "strategy"]
-
-
-@admin.register(ApplyRun)
-class ApplyRunAdmin(ReadOnlyAdmin):
-    list_display = ["operation_id", "status", "created_at", "finished_at", "actor"]
-    list_filter = ["status"]
 
 
 class ServiceRuleForm(forms.ModelForm):

@@ -9,13 +9,8 @@ class AssignmentsConfig(AppConfig):
     def ready(self) -> None:
         # The inventory announces its changes; the assignments follow them (gpus does not
         # import this app).
-        from assignments.ownership import container_owners
         from assignments.services.inventory import inventory_changed_receiver
-        from gpus.attribution import container_resolver_register
         from gpus.signals import inventory_changed
-
-        # Scans name the containers that hold GPU memory through the container engine.
-        container_resolver_register(container_owners)
 
         inventory_changed.connect(
             inventory_changed_receiver, dispatch_uid="assignments.follow_inventory"
@@ -27,12 +22,8 @@ class AssignmentsConfig(AppConfig):
         post_delete.connect(_config_changed, dispatch_uid="assignments.config_state.delete")
 
 
-# Rows that are not the configuration: an apply's progress changes nothing a plan reads.
-_NOT_CONFIG = {"ApplyRun"}
-
-
 def _config_changed(sender, **kwargs) -> None:
-    if sender._meta.app_label != "assignments" or sender.__name__ in _NOT_CONFIG:
+    if sender._meta.app_label != "assignments":
         return
     from django.db import transaction
 

@@ -14,23 +14,23 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from applies.applying import devices_differ, same_budget
+from applies.models import ApplyRun
+from applies.runtime.base import Step
+from applies.selectors import apply_run_list, run_stall
 from assignments import planner
-from assignments.applying import devices_differ, same_budget
-from assignments.models import AiService, ApplyRun, ConfigVersion, GpuConfig
+from assignments.models import AiService, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
-from assignments.runtime.base import Step
 from assignments.selectors import (
     InactiveService,
     PlanningInput,
-    apply_run_list,
     config_preview,
     fallback_issues,
     fallback_messages,
     issues_sourced,
     measured_issues,
     planning_input,
-    run_stall,
     version_list,
 )
 from gpus.models import Gpu, GpuProcess, GpuSample
@@ -519,8 +519,8 @@ def _gpu_counts() -> tuple[int, int]:
 
 
 def status_strip(*, problem_count: int) -> StatusStrip:
-    from assignments.live import live_cached
-    from assignments.selectors import apply_run_latest
+    from applies.live import live_cached
+    from applies.selectors import apply_run_latest
     from gpus.selectors import detection_mode
 
     mode = detection_mode()
@@ -642,10 +642,10 @@ def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
 def services_panel(*, data: PlanningInput | None = None, status: dict | None = None) -> dict:
     """The services panel from the stored container state and the latest apply's progress
     (``data``, ``status``: the planning input and ``apply_status(live=False)``, if read)."""
-    from assignments.live import NO_ENGINE_HELP, live_cached
-    from assignments.runtime.simulated import LABEL as SIMULATED_LABEL
-    from assignments.runtime.simulated import simulated_runtime_enabled
-    from assignments.selectors import apply_status
+    from applies.live import NO_ENGINE_HELP, live_cached
+    from applies.runtime.simulated import LABEL as SIMULATED_LABEL
+    from applies.runtime.simulated import simulated_runtime_enabled
+    from applies.selectors import apply_status
     from gpus.selectors import detection_mode
 
     data = data or planning_input()
@@ -807,11 +807,11 @@ class ApplyPlan:
 
 def apply_plan() -> ApplyPlan:
     """Compare the saved configuration with the running containers (asks the engine)."""
-    from assignments.applying import diff
-    from assignments.moves import apply_move_modes
-    from assignments.runtime import get_runtime
-    from assignments.runtime.base import EngineError, RuntimeUnavailable
-    from assignments.selectors import apply_targets
+    from applies.applying import diff
+    from applies.moves import apply_move_modes
+    from applies.runtime import get_runtime
+    from applies.runtime.base import EngineError, RuntimeUnavailable
+    from applies.selectors import apply_targets
 
     try:
         runtime = get_runtime()

@@ -23,17 +23,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
+from applies.selectors import apply_run_latest, apply_status
+from applies.services import apply_start
 from assignments import page_selectors, planner
 from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
-from assignments.selectors import (
-    PlanningInput,
-    UnknownNeeds,
-    apply_run_latest,
-    apply_status,
-    needs_mode,
-    planning_input,
-)
-from assignments.services import apply_start, config_save
+from assignments.selectors import PlanningInput, UnknownNeeds, needs_mode, planning_input
+from assignments.services import config_save
 from gpuconfig_site.errors import ApplicationError, http_status
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
@@ -195,7 +190,7 @@ def _render(
 
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
-    from assignments.live import live_refresh_request
+    from applies.live import live_refresh_request
 
     live_refresh_request()
     page = {"can_change": _can_change(request), **context}
@@ -214,7 +209,7 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
 
 def _services_context() -> dict:
     """The services panel; asks the worker to refresh its stored engine state when stale."""
-    from assignments.live import live_refresh_request
+    from applies.live import live_refresh_request
 
     live_refresh_request()
     return page_selectors.services_panel()
@@ -485,7 +480,7 @@ def services_view(request):
 @require_POST
 def demo_runtime_view(request):
     """Switch the "Simulated containers" demo runtime on or off (simulated GPUs only)."""
-    from assignments.live import demo_runtime_disable, demo_runtime_enable
+    from applies.live import demo_runtime_disable, demo_runtime_enable
     from gpus.selectors import detection_mode
 
     if not _can_change(request):

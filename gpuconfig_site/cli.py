@@ -160,8 +160,8 @@ def cmd_plan(args) -> int:
 
 def cmd_apply(args) -> int:
     _django()
-    from assignments.models import ApplyRun
-    from assignments.services import ApplyBusy, apply_start
+    from applies.models import ApplyRun
+    from applies.services import ApplyBusy, apply_start
     from gpuconfig_site.errors import ApplicationError
 
     try:
@@ -193,7 +193,7 @@ def cmd_apply(args) -> int:
 
 def cmd_status(args) -> int:
     _django()
-    from assignments.services import apply_status
+    from applies.selectors import apply_status
 
     data = apply_status()
     run = data["run"]

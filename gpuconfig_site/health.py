@@ -52,7 +52,7 @@ def _guarded(name: str, probe: Callable[[], Check]) -> Check:
 
 def check_config() -> Check:
     """The configuration file, the GPU backend, the container runtime and the config folder."""
-    from assignments.runtime import RuntimeUnavailable, get_runtime
+    from applies.runtime import RuntimeUnavailable, get_runtime
     from gpus.backends import AUTO, get_backend
 
     env_file = Path(settings.GPUCONFIG_ENV_FILE)
@@ -112,7 +112,7 @@ def check_redis() -> Check:
 
 def check_engine() -> Check:
     """The container engine answers through the configured runtime."""
-    from assignments.runtime import get_runtime
+    from applies.runtime import get_runtime
     from assignments.selectors import service_list
 
     runtime = get_runtime()
@@ -199,8 +199,8 @@ def _compose_stack_check(found: str) -> Check:
 def check_worker() -> Check:
     """A Celery worker beat its heart within two scan intervals, and no apply is stuck (a
     running one whose heartbeat stopped: its worker died mid-apply)."""
-    from assignments.models import ApplyRun
-    from assignments.selectors import run_stall
+    from applies.models import ApplyRun
+    from applies.selectors import run_stall
 
     beat = cache.get(HEARTBEAT_KEY)
     limit = 2 * settings.GPUCONFIG_SCAN_INTERVAL

@@ -108,7 +108,7 @@ def _on_task_prerun(task_id=None, task=None, args=None, kwargs=None, **_kw) -> N
     """Apply tasks log under their run's operation id; other tasks under none."""
     operation_id = None
     if task is not None and task.name == "assignments.tasks.apply_config_task":
-        from assignments.models import ApplyRun
+        from applies.models import ApplyRun
 
         run_id = (args or [None])[0] if args else (kwargs or {}).get("run_id")
         operation_id = (

@@ -105,8 +105,8 @@ def _plan_metrics():
 
 
 def _apply_metrics():
-    from assignments import progress
-    from assignments.models import ApplyRun
+    from applies import progress
+    from applies.models import ApplyRun
 
     runs = ApplyRun.objects.order_by("created_at", "pk")
     by_status = Counter(runs.values_list("status", flat=True))

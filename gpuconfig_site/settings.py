@@ -146,6 +146,7 @@ INSTALLED_APPS = [
     "axes",
     "gpus",
     "assignments",
+    "applies",
     "apikeys",
     "gpuconfig_site.apps.SiteConfig",
 ]

@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from assignments import progress
-from assignments.models import ApplyRun
+from applies import progress
+from applies.models import ApplyRun
 from gpuconfig_site.health import HEARTBEAT_KEY, WorkerHeartbeat
 from gpus.models import Gpu
 from tests.conftest import API_KEY
@@ -215,7 +215,7 @@ def test_json_logs_carry_the_request_id_and_the_operation_id(anon_client, settin
         assert response.status_code in (401, 403)
         assert response["X-Request-ID"] == "req-1234"
 
-        from assignments.tasks import apply_config_task
+        from applies.tasks import apply_config_task
 
         run = ApplyRun.objects.create()
         _on_task_prerun(task=apply_config_task, args=[run.pk])

@@ -188,8 +188,8 @@ def _containers(project: str) -> dict[str, dict]:
 
 
 def _apply(django_capture_on_commit_callbacks):
-    from assignments.models import ApplyRun
-    from assignments.services import apply_start
+    from applies.models import ApplyRun
+    from applies.services import apply_start
 
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")

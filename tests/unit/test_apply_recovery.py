@@ -9,10 +9,10 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from assignments import progress
-from assignments.models import ApplyRun
-from assignments.runtime.base import ContainerRuntime
-from assignments.services import RECOVERY_LOCK_KEY, apply_recover, worker_identity
+from applies import progress
+from applies.models import ApplyRun
+from applies.runtime.base import ContainerRuntime
+from applies.services import RECOVERY_LOCK_KEY, apply_recover, worker_identity
 
 
 class RecordingRuntime(ContainerRuntime):
@@ -101,7 +101,7 @@ def test_a_run_whose_heartbeat_stopped_is_dead_wherever_its_worker_ran(settings)
 
 @pytest.mark.django_db
 def test_a_queued_run_no_worker_took_up_in_time_is_interrupted():
-    from assignments.services import APPLY_QUEUE_TTL
+    from applies.services import APPLY_QUEUE_TTL
 
     run = ApplyRun.objects.create(status=ApplyRun.Status.QUEUED, services=["ai-clip"])
     ApplyRun.objects.filter(pk=run.pk).update(
@@ -163,7 +163,7 @@ def test_recovery_does_not_run_while_another_recovery_holds_its_lock():
 def test_an_apply_waits_for_recovery_to_finish_instead_of_answering_busy():
     import threading
 
-    from assignments.services.apply import recovery_wait
+    from applies.services import recovery_wait
 
     cache.set(RECOVERY_LOCK_KEY, "recovery-1", 60)
     threading.Timer(0.3, cache.delete, args=[RECOVERY_LOCK_KEY]).start()
@@ -174,8 +174,8 @@ def test_an_apply_waits_for_recovery_to_finish_instead_of_answering_busy():
 
 @pytest.mark.django_db
 def test_an_apply_is_busy_when_recovery_outlasts_the_wait(monkeypatch, reference_inventory):
-    from assignments.services import ApplyBusy, apply_start
-    from assignments.services import apply as apply_module
+    from applies import services as apply_module
+    from applies.services import ApplyBusy, apply_start
 
     monkeypatch.setattr(apply_module, "RECOVERY_WAIT_S", 0.2)
     monkeypatch.setattr(apply_module, "apply_recover", list)
@@ -189,7 +189,7 @@ def test_an_apply_is_busy_when_recovery_outlasts_the_wait(monkeypatch, reference
 
 @pytest.mark.django_db
 def test_an_apply_is_busy_at_once_while_another_apply_runs(reference_inventory):
-    from assignments.services import ApplyBusy, apply_start
+    from applies.services import ApplyBusy, apply_start
 
     other = running_run(worker=worker_identity())
 
@@ -262,14 +262,14 @@ def test_the_database_refuses_a_second_active_apply():
 
 class UnreachableRuntime(ContainerRuntime):
     def recover(self, journal=None) -> list[str]:
-        from assignments.runtime.base import RuntimeUnavailable
+        from applies.runtime.base import RuntimeUnavailable
 
         raise RuntimeUnavailable("no engine at unix:///nonexistent.sock")
 
 
 @pytest.mark.django_db
 def test_with_no_engine_and_nothing_interrupted_recovery_logs_no_error(caplog):
-    with caplog.at_level("DEBUG", logger="assignments.services.apply"):
+    with caplog.at_level("DEBUG", logger="applies.services"):
         for _ in range(3):
             assert apply_recover(runtime=UnreachableRuntime()) == []
 
@@ -284,7 +284,7 @@ def test_with_no_engine_an_interrupted_run_is_reported_once_not_at_every_retry(c
         journal={"ai-clip": {**stopping(), "step": "restore_failed"}},
         finished_at=timezone.now(),
     )
-    with caplog.at_level("DEBUG", logger="assignments.services.apply"):
+    with caplog.at_level("DEBUG", logger="applies.services"):
         for _ in range(3):
             apply_recover(runtime=UnreachableRuntime())
 
@@ -355,7 +355,7 @@ class RecordEngine:
     errors = ()
 
     def __init__(self, copy_health):
-        from assignments.runtime.recreate import Seen
+        from applies.runtime.recreate import Seen
 
         def seen(cid, name, status, health):
             return Seen(cid, name, status, health, "", 0, "", 0, {}, (), None, 10, {})
@@ -396,7 +396,7 @@ def created(step="created") -> dict:
 
 
 def test_a_copy_healthy_now_is_kept_though_the_record_stopped_at_its_health_wait():
-    from assignments.runtime.recreate import recover_recorded
+    from applies.runtime.recreate import recover_recorded
 
     engine = RecordEngine("healthy")
 
@@ -407,7 +407,7 @@ def test_a_copy_healthy_now_is_kept_though_the_record_stopped_at_its_health_wait
 
 @pytest.mark.parametrize("health", ["starting", "unhealthy", None])
 def test_a_copy_not_healthy_now_is_replaced_by_the_old_container(health):
-    from assignments.runtime.recreate import recover_recorded
+    from applies.runtime.recreate import recover_recorded
 
     engine = RecordEngine(health)
 
@@ -417,7 +417,7 @@ def test_a_copy_not_healthy_now_is_replaced_by_the_old_container(health):
 
 
 def test_a_healthy_copy_the_apply_was_rolling_back_is_not_kept():
-    from assignments.runtime.recreate import recover_recorded
+    from applies.runtime.recreate import recover_recorded
 
     engine = RecordEngine("healthy")
 
@@ -430,8 +430,8 @@ def test_a_healthy_copy_the_apply_was_rolling_back_is_not_kept():
 def test_an_apply_queued_by_another_request_meanwhile_makes_this_one_busy(monkeypatch):
     """Two Apply requests at once both pass the first look; the database lets one run be
     queued and the other request answers busy, naming the first one's operation."""
-    from assignments.services import ApplyBusy, apply_start
-    from assignments.services import apply as apply_module
+    from applies import services as apply_module
+    from applies.services import ApplyBusy, apply_start
 
     competitor: list[ApplyRun] = []
 

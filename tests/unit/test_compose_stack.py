@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.applying import differs
+from applies.applying import differs
+from applies.runtime.base import ContainerState
+from applies.selectors import apply_targets
 from assignments.files import model, rendering, tools
 from assignments.files.reading import stack_read
-from assignments.runtime.base import ContainerState
-from assignments.services import apply_targets, config_entries, config_save
+from assignments.selectors import config_entries
+from assignments.services import config_save
 from tests.conftest import FIXTURES
 
 HSI = FIXTURES / "compose" / "hsi"

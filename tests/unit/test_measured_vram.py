@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from assignments.ownership import PROJECT_LABEL, SERVICE_LABEL, service_of
+from applies.ownership import PROJECT_LABEL, SERVICE_LABEL, service_of
 from assignments.planner import GpuView, ServiceDemand, plan
 from assignments.planner.needs import CATALOG, MEASURED, measured_need_mb
 from assignments.selectors import config_preview, planning_input

@@ -28,7 +28,7 @@ _lock = threading.Lock()
 
 
 def _listing(ids: set[str]) -> dict:
-    from assignments.runtime import get_runtime
+    from applies.runtime import get_runtime
 
     with _lock:
         if ids - set(_listed):
@@ -40,7 +40,7 @@ def _listing(ids: set[str]) -> dict:
 
 def _recorded_ids() -> dict[str, str]:
     """Short container id -> service, as the last look at the engine recorded them."""
-    from assignments.live import live_cached
+    from applies.live import live_cached
 
     snapshot = live_cached() or {}
     return {

@@ -11,7 +11,7 @@ import time
 
 from django.core.cache import cache
 
-from assignments.runtime.base import Step
+from applies.runtime.base import Step
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 TTL = 24 * 3600

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from assignments.runtime.base import ALL_DEVICES, EngineError, RuntimeUnavailable
-from assignments.runtime.handover import RESTART, ZERO_DOWNTIME, MoveFacts, move_facts
+from applies.runtime.base import ALL_DEVICES, EngineError, RuntimeUnavailable
+from applies.runtime.handover import RESTART, ZERO_DOWNTIME, MoveFacts, move_facts
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def free_mb_at_last_scan() -> dict[int, int | None]:
 
 def last_downtimes(services: Iterable[str]) -> dict[str, float]:
     """Each service's downtime at its last stop-start move, from the recent apply runs."""
-    from assignments.models import ApplyRun
+    from applies.models import ApplyRun
 
     wanted = set(services)
     out: dict[str, float] = {}
@@ -226,7 +226,7 @@ def move_plan(*, moves: Sequence[Move], runtime=None) -> dict[str, MoveDecision]
     services = [m.service for m in moves]
     try:
         if runtime is None:
-            from assignments.runtime import get_runtime
+            from applies.runtime import get_runtime
 
             runtime = get_runtime()
         facts: dict[str, MoveFacts | None] = dict(move_facts(runtime, services))

@@ -21,9 +21,9 @@ from .base import (
 from .sockets import auto_candidates, resolve
 
 RUNTIMES: dict[str, str] = {
-    "docker": "assignments.runtime.docker.DockerRuntime",
-    "podman": "assignments.runtime.podman.PodmanRuntime",
-    "simulated": "assignments.runtime.simulated.SimulatedRuntime",
+    "docker": "applies.runtime.docker.DockerRuntime",
+    "podman": "applies.runtime.podman.PodmanRuntime",
+    "simulated": "applies.runtime.simulated.SimulatedRuntime",
 }
 AUTO = "auto"
 

@@ -17,12 +17,12 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from assignments import progress
-from assignments.applying import diff, execute
-from assignments.models import ApplyRun, ConfigVersion
-from assignments.moves import apply_move_modes
-from assignments.runtime import get_runtime
-from assignments.runtime.base import (
+from applies import progress
+from applies.applying import diff, execute
+from applies.models import ApplyRun
+from applies.moves import apply_move_modes
+from applies.runtime import get_runtime
+from applies.runtime.base import (
     JOURNAL_SETTLED,
     EngineError,
     JournalStep,
@@ -31,7 +31,8 @@ from assignments.runtime.base import (
     RuntimeUnavailable,
     Step,
 )
-from assignments.selectors import apply_targets
+from applies.selectors import apply_targets
+from assignments.models import ConfigVersion
 from assignments.services.config import actor_name, config_files_write
 from gpuconfig_site.errors import ApplicationError
 
@@ -298,7 +299,7 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     or ``engine_refused``) when the container engine cannot be asked; that attempt is recorded
     as a failed run.
     """
-    from assignments.tasks import apply_config_task  # the tasks module imports this one
+    from applies.tasks import apply_config_task  # the tasks module imports this one
 
     actor = actor or actor_name(user)
     requested_by = user if getattr(user, "pk", None) else None
@@ -505,7 +506,7 @@ def config_apply(*, run_id: int) -> ApplyRun:
 
 def _live_refresh_quietly() -> None:
     """Keep the page's copy of the containers' state current while an apply runs."""
-    from assignments.live import live_refresh
+    from applies.live import live_refresh
 
     try:
         live_refresh()

@@ -13,7 +13,7 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from assignments.models import ApplyRun
+from applies.models import ApplyRun
 from assignments.selectors import PlanningInput, planning_input
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
@@ -39,8 +39,8 @@ def health_of(status: str | None, health: str | None) -> str:
 
 def live_refresh() -> dict:
     """Ask the engine for every service's container and keep the answer in the cache."""
-    from assignments.runtime import get_runtime
-    from assignments.runtime.base import EngineError, RuntimeUnavailable
+    from applies.runtime import get_runtime
+    from applies.runtime.base import EngineError, RuntimeUnavailable
 
     data = planning_input()
     snapshot: dict = {"checked_at": time.time(), "containers": {}, "error": ""}
@@ -82,7 +82,7 @@ def live_cached() -> dict | None:
 def live_refresh_request() -> None:
     """Have the worker refresh the stored state when it is older than ``LIVE_STALE_S`` (one
     request at a time); the caller does not wait for it."""
-    from assignments.tasks import live_refresh_task
+    from applies.tasks import live_refresh_task
 
     snapshot = live_cached()
     if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
@@ -95,7 +95,7 @@ def live_stored() -> dict | None:
     """The stored state for a request that must not wait on the engine: read once (raising
     while Redis is away), with a refresh asked of the worker when it is stale (one request at
     a time, as ``live_refresh_request``)."""
-    from assignments.tasks import live_refresh_task
+    from applies.tasks import live_refresh_task
 
     snapshot = cache.get(LIVE_KEY)
     if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
@@ -190,8 +190,8 @@ def service_rows(
 def demo_runtime_enable() -> None:
     """Switch on "Simulated containers": one healthy container per service, running as the
     saved configuration says, on the simulated GPUs."""
-    from assignments.runtime.simulated import simulated_runtime_enable
-    from assignments.selectors import apply_targets
+    from applies.runtime.simulated import simulated_runtime_enable
+    from applies.selectors import apply_targets
 
     data = planning_input()
     simulated_runtime_enable(
@@ -208,7 +208,7 @@ def demo_runtime_enable() -> None:
 
 
 def demo_runtime_disable() -> None:
-    from assignments.runtime.simulated import simulated_runtime_disable
+    from applies.runtime.simulated import simulated_runtime_disable
 
     simulated_runtime_disable()
     live_refresh()

@@ -1,0 +1,107 @@
+"""Applies room, API: start an apply, its status, the services' live container state
+(``/api/system/gpu-config/apply``, ``/status``, ``/services``)."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from applies.api import serializers as s
+from applies.live import live_stored
+from applies.selectors import apply_status
+from applies.services import apply_start
+from assignments.selectors import config_current
+
+ALREADY_APPLIED = "Every service already runs with its assignment."
+
+
+class ApplyView(APIView):
+    """Apply the saved configuration: recreate the containers whose GPU or budget changed.
+
+    A refusal (another apply runs, the engine cannot be reached) is an ``ApplicationError``,
+    answered by the API's exception handler with its status (409, 502, 503)."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: s.ApplySerializer,
+            409: OpenApiTypes.OBJECT,
+            502: OpenApiTypes.OBJECT,
+            503: OpenApiTypes.OBJECT,
+        },
+        operation_id="gpu_config_apply",
+    )
+    def post(self, request):
+        run, pending = apply_start(user=request.user)
+        # What is applied is the saved configuration: its warnings (over capacity, ...) stand.
+        saved = config_current()
+        return Response(
+            {
+                "success": True,
+                "operation_id": run.operation_id,
+                "restarted_services": pending,
+                "restarted": [],
+                "failed": [],
+                "warnings": saved["warnings"] + ([] if pending else [ALREADY_APPLIED]),
+                "warning_details": saved["warning_details"]
+                + (
+                    []
+                    if pending
+                    else [
+                        {
+                            "code": "nothing_to_restart",
+                            "severity": "info",
+                            "service": None,
+                            "gpu_index": None,
+                            "needed_mb": None,
+                            "available_mb": None,
+                            "suggested_budget_gb": None,
+                            "message": ALREADY_APPLIED,
+                        }
+                    ]
+                ),
+                "service_statuses": [
+                    {"service": name, "status": "pending", "message": "Waiting to restart"}
+                    for name in pending
+                ],
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+def _status_stored() -> dict:
+    """The latest apply's status with the container state the worker keeps: a request never
+    waits on the engine (any signed-in user could keep it busy); a stale copy is refreshed by
+    the worker, not here. Unlike the page, the API does not answer "unknown" while Redis is
+    away: the read raises, and the answer is a 503 naming Redis."""
+
+    return apply_status(live=False, snapshot=live_stored() or {})
+
+
+class StatusView(APIView):
+    """The latest apply's per-service progress with each service's container state, as the
+    worker last read it from the engine (at most a few seconds old)."""
+
+    @extend_schema(responses=s.StatusSerializer, operation_id="gpu_config_status")
+    def get(self, request):
+        data = _status_stored()
+        run = data.pop("run")
+        data["operation_id"] = run.operation_id if run else None
+        data["run_status"] = run.status if run else None
+        data["error"] = run.error if run else ""
+        # Built as the schema's StatusSerializer documents it; not run through it per request
+        # (a serializer costs more than the reads behind this answer).
+        return Response(data)
+
+
+class ServicesView(APIView):
+    """Per-service view: container status, health, the GPU it runs on and the saved one, last
+    restart status; from the state the worker keeps (no engine call)."""
+
+    @extend_schema(responses=s.ServicesSerializer, operation_id="gpu_config_services")
+    def get(self, request):
+        data = _status_stored()
+        return Response({"services": data["services"]})
