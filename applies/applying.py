@@ -1,4 +1,4 @@
-"""Applying a GPU plan to running containers: what to recreate, and in which order.
+"""Applies room. Applying a GPU plan to running containers: what to recreate, and in which order.
 
 Pure orchestration over a ``ContainerRuntime``: no Django models, no settings. The caller (the
 apply service) turns saved assignments into ``Target`` objects, calls ``diff`` and then

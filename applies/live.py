@@ -1,4 +1,4 @@
-"""The services' live container state, kept in the cache.
+"""Applies room. The services' live container state, kept in the cache.
 
 The worker (periodically under beat, and while an apply runs) and the API ask the engine and
 store what it said (``live_refresh``); the page only reads that copy (``live_cached``), so

@@ -1,5 +1,5 @@
-"""How each service moves to its new GPU: make-before-break (``zero_downtime``: the new copy goes
-healthy before the old one stops) or stop-start (``restart``), and why.
+"""Applies room. How each service moves to its new GPU: make-before-break (``zero_downtime``: the
+new copy goes healthy before the old one stops) or stop-start (``restart``), and why.
 
 Make-before-break when all of these hold, else stop-start:
 

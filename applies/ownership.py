@@ -1,4 +1,4 @@
-"""Which managed service a container that holds GPU memory belongs to.
+"""Applies room. Which managed service a container that holds GPU memory belongs to.
 
 The inventory (``gpus.attribution``) maps NVML's PIDs to container ids but knows nothing of
 services or engines; this module answers for it (registered when the app is ready). A

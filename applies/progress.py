@@ -1,4 +1,5 @@
-"""Live apply progress, per run and per service, kept in the cache (Redis in production).
+"""Applies room. Live apply progress, per run and per service, kept in the cache (Redis in
+production).
 
 One key per service so the parallel restarts of one run never overwrite each other's state;
 one key per run lists its services. Going through Django's cache API means the embedded

@@ -1,7 +1,7 @@
-"""Writes that apply the saved configuration to the running containers: starting an apply (one
-at a time, a database rule), carrying it out on a worker (with a heartbeat and a journal of its
-engine steps), and recovering what an apply whose worker died, or whose engine went away, left
-behind."""
+"""Applies room. Writes that apply the saved configuration to the running containers: starting an
+apply (one at a time, a database rule), carrying it out on a worker (with a heartbeat and a
+journal of its engine steps), and recovering what an apply whose worker died, or whose engine
+went away, left behind."""
 
 from __future__ import annotations
 

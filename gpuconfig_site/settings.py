@@ -147,6 +147,7 @@ INSTALLED_APPS = [
     "gpus",
     "assignments",
     "applies",
+    "front",
     "apikeys",
     "gpuconfig_site.apps.SiteConfig",
 ]

@@ -18,7 +18,7 @@ api_patterns = [
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-gpu", permanent=False)),
-    path("settings/", include("assignments.page_urls")),
+    path("settings/", include("front.page_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -1,4 +1,5 @@
-"""The container runtime in use, chosen by ``GPUCONFIG_CONTAINER_RUNTIME`` when it is asked for."""
+"""Applies room. The container runtime in use, chosen by ``GPUCONFIG_CONTAINER_RUNTIME`` when it is
+asked for."""
 
 from __future__ import annotations
 

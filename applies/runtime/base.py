@@ -1,4 +1,4 @@
-"""The contract between gpuconfig and a container engine."""
+"""Applies room. The contract between gpuconfig and a container engine."""
 
 from __future__ import annotations
 

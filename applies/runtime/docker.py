@@ -1,4 +1,5 @@
-"""The Docker Engine runtime: finds, inspects and recreates service containers via the docker SDK."""
+"""Applies room. The Docker Engine runtime: finds, inspects and recreates service containers via
+the docker SDK."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Make-before-break moves: the new copy of a service goes healthy on its new GPU before the old
-one stops, so the service keeps answering through the move.
+"""Applies room. Make-before-break moves: the new copy of a service goes healthy on its new GPU
+before the old one stops, so the service keeps answering through the move.
 
 Sequence (``Handover.run``): create the copy under a temporary name (``new_name``) with
 everything the old container has → take it off every network before it starts (a copy that

@@ -1,5 +1,5 @@
-"""The Podman runtime: finds, inspects and recreates service containers through Podman's own
-(libpod) API, with podman-py as the client.
+"""Applies room. The Podman runtime: finds, inspects and recreates service containers through
+Podman's own (libpod) API, with podman-py as the client.
 
 GPUs are CDI devices, ``--device nvidia.com/gpu=<index or uuid>``. Podman's Docker-compatible API
 drops Docker's ``DeviceRequests``, and its inspect never names a CDI device, so the devices a

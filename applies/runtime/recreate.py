@@ -1,5 +1,6 @@
-"""What every engine's runtime shares: finding a service's container, the recreate sequence with
-its rollback, and recovery after an interrupted apply, over a small set of engine calls.
+"""Applies room. What every engine's runtime shares: finding a service's container, the recreate
+sequence with its rollback, and recovery after an interrupted apply, over a small set of engine
+calls.
 
 An engine's runtime subclasses ``EngineRuntime`` and implements ``connect()``, which yields an
 ``Engine``: one connection's worth of calls in the shapes this module needs. Nothing here knows

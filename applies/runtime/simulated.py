@@ -1,4 +1,4 @@
-"""A demo container runtime: "Simulated containers".
+"""Applies room. A demo container runtime: "Simulated containers".
 
 It lets the whole guide flow (save, apply, watch the restarts, see health) be tried on a machine
 with simulated GPUs and no container engine. Its containers live in Django's cache (Redis in

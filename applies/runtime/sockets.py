@@ -1,4 +1,4 @@
-"""Where a container engine is looked for, and which engine answers there.
+"""Applies room. Where a container engine is looked for, and which engine answers there.
 
 Podman's socket comes from ``CONTAINER_HOST``, then ``DOCKER_HOST``, then the rootless
 ``$XDG_RUNTIME_DIR/podman/podman.sock``, then the rootful ``/run/podman/podman.sock``; ``auto``

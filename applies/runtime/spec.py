@@ -1,6 +1,6 @@
-"""What every engine's runtime shares about a container's spec: the VRAM budget in its
-environment, the compose labels that find it, the name it carries while set aside, and what a
-recreate changes."""
+"""Applies room. What every engine's runtime shares about a container's spec: the VRAM budget in
+its environment, the compose labels that find it, the name it carries while set aside, and what
+a recreate changes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""GPU services of the user's stack that the catalog does not know yet: offered to the user,
-with a VRAM estimate they confirm, never added on their own (the stack may hold GPU services
-gpuconfig must leave alone)."""
+"""Generated files room. GPU services of the user's stack that the catalog does not know yet:
+offered to the user, with a VRAM estimate they confirm, never added on their own (the stack may
+hold GPU services gpuconfig must leave alone)."""
 
 from __future__ import annotations
 

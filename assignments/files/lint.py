@@ -1,6 +1,6 @@
-"""A lint of the user's stack: what makes an assignment not take effect, or wastes a GPU, each
-finding with its fix. It reads the base file(s) merged with the files gpuconfig writes (the
-merge model, so it runs without a compose tool) and the host's CDI specs."""
+"""Generated files room. A lint of the user's stack: what makes an assignment not take effect, or
+wastes a GPU, each finding with its fix. It reads the base file(s) merged with the files
+gpuconfig writes (the merge model, so it runs without a compose tool) and the host's CDI specs."""
 
 from __future__ import annotations
 

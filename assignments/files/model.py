@@ -1,5 +1,5 @@
-"""The project's own model of how compose merges files: used when no compose tool is installed,
-and to read the user's base file(s).
+"""Generated files room. The project's own model of how compose merges files: used when no compose
+tool is installed, and to read the user's base file(s).
 
 It follows the compose specification where GPU placement is concerned: mappings merge key by
 key, sequences append (so an override that adds a device request leaves the base's in place),

@@ -1,5 +1,6 @@
-"""The user's compose project as the settings describe it: its base files, the tool in use, the
-files gpuconfig writes for that tool, and the check of what each service really gets."""
+"""Generated files room. The user's compose project as the settings describe it: its base files,
+the tool in use, the files gpuconfig writes for that tool, and the check of what each service
+really gets."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Reading the user's base compose file(s) the way compose does: ``.env`` beside the first file,
-then the environment, interpolated into the merged files.
+"""Generated files room. Reading the user's base compose file(s) the way compose does: ``.env``
+beside the first file, then the environment, interpolated into the merged files.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The generated compose files, in the form the compose tool in use needs so that each managed
-service gets exactly its assigned GPU.
+"""Generated files room. The generated compose files, in the form the compose tool in use needs so
+that each managed service gets exactly its assigned GPU.
 
 Compose appends sequences when it merges files, so an override that adds a device request to a
 base that already has one gives the service two GPUs. Where the base reserves a GPU:

@@ -1,4 +1,5 @@
-"""The compose tools gpuconfig knows: how to find them, and how to run their ``config``.
+"""Generated files room. The compose tools gpuconfig knows: how to find them, and how to run their
+``config``.
 
 ``docker-compose-v2`` is ``docker compose`` (the CLI plugin) or a standalone ``docker-compose``
 that reports version 2 or later; ``podman-compose``; ``docker-compose-v1`` is the Python

@@ -1,5 +1,5 @@
-"""The settings page's compose panel: what each service really gets under the user's compose
-tool, the command to run, and the stack's GPU services the catalog does not know yet."""
+"""Front room. The settings page's compose panel: what each service really gets under the user's
+compose tool, the command to run, and the stack's GPU services the catalog does not know yet."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from assignments.files.catalog import OfferInvalid, catalog_offers, catalog_service_add
 from assignments.files.tools import KINDS, UnknownTool
 from assignments.selectors import catalog_parts, compose_report, lint_report
-from assignments.views import page_login_required
+from front.views import page_login_required
 
 TEMPLATE = "settings/_compose.html"
 

@@ -1,10 +1,10 @@
-"""The settings pages (server-rendered, HTMX).
+"""Front room. The settings pages (server-rendered, HTMX).
 
 One template, ``settings/gpu.html``, with named partials. Every view renders the whole page for
 a plain request and only its partial for an HTMX request (``_render``), so the page works
 without JavaScript and no partial has a view of its own. Writes go through
 ``assignments.services`` and ``gpus`` tasks; reads through the selectors and
-``assignments.page_selectors``.
+``front.panels``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from applies.selectors import apply_run_latest, apply_status
 from applies.services import apply_start
-from assignments import page_selectors, planner
-from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
+from assignments import planner
 from assignments.selectors import PlanningInput, UnknownNeeds, needs_mode, planning_input
 from assignments.services import config_save
+from front import panels
+from front.forms import ConfigForm, budget_field_name, gpu_field_name
 from gpuconfig_site.errors import ApplicationError, http_status
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
@@ -50,7 +51,7 @@ DEMO_REAL_GPUS = (
 class FormRow(NamedTuple):
     """One row of the assignment table: the planner's view and the form's fields."""
 
-    row: page_selectors.Row
+    row: panels.Row
     gpu: object
     budget: object | None
 
@@ -113,7 +114,7 @@ def _config_form(
     return ConfigForm(
         data,
         planning=planning,
-        strategy=strategy or page_selectors.current_strategy(),
+        strategy=strategy or panels.current_strategy(),
         choices=choices,
         can_change=_can_change(request),
     )
@@ -128,13 +129,13 @@ def _config_context(
 ) -> dict:
     """The strategy select and the assignment table for ``form`` (saved values without one;
     ``planning``: the planning input when the caller has read it)."""
-    saved_strategy = page_selectors.current_strategy()
+    saved_strategy = panels.current_strategy()
     if form is None:
         form = _config_form(
             request, planning=planning or _planning(request), strategy=saved_strategy
         )
     planning = form.planning
-    table = page_selectors.table_state(form.choices(), data=planning)
+    table = panels.table_state(form.choices(), data=planning)
     rows = [
         FormRow(
             row,
@@ -143,14 +144,14 @@ def _config_context(
         )
         for row in table.rows
     ]
-    problems = page_selectors.problems(table)
+    problems = panels.problems(table)
     return {
         "form": form,
         "table": table,
         "rows": rows,
         "problems": problems,
-        "strip": page_selectors.status_strip(problem_count=len(problems)),
-        "strategies": page_selectors.strategy_list(),
+        "strip": panels.status_strip(problem_count=len(problems)),
+        "strategies": panels.strategy_list(),
         "saved_strategy": saved_strategy,
         "selected_strategy": form.selected_strategy(saved_strategy),
         "needs": planning.needs,
@@ -167,7 +168,7 @@ def _apply_context(*, status: dict | None = None, **given) -> dict:
         if status is None and apply_run_latest() is not None:
             status = apply_status(live=False)
         if status is not None and status["run"] is not None:
-            apply["progress"] = page_selectors.apply_progress(status)
+            apply["progress"] = panels.apply_progress(status)
     if apply["progress"] is not None:
         apply["running"] = apply["progress"].in_progress
     return apply
@@ -175,7 +176,7 @@ def _apply_context(*, status: dict | None = None, **given) -> dict:
 
 def _live_strip() -> dict:
     """The status strip's live chips (last apply, engine), sent out of band with a partial."""
-    return {"strip": page_selectors.status_strip(problem_count=0), "live_oob": True}
+    return {"strip": panels.status_strip(problem_count=0), "live_oob": True}
 
 
 def _render(
@@ -197,13 +198,13 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     # Read once for the whole page: the table, the apply panel and the services panel share them.
     planning = _planning(request)
     applying = apply_status(live=False, data=planning)
-    page.setdefault("inventory", page_selectors.gpu_cards())
+    page.setdefault("inventory", panels.gpu_cards())
     if "form" not in page:
         page.update(_config_context(request, planning=planning))
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context(status=applying))
-    page.setdefault("history", page_selectors.history())
-    page.setdefault("services", page_selectors.services_panel(data=planning, status=applying))
+    page.setdefault("history", panels.history())
+    page.setdefault("services", panels.services_panel(data=planning, status=applying))
     return render(request, TEMPLATE, page, status=status)
 
 
@@ -212,7 +213,7 @@ def _services_context() -> dict:
     from applies.live import live_refresh_request
 
     live_refresh_request()
-    return page_selectors.services_panel()
+    return panels.services_panel()
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ def gpu_settings(request):
 @require_GET
 def gpu_cards(request):
     """The GPU cards alone; the page polls this while it is open (database reads only)."""
-    return _render(request, "gpu-cards", {"inventory": page_selectors.gpu_cards()})
+    return _render(request, "gpu-cards", {"inventory": panels.gpu_cards()})
 
 
 def _scan_now() -> dict:
@@ -252,7 +253,7 @@ def gpu_rescan(request):
     """Re-scan GPUs now and show the fresh cards."""
     if not _can_change(request):
         context = {
-            "inventory": page_selectors.gpu_cards(),
+            "inventory": panels.gpu_cards(),
             "scan_notice": NOT_STAFF,
             "scan_failed": True,
         }
@@ -272,7 +273,7 @@ def gpu_rescan(request):
         (messages.error if failed else messages.success)(request, notice)
         return redirect("settings-gpu")
     context = {
-        "inventory": page_selectors.gpu_cards(),
+        "inventory": panels.gpu_cards(),
         "scan_notice": notice,
         "scan_failed": failed,
     }
@@ -293,7 +294,7 @@ def config_preview(request):
     strategy = params.get("strategy", "")
     context: dict = {}
     try:
-        context["preview"] = page_selectors.preview(strategy, needs=_needs(request))
+        context["preview"] = panels.preview(strategy, needs=_needs(request))
     except planner.UnknownStrategy as exc:
         context["preview_error"] = str(exc)
     if request.method == "POST" and not request.htmx:
@@ -328,7 +329,7 @@ def config_check(request):
         use = request.POST.get("strategy")
     if use:
         try:
-            choices = page_selectors.plan_choices(use, keep=form.choices(), needs=_needs(request))
+            choices = panels.plan_choices(use, keep=form.choices(), needs=_needs(request))
         except planner.UnknownStrategy:
             choices = None
         if choices is not None:
@@ -373,7 +374,7 @@ def config_save_view(request):
         return _render(
             request, "assignments", _config_context(request, form, attempted_save=True), status=422
         )
-    strategy = page_selectors.strategy_to_save(form.cleaned_data["strategy"], form.choices())
+    strategy = panels.strategy_to_save(form.cleaned_data["strategy"], form.choices())
     try:
         result = config_save(
             strategy=strategy,
@@ -397,7 +398,7 @@ def config_save_view(request):
         messages.success(request, notice)
         return redirect(f"{reverse('settings-gpu')}#assignments")
     context = _config_context(request, notice=notice)
-    context["history"] = page_selectors.history()
+    context["history"] = panels.history()
     return _render(request, "save-result", context)
 
 
@@ -410,7 +411,7 @@ def apply_view(request):
     """GET: which services Apply would restart (asks the engine). POST: start the apply."""
     if request.method == "GET":
         return _render(
-            request, "apply-confirm", {"apply": _apply_context(plan=page_selectors.apply_plan())}
+            request, "apply-confirm", {"apply": _apply_context(plan=panels.apply_plan())}
         )
     if not _can_change(request):
         return _render(
@@ -432,7 +433,7 @@ def apply_view(request):
                 request, "Apply started: every service already runs with its assignment."
             )
         return redirect(f"{reverse('settings-gpu')}#apply")
-    progress = page_selectors.apply_progress(apply_status(live=False))
+    progress = panels.apply_progress(apply_status(live=False))
     response = _render(
         request, "apply-started", {"apply": _apply_context(progress=progress), **_live_strip()}
     )
@@ -445,13 +446,11 @@ def apply_view(request):
 def apply_progress(request):
     """Live progress of the latest apply; once it has finished the answer is 286, which stops
     the page's polling."""
-    progress = (
-        page_selectors.apply_progress(apply_status(live=False)) if apply_run_latest() else None
-    )
+    progress = panels.apply_progress(apply_status(live=False)) if apply_run_latest() else None
     context = {"apply": _apply_context(progress=progress), **_live_strip()}
     finished = progress is None or progress.finished
     if finished:
-        context["history"] = page_selectors.history()
+        context["history"] = panels.history()
     response = _render(request, "progress-result", context)
     if finished and request.htmx:
         response.status_code = STOP_POLLING
@@ -462,7 +461,7 @@ def apply_progress(request):
 @require_GET
 def history_view(request):
     """The last saved configurations and apply runs."""
-    return _render(request, "history", {"history": page_selectors.history()})
+    return _render(request, "history", {"history": panels.history()})
 
 
 # --- services --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The settings page's rules and versions panels: the user's rules (edited in one form), and
-the saved versions (compare two, roll back after a confirmation showing the diff, export,
-import with a preview). Each panel is filled by its own request; writes go through
-``assignments.services.rules`` and ``assignments.services.history`` and reload the page, so
-the plan, the problems and the status strip all show the change."""
+"""Front room. The settings page's rules and versions panels: the user's rules (edited in one
+form), and the saved versions (compare two, roll back after a confirmation showing the diff,
+export, import with a preview). Each panel is filled by its own request; writes go through
+``assignments.services.rules`` and ``assignments.services.history`` and reload the page, so the
+plan, the problems and the status strip all show the change."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from assignments.services.history import (
     version_restore_prepare,
 )
 from assignments.services.rules import rules_replace
-from assignments.views import _refusal_status, page_login_required
+from front.views import _refusal_status, page_login_required
 from gpuconfig_site.errors import ApplicationError
 from gpus.models import Gpu
 

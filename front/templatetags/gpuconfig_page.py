@@ -1,5 +1,5 @@
-"""Template tags of the settings page: ``{% partialdef %}`` on both Django 5.2 and 6, and a few
-formatting filters.
+"""Front room. Template tags of the settings page: ``{% partialdef %}`` on both Django 5.2 and 6,
+and a few formatting filters.
 
 Django 6 has ``{% partialdef %}``/``{% partial %}`` built in; on 5.2 they come from
 django-template-partials, which has to be loaded. Loading this library works on both, so the

@@ -1,6 +1,8 @@
+"""Front room: the settings page's routes (under ``/settings/``)."""
+
 from django.urls import path
 
-from assignments import compose_views, rules_views, views
+from front import compose_views, rules_views, views
 
 urlpatterns = [
     path("", views.settings_index, name="settings"),

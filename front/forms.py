@@ -1,5 +1,5 @@
-"""The GPU Configuration page's form: the strategy, and a GPU (plus a VRAM budget where the
-service takes one) for every enabled service.
+"""Front room. The GPU Configuration page's form: the strategy, and a GPU (plus a VRAM budget where
+the service takes one) for every enabled service.
 
 The form only parses what the page sends; the rules of a valid configuration live in
 ``services.config_save``, whose refusals are attached back to the field their ``extra`` names.
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from django import forms
 
 from assignments import planner
-from assignments.page_selectors import Choice, gpu_options, saved_choices
 from assignments.planner.checks import gpu_label
 from assignments.selectors import PlanningInput
+from front.panels import Choice, gpu_options, saved_choices
 from gpuconfig_site.errors import ApplicationError
 from gpus.units import MB_PER_GB
 
