@@ -2,8 +2,9 @@
 
 The worker (periodically under beat, and while an apply runs) and the API ask the engine and
 store what it said (``live_refresh``); the page only reads that copy (``live_cached``), so
-rendering it never waits on the engine. ``service_rows`` shapes one row per service for the
-services panel and ``/gpu-config/services`` alike. The demo runtime's switch lives here too.
+rendering it never waits on the engine. ``applies.selectors.service_rows`` shapes one row per
+service from it; ``applies.tasks`` asks the worker for a fresh copy. The demo runtime's switch
+lives here too.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from applies.models import ApplyRun
-from assignments.selectors import PlanningInput, planning_input
+from applies.runtime import get_runtime
+from applies.runtime.base import EngineError, RuntimeUnavailable
+from applies.runtime.simulated import simulated_runtime_disable, simulated_runtime_enable
+from applies.selectors import apply_targets
+from assignments.selectors import planning_input
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 LIVE_KEY = "runtime:live"
@@ -39,8 +43,6 @@ def health_of(status: str | None, health: str | None) -> str:
 
 def live_refresh() -> dict:
     """Ask the engine for every service's container and keep the answer in the cache."""
-    from applies.runtime import get_runtime
-    from applies.runtime.base import EngineError, RuntimeUnavailable
 
     data = planning_input()
     snapshot: dict = {"checked_at": time.time(), "containers": {}, "error": ""}
@@ -78,120 +80,12 @@ def live_cached() -> dict | None:
     return cache.get(LIVE_KEY)
 
 
-@unknown_while_redis_is_down()
-def live_refresh_request() -> None:
-    """Have the worker refresh the stored state when it is older than ``LIVE_STALE_S`` (one
-    request at a time); the caller does not wait for it."""
-    from applies.tasks import live_refresh_task
-
-    snapshot = live_cached()
-    if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
-        return
-    if cache.add(LIVE_REFRESH_LOCK, 1, LIVE_STALE_S):
-        live_refresh_task.delay()
-
-
-def live_stored() -> dict | None:
-    """The stored state for a request that must not wait on the engine: read once (raising
-    while Redis is away), with a refresh asked of the worker when it is stale (one request at
-    a time, as ``live_refresh_request``)."""
-    from applies.tasks import live_refresh_task
-
-    snapshot = cache.get(LIVE_KEY)
-    if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
-        return snapshot
-    if cache.add(LIVE_REFRESH_LOCK, 1, LIVE_STALE_S):
-        live_refresh_task.delay()
-        # A worker that ran it inline (tests, or no broker) has stored a fresh copy already.
-        snapshot = cache.get(LIVE_KEY) or snapshot
-    return snapshot
-
-
-def _last_outcomes(limit: int = 20) -> dict[str, dict]:
-    """Per service: the outcome of the last finished apply that touched it, and when."""
-    out: dict[str, dict] = {}
-    # Only the two columns read: a run's log and journal can be long.
-    runs = (
-        ApplyRun.objects.exclude(finished_at=None)
-        .order_by("-finished_at")
-        .values_list("finished_at", "results")[:limit]
-    )
-    for finished_at, results in runs:
-        for service, result in (results or {}).items():
-            out.setdefault(service, {"outcome": result.get("outcome"), "finished_at": finished_at})
-    return out
-
-
-def running_gpu_index(container: dict | None, by_device: dict[str, int]) -> int | None:
-    """The index of the GPU a container's device request names (an index or a UUID), or None
-    when there is no container, it has no GPU, or its device is not a known GPU."""
-    for device in (container or {}).get("device_ids") or ():
-        if device in by_device:
-            return by_device[device]
-    return None
-
-
-def service_rows(
-    snapshot: dict | None,
-    *,
-    restart: dict[str, str] | None = None,
-    data: PlanningInput | None = None,
-) -> list[dict]:
-    """One row per enabled service: container status and health, the GPU it runs on now
-    (``gpu_index``) beside the saved one (``assigned_gpu_index``; ``pending_apply`` while they
-    differ), runtime, last restart by gpuconfig and the last apply's outcome for it, and its
-    measured VRAM (now, peak and p95 over ``GPUCONFIG_VRAM_WINDOW``; None when never measured)
-    (``data``: the planning input, if read)."""
-    data = data or planning_input()
-    restart = restart or {}
-    outcomes = _last_outcomes()
-    snapshot = snapshot or {}
-    containers = snapshot.get("containers", {})
-    reachable = snapshot.get("reachable")
-    by_device = {str(g.index): g.index for g in data.gpus} | {g.uuid: g.index for g in data.gpus}
-    out = []
-    for d in data.services:
-        container = containers.get(d.name)
-        if container is not None:
-            status, health = container["status"], container["health"]
-        else:
-            status = "missing" if reachable else "unknown"
-            health = "unknown"
-        last = outcomes.get(d.name) or {}
-        running = running_gpu_index(container, by_device)
-        row = {
-            "name": d.name,
-            "status": status,
-            "health": health,
-            # Where the container runs now; the saved target apart. They differ until an apply.
-            "gpu_index": running,
-            "assigned_gpu_index": d.current_gpu,
-            "pending_apply": container is not None and running != d.current_gpu,
-            "restart_status": restart.get(d.name),
-            "runtime": snapshot.get("runtime"),
-            "container": (container or {}).get("id", ""),
-            "device_ids": (container or {}).get("device_ids"),
-            "started_at": last.get("finished_at") if last.get("outcome") == "healthy" else None,
-            "last_apply": last.get("outcome"),
-        }
-        measured = data.measured.get(d.name)
-        row["vram_used_mb"] = measured.now_mb if measured else None
-        row["vram_peak_mb"] = measured.peak_mb if measured else None
-        row["vram_p95_mb"] = measured.p95_mb if measured else None
-        if reachable is False:
-            row["error"] = snapshot.get("error", "")
-        out.append(row)
-    return out
-
-
 # --- the demo runtime ------------------------------------------------------------------------
 
 
 def demo_runtime_enable() -> None:
     """Switch on "Simulated containers": one healthy container per service, running as the
     saved configuration says, on the simulated GPUs."""
-    from applies.runtime.simulated import simulated_runtime_enable
-    from applies.selectors import apply_targets
 
     data = planning_input()
     simulated_runtime_enable(
@@ -208,7 +102,6 @@ def demo_runtime_enable() -> None:
 
 
 def demo_runtime_disable() -> None:
-    from applies.runtime.simulated import simulated_runtime_disable
 
     simulated_runtime_disable()
     live_refresh()

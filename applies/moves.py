@@ -20,8 +20,12 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from applies.models import ApplyRun
 from applies.runtime.base import ALL_DEVICES, EngineError, RuntimeUnavailable
 from applies.runtime.handover import RESTART, ZERO_DOWNTIME, MoveFacts, move_facts
+from assignments.planner.placing import need_mb
+from assignments.selectors import planning_input
+from gpus.models import Gpu
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +189,6 @@ def gpu_index_of(device_ids: Sequence[str], gpus: Iterable) -> int | None:
 
 def free_mb_at_last_scan() -> dict[int, int | None]:
     """Free VRAM per available GPU at the last scan (None where the scan had no figure)."""
-    from gpus.models import Gpu
 
     out: dict[int, int | None] = {}
     for gpu in Gpu.objects.filter(available=True):
@@ -198,7 +201,6 @@ def free_mb_at_last_scan() -> dict[int, int | None]:
 
 def last_downtimes(services: Iterable[str]) -> dict[str, float]:
     """Each service's downtime at its last stop-start move, from the recent apply runs."""
-    from applies.models import ApplyRun
 
     wanted = set(services)
     out: dict[str, float] = {}
@@ -245,9 +247,6 @@ def move_plan(*, moves: Sequence[Move], runtime=None) -> dict[str, MoveDecision]
 def apply_move_modes(runtime, changes: Sequence, *, note=None) -> dict[str, MoveDecision]:
     """The mode of each change an apply recreates (``applying.Change``), each noted on the
     apply's progress (``note(service, move_mode=..., move_reason=...)``) as it is decided."""
-    from assignments.planner.placing import need_mb
-    from assignments.selectors import planning_input
-    from gpus.models import Gpu
 
     work = [c for c in changes if c.needs_recreate and c.current is not None]
     if not work:
@@ -281,7 +280,6 @@ def apply_move_modes(runtime, changes: Sequence, *, note=None) -> dict[str, Move
 def preview_move_modes(plan, data) -> dict[str, dict[str, str]]:
     """For a preview: how each service the plan moves off its saved GPU would move, as
     ``{"move_mode", "move_reason"}`` by service (services that stay are left out)."""
-    from assignments.planner.placing import need_mb
 
     demands = {d.name: d for d in data.services}
     moves = [

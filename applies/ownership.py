@@ -14,6 +14,9 @@ import threading
 
 from django.conf import settings
 
+from applies.live import live_cached
+from applies.runtime import get_runtime
+from assignments.selectors import service_list
 from gpus.attribution import ContainerOwner
 
 logger = logging.getLogger(__name__)
@@ -28,7 +31,6 @@ _lock = threading.Lock()
 
 
 def _listing(ids: set[str]) -> dict:
-    from applies.runtime import get_runtime
 
     with _lock:
         if ids - set(_listed):
@@ -40,7 +42,6 @@ def _listing(ids: set[str]) -> dict:
 
 def _recorded_ids() -> dict[str, str]:
     """Short container id -> service, as the last look at the engine recorded them."""
-    from applies.live import live_cached
 
     snapshot = live_cached() or {}
     return {
@@ -70,7 +71,6 @@ def service_of(
 def container_owners(ids: set[str]) -> dict[str, ContainerOwner]:
     """Name and managed service of each container id the engine lists (unknown ids are left
     out). Raises what the runtime raises when the engine cannot be reached."""
-    from assignments.selectors import service_list
 
     found = _listing(ids)
     if not found:

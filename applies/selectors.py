@@ -12,8 +12,9 @@ from applies import progress
 from applies.applying import Target
 from applies.models import ApplyRun
 from assignments.files.entries import device_id
+from assignments.files.project import config_labels
 from assignments.selectors import PlanningInput, config_entries, planning_input
-from gpuconfig_site.health import worker_alive
+from ops.heartbeat import worker_alive
 
 
 def apply_run_list(*, limit: int = 10) -> QuerySet[ApplyRun]:
@@ -27,7 +28,6 @@ def apply_run_latest() -> ApplyRun | None:
 def apply_targets(data: PlanningInput | None = None) -> list[Target]:
     """What each enabled service should run with: device ids (in the configured format), its
     VRAM budget when one is saved, and the compose labels of the written files."""
-    from assignments.files.project import config_labels
 
     data = data or planning_input()
     id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
@@ -67,12 +67,10 @@ def run_stall(run: ApplyRun | None, *, now=None) -> str:
     return ""
 
 
-def apply_status(
-    *, live: bool = True, data: PlanningInput | None = None, snapshot: dict | None = None
-) -> dict:
-    """The latest apply's progress plus each service's container state (``services_live``);
-    ``data``, ``snapshot``: the planning input and the stored engine state when the caller has
-    read them already."""
+def apply_status(*, snapshot: dict | None, data: PlanningInput | None = None) -> dict:
+    """The latest apply's progress plus each service's container state (``services_live``)
+    from ``snapshot``, the engine's answer the caller read; ``data``: the planning input when
+    the caller has read it already."""
     run = apply_run_latest()
     entries = progress.progress_get(str(run.operation_id)) if run else []
     in_progress = bool(run and not run.is_finished)
@@ -96,26 +94,98 @@ def apply_status(
             for e in entries
         ],
         "services": services_live(
-            restart={e["service"]: e["status"] for e in entries},
-            live=live,
-            data=data,
             snapshot=snapshot,
+            restart={e["service"]: e["status"] for e in entries},
+            data=data,
         ),
     }
 
 
 def services_live(
     *,
+    snapshot: dict | None,
     restart: dict[str, str] | None = None,
-    live: bool = True,
     data: PlanningInput | None = None,
-    snapshot: dict | None = None,
 ) -> list[dict]:
-    """Each enabled service's container status and health: asked of the engine now (``live``,
-    which also refreshes the stored copy), else the copy the worker keeps (no engine call).
-    The engine being unreachable is reported per service (status ``unknown``), not raised."""
-    from applies.live import live_cached, live_refresh, service_rows
-
-    if snapshot is None:
-        snapshot = live_refresh() if live else live_cached()
+    """Each enabled service's container status and health from ``snapshot``, the engine's
+    answer the caller read (``applies.live``: ``live_refresh`` asks the engine,
+    ``live_cached`` reads the stored copy; None: none stored). The engine being unreachable
+    is reported per service (status ``unknown``), not raised."""
     return service_rows(snapshot, restart=restart, data=data)
+
+
+def _last_outcomes(limit: int = 20) -> dict[str, dict]:
+    """Per service: the outcome of the last finished apply that touched it, and when."""
+    out: dict[str, dict] = {}
+    # Only the two columns read: a run's log and journal can be long.
+    runs = (
+        ApplyRun.objects.exclude(finished_at=None)
+        .order_by("-finished_at")
+        .values_list("finished_at", "results")[:limit]
+    )
+    for finished_at, results in runs:
+        for service, result in (results or {}).items():
+            out.setdefault(service, {"outcome": result.get("outcome"), "finished_at": finished_at})
+    return out
+
+
+def running_gpu_index(container: dict | None, by_device: dict[str, int]) -> int | None:
+    """The index of the GPU a container's device request names (an index or a UUID), or None
+    when there is no container, it has no GPU, or its device is not a known GPU."""
+    for device in (container or {}).get("device_ids") or ():
+        if device in by_device:
+            return by_device[device]
+    return None
+
+
+def service_rows(
+    snapshot: dict | None,
+    *,
+    restart: dict[str, str] | None = None,
+    data: PlanningInput | None = None,
+) -> list[dict]:
+    """One row per enabled service: container status and health, the GPU it runs on now
+    (``gpu_index``) beside the saved one (``assigned_gpu_index``; ``pending_apply`` while they
+    differ), runtime, last restart by gpuconfig and the last apply's outcome for it, and its
+    measured VRAM (now, peak and p95 over ``GPUCONFIG_VRAM_WINDOW``; None when never measured)
+    (``data``: the planning input, if read)."""
+    data = data or planning_input()
+    restart = restart or {}
+    outcomes = _last_outcomes()
+    snapshot = snapshot or {}
+    containers = snapshot.get("containers", {})
+    reachable = snapshot.get("reachable")
+    by_device = {str(g.index): g.index for g in data.gpus} | {g.uuid: g.index for g in data.gpus}
+    out = []
+    for d in data.services:
+        container = containers.get(d.name)
+        if container is not None:
+            status, health = container["status"], container["health"]
+        else:
+            status = "missing" if reachable else "unknown"
+            health = "unknown"
+        last = outcomes.get(d.name) or {}
+        running = running_gpu_index(container, by_device)
+        row = {
+            "name": d.name,
+            "status": status,
+            "health": health,
+            # Where the container runs now; the saved target apart. They differ until an apply.
+            "gpu_index": running,
+            "assigned_gpu_index": d.current_gpu,
+            "pending_apply": container is not None and running != d.current_gpu,
+            "restart_status": restart.get(d.name),
+            "runtime": snapshot.get("runtime"),
+            "container": (container or {}).get("id", ""),
+            "device_ids": (container or {}).get("device_ids"),
+            "started_at": last.get("finished_at") if last.get("outcome") == "healthy" else None,
+            "last_apply": last.get("outcome"),
+        }
+        measured = data.measured.get(d.name)
+        row["vram_used_mb"] = measured.now_mb if measured else None
+        row["vram_peak_mb"] = measured.peak_mb if measured else None
+        row["vram_p95_mb"] = measured.p95_mb if measured else None
+        if reachable is False:
+            row["error"] = snapshot.get("error", "")
+        out.append(row)
+    return out

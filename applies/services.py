@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from applies import progress
 from applies.applying import diff, execute
+from applies.live import live_refresh
 from applies.models import ApplyRun
 from applies.moves import apply_move_modes
 from applies.runtime import get_runtime
@@ -291,16 +292,15 @@ def recovery_wait(*, limit: float = RECOVERY_WAIT_S) -> bool:
 
 
 def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
-    """Work out which services will restart, create the ApplyRun (the database refuses a second
-    queued or running one) and enqueue the work after commit.
+    """Work out which services will restart and create the ApplyRun (the database refuses a
+    second queued or running one); the caller hands it to a worker
+    (``applies.tasks.apply_config_enqueue``).
 
     Raises ApplyBusy while another apply is queued or running (or recovery outlasts
     ``RECOVERY_WAIT_S``), and an ApplicationError (``engine_unavailable``
     or ``engine_refused``) when the container engine cannot be asked; that attempt is recorded
     as a failed run.
     """
-    from applies.tasks import apply_config_task  # the tasks module imports this one
-
     actor = actor or actor_name(user)
     requested_by = user if getattr(user, "pk", None) else None
     operation_id = uuidlib.uuid4()
@@ -340,7 +340,6 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
         except IntegrityError:
             raise _busy() from None  # another apply was queued meanwhile
         progress.progress_init(str(operation_id), pending)
-        apply_config_task.delay_on_commit(run.pk)
     return run, pending
 
 
@@ -506,7 +505,6 @@ def config_apply(*, run_id: int) -> ApplyRun:
 
 def _live_refresh_quietly() -> None:
     """Keep the page's copy of the containers' state current while an apply runs."""
-    from applies.live import live_refresh
 
     try:
         live_refresh()

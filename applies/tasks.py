@@ -6,16 +6,25 @@ messages queued by an older version still find their task."""
 
 import logging
 import threading
+import time
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django import db
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 
-from applies.live import live_refresh
+from applies.live import (
+    LIVE_KEY,
+    LIVE_REFRESH_LOCK,
+    LIVE_STALE_S,
+    live_cached,
+    live_refresh,
+)
 from applies.services import apply_recover, apply_repair_pending, config_apply
 from assignments.services import config_files_sync
+from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +33,12 @@ logger = logging.getLogger(__name__)
 @shared_task(name="assignments.tasks.apply_config_task", ignore_result=True, acks_late=False)
 def apply_config_task(run_id: int) -> str:
     return config_apply(run_id=run_id).status
+
+
+def apply_config_enqueue(run_id: int) -> None:
+    """Hand the apply ``run_id`` (made by ``applies.services.apply_start``) to a worker once
+    the transaction that made it commits (at once outside one)."""
+    apply_config_task.delay_on_commit(run_id)
 
 
 @shared_task(name="assignments.tasks.live_refresh_task", ignore_result=True)
@@ -103,3 +118,28 @@ def _start_recovery_watch(**_kwargs) -> None:
 @worker_shutdown.connect
 def _stop_recovery_watch(**_kwargs) -> None:
     RecoveryWatch.stop()
+
+
+@unknown_while_redis_is_down()
+def live_refresh_request() -> None:
+    """Have the worker refresh the stored state when it is older than ``LIVE_STALE_S`` (one
+    request at a time); the caller does not wait for it."""
+    snapshot = live_cached()
+    if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
+        return
+    if cache.add(LIVE_REFRESH_LOCK, 1, LIVE_STALE_S):
+        live_refresh_task.delay()
+
+
+def live_stored() -> dict | None:
+    """The stored state for a request that must not wait on the engine: read once (raising
+    while Redis is away), with a refresh asked of the worker when it is stale (one request at
+    a time, as ``live_refresh_request``)."""
+    snapshot = cache.get(LIVE_KEY)
+    if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
+        return snapshot
+    if cache.add(LIVE_REFRESH_LOCK, 1, LIVE_STALE_S):
+        live_refresh_task.delay()
+        # A worker that ran it inline (tests, or no broker) has stored a fresh copy already.
+        snapshot = cache.get(LIVE_KEY) or snapshot
+    return snapshot

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from assignments.files.catalog import catalog_offers
 from assignments.models import (
     AiService,
     AiServicePart,
@@ -78,7 +79,6 @@ class AiServiceAdmin(ServiceSavedAdmin):
     def changelist_view(self, request, extra_context=None):
         """Offers the compose stack's GPU services the catalog lacks, each as a link to the add
         form filled with its VRAM estimate (for the user to confirm)."""
-        from assignments.files.catalog import catalog_offers
 
         offers = catalog_offers()
         if offers and request.method == "GET":

@@ -14,13 +14,23 @@ from django.db.models import QuerySet
 
 from assignments import planner
 from assignments.files.entries import FileEntry
-from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig, ServiceRule
+from assignments.files.project import base_budgets, base_inactive, compose_check, compose_lint
+from assignments.files.reading import compose_files_setting
+from assignments.models import (
+    AiService,
+    AiServicePart,
+    Assignment,
+    ConfigVersion,
+    GpuConfig,
+    ServiceRule,
+)
 from assignments.planner.checks import gb, gpu_label
 from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
+from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu
-from gpus.selectors import VramSummary, service_vram_summaries
+from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY, VramSummary, service_vram_summaries
 from gpus.units import MB_PER_GB
 
 
@@ -107,7 +117,6 @@ class PlanningInput:
 def compose_report(*, tool: str | None = None) -> dict:
     """What each managed service gets under the compose tool (``tool``: another kind than the
     one in use); raises ``UnknownTool`` for a name that is not a tool."""
-    from assignments.files.project import compose_check
 
     return compose_check(config_entries(), tool_name=tool)
 
@@ -122,7 +131,6 @@ def catalog_parts_total(*, service) -> int | None:
 
 def catalog_parts() -> dict[str, list]:
     """Each service's hosted models, by service name (services without parts left out)."""
-    from assignments.models import AiServicePart
 
     parts: dict[str, list] = {}
     for part in AiServicePart.objects.select_related("service"):
@@ -132,7 +140,6 @@ def catalog_parts() -> dict[str, list]:
 
 def lint_report() -> dict:
     """The lint of the user's stack with the files gpuconfig writes: findings with fixes."""
-    from assignments.files.project import compose_lint
 
     return compose_lint(config_entries())
 
@@ -165,7 +172,6 @@ def _need(svc: AiService, summary: VramSummary | None, needs: str) -> tuple[int,
 def planning_input(*, needs: str | None = None) -> PlanningInput:
     """The planner's input from the database. ``needs``: ``measured`` (the default: measured
     use where enough of it was recorded, else the catalog) or ``catalog``."""
-    from assignments.files.project import base_budgets, base_inactive
 
     needs = needs or MEASURED
     measured = service_vram_summaries()
@@ -398,7 +404,6 @@ CONFIG_READ_TTL = 60  # at most, in case a bump was lost while Redis was away
 
 def config_state_bump() -> None:
     """Make the cached configuration read model stale (any assignments row changed)."""
-    from gpuconfig_site.redis_health import REDIS_DOWN
 
     try:
         try:
@@ -412,7 +417,6 @@ def config_state_bump() -> None:
 def _base_files_state() -> tuple:
     """The base compose file(s) as set, with their times, and the active profiles: its budgets
     and which of its services are under inactive profiles are part of the plan."""
-    from assignments.files.reading import compose_files_setting
 
     files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
     state: list = [
@@ -433,8 +437,6 @@ def config_read_cached(build: Callable[[], dict]) -> dict:
     """``build()`` (``config_current``: the saved configuration's read model), kept in the
     cache while neither the configuration rows, the GPU inventory nor the base compose file
     changed (one cache round trip when nothing did). Without Redis it is built on every call."""
-    from gpuconfig_site.redis_health import REDIS_DOWN
-    from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY
 
     key = "assignments:read:config-current"
     try:

@@ -23,8 +23,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
+from applies.live import demo_runtime_disable, demo_runtime_enable, live_cached
 from applies.selectors import apply_run_latest, apply_status
 from applies.services import apply_start
+from applies.tasks import apply_config_enqueue, live_refresh_request
 from assignments import planner
 from assignments.selectors import PlanningInput, UnknownNeeds, needs_mode, planning_input
 from assignments.services import config_save
@@ -32,7 +34,8 @@ from front import panels
 from front.forms import ConfigForm, budget_field_name, gpu_field_name
 from gpuconfig_site.errors import ApplicationError, http_status
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
-from gpus.services import gpu_scan_request
+from gpus.selectors import detection_mode
+from gpus.tasks import gpu_scan_request
 
 TEMPLATE = "settings/gpu.html"
 STOP_POLLING = 286
@@ -162,11 +165,11 @@ def _config_context(
 
 def _apply_context(*, status: dict | None = None, **given) -> dict:
     """The apply panel: a confirmation, the progress of the latest run, or nothing yet
-    (``status``: ``apply_status(live=False)`` when the caller has read it)."""
+    (``status``: ``apply_status(snapshot=live_cached())`` when the caller has read it)."""
     apply = {"plan": None, "progress": None, "error": "", "running": False, **given}
     if apply["progress"] is None:
         if status is None and apply_run_latest() is not None:
-            status = apply_status(live=False)
+            status = apply_status(snapshot=live_cached())
         if status is not None and status["run"] is not None:
             apply["progress"] = panels.apply_progress(status)
     if apply["progress"] is not None:
@@ -191,13 +194,11 @@ def _render(
 
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
-    from applies.live import live_refresh_request
-
     live_refresh_request()
     page = {"can_change": _can_change(request), **context}
     # Read once for the whole page: the table, the apply panel and the services panel share them.
     planning = _planning(request)
-    applying = apply_status(live=False, data=planning)
+    applying = apply_status(snapshot=live_cached(), data=planning)
     page.setdefault("inventory", panels.gpu_cards())
     if "form" not in page:
         page.update(_config_context(request, planning=planning))
@@ -210,8 +211,6 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
 
 def _services_context() -> dict:
     """The services panel; asks the worker to refresh its stored engine state when stale."""
-    from applies.live import live_refresh_request
-
     live_refresh_request()
     return panels.services_panel()
 
@@ -418,7 +417,8 @@ def apply_view(request):
             request, "apply-confirm", {"apply": _apply_context(error=NOT_STAFF)}, status=403
         )
     try:
-        _run, pending = apply_start(user=request.user)
+        run, pending = apply_start(user=request.user)
+        apply_config_enqueue(run.pk)
     except ApplicationError as exc:
         context = {"apply": _apply_context(error=exc.message)}
         return _render(request, "apply-confirm", context, status=_refusal_status(exc))
@@ -433,7 +433,7 @@ def apply_view(request):
                 request, "Apply started: every service already runs with its assignment."
             )
         return redirect(f"{reverse('settings-gpu')}#apply")
-    progress = panels.apply_progress(apply_status(live=False))
+    progress = panels.apply_progress(apply_status(snapshot=live_cached()))
     response = _render(
         request, "apply-started", {"apply": _apply_context(progress=progress), **_live_strip()}
     )
@@ -446,7 +446,9 @@ def apply_view(request):
 def apply_progress(request):
     """Live progress of the latest apply; once it has finished the answer is 286, which stops
     the page's polling."""
-    progress = panels.apply_progress(apply_status(live=False)) if apply_run_latest() else None
+    progress = (
+        panels.apply_progress(apply_status(snapshot=live_cached())) if apply_run_latest() else None
+    )
     context = {"apply": _apply_context(progress=progress), **_live_strip()}
     finished = progress is None or progress.finished
     if finished:
@@ -479,8 +481,6 @@ def services_view(request):
 @require_POST
 def demo_runtime_view(request):
     """Switch the "Simulated containers" demo runtime on or off (simulated GPUs only)."""
-    from applies.live import demo_runtime_disable, demo_runtime_enable
-    from gpus.selectors import detection_mode
 
     if not _can_change(request):
         return _render(request, "services", {"services": _services_context()}, status=403)

@@ -15,20 +15,20 @@ app.autodiscover_tasks()
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     """The worker tells /readyz it is alive, from its main process, every few seconds."""
-    from gpuconfig_site.health import WorkerHeartbeat
+    from ops.heartbeat import WorkerHeartbeat
 
     WorkerHeartbeat.start(hostname=getattr(sender, "hostname", "") or "")
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_kwargs) -> None:
-    from gpuconfig_site.health import WorkerHeartbeat
+    from ops.heartbeat import WorkerHeartbeat
 
     WorkerHeartbeat.stop()
 
 
 def _connect_log_context() -> None:
-    from gpuconfig_site.logs import connect_celery_signals
+    from ops.logs import connect_celery_signals
 
     connect_celery_signals()
 

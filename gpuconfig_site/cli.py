@@ -53,7 +53,7 @@ def cmd_serve(args) -> int:
             "--access-logformat",
             '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
             "--logger-class",
-            "gpuconfig_site.logs.QuietAccessLogger",
+            "ops.logs.QuietAccessLogger",
             "--log-level",
             "warning",
         ],
@@ -162,10 +162,12 @@ def cmd_apply(args) -> int:
     _django()
     from applies.models import ApplyRun
     from applies.services import ApplyBusy, apply_start
+    from applies.tasks import apply_config_enqueue
     from gpuconfig_site.errors import ApplicationError
 
     try:
         run, pending = apply_start(actor="gpuconfig apply")
+        apply_config_enqueue(run.pk)
     except ApplyBusy as exc:
         print(f"gpuconfig apply: {exc}", file=sys.stderr)
         return 2
@@ -193,9 +195,10 @@ def cmd_apply(args) -> int:
 
 def cmd_status(args) -> int:
     _django()
+    from applies.live import live_refresh
     from applies.selectors import apply_status
 
-    data = apply_status()
+    data = apply_status(snapshot=live_refresh())
     run = data["run"]
     if args.json:
         data = {
@@ -228,7 +231,7 @@ def cmd_status(args) -> int:
 
 def cmd_check(args) -> int:
     _django()
-    from gpuconfig_site.health import setup_checks
+    from ops.health import setup_checks
 
     checks = setup_checks()
     for check in checks:

@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
-from gpuconfig_site import views as ops_views
+from ops import views as ops_views
 
 admin.site.site_header = "gpuconfig administration"
 admin.site.site_title = "gpuconfig admin"

@@ -10,9 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from applies.api import serializers as s
-from applies.live import live_stored
 from applies.selectors import apply_status
 from applies.services import apply_start
+from applies.tasks import apply_config_enqueue, live_stored
 from assignments.selectors import config_current
 
 ALREADY_APPLIED = "Every service already runs with its assignment."
@@ -36,6 +36,7 @@ class ApplyView(APIView):
     )
     def post(self, request):
         run, pending = apply_start(user=request.user)
+        apply_config_enqueue(run.pk)
         # What is applied is the saved configuration: its warnings (over capacity, ...) stand.
         saved = config_current()
         return Response(
@@ -78,7 +79,7 @@ def _status_stored() -> dict:
     the worker, not here. Unlike the page, the API does not answer "unknown" while Redis is
     away: the read raises, and the answer is a 503 naming Redis."""
 
-    return apply_status(live=False, snapshot=live_stored() or {})
+    return apply_status(snapshot=live_stored() or {})
 
 
 class StatusView(APIView):

@@ -19,6 +19,7 @@ from .base import (
     RuntimeUnavailable,
     Step,
 )
+from .simulated import SimulatedRuntime, demo_fallback, simulated_runtime_enabled
 from .sockets import auto_candidates, resolve
 
 RUNTIMES: dict[str, str] = {
@@ -53,7 +54,6 @@ def get_runtime(name: str | None = None) -> ContainerRuntime:
     ``auto`` raises ``RuntimeUnavailable`` when no engine answers.
     """
     # The demo runtime, when switched on, stands in only for an engine that does not answer.
-    from .simulated import SimulatedRuntime, demo_fallback, simulated_runtime_enabled
 
     choice = name or getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or AUTO
     options = {

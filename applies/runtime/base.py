@@ -153,6 +153,9 @@ class ContainerRuntime:
     name: str = "base"
     # Shown to people: the engine's name and where it is reached (set by each runtime).
     label: str = "container engine"
+    # Whether two copies of a service can run side by side (a make-before-break move needs it;
+    # the engines' runtimes can, the simulated one cannot).
+    runs_two_copies: bool = False
 
     @property
     def where(self) -> str:

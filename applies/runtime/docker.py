@@ -14,7 +14,8 @@ import docker.errors
 import requests.exceptions
 
 from .base import ALL_DEVICES, RuntimeUnavailable
-from .recreate import Engine, EngineLost, EngineRuntime, Listed, Seen, seen_from_inspect
+from .engine import EngineRuntime
+from .recreate import Engine, EngineLost, Listed, Seen, seen_from_inspect
 from .spec import Replacement, gpu_change, gpus_used, with_budget
 
 SDK_DEFAULT_HOST = "unix:///var/run/docker.sock"

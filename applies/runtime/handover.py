@@ -193,9 +193,7 @@ def move_facts(runtime: Any, services: list[str]) -> dict[str, MoveFacts]:
     """The ``MoveFacts`` of each service that has a container, asked of the engine in one
     connection. A runtime that is not an engine's (the simulated one) cannot move without a
     restart; each service says so."""
-    from .recreate import EngineRuntime
-
-    if not isinstance(runtime, EngineRuntime):
+    if not runtime.runs_two_copies:
         reason = f"the {getattr(runtime, 'label', 'container')} runtime cannot run two copies"
         return {s: MoveFacts(service=s, unsupported=reason) for s in services}
     out: dict[str, MoveFacts] = {}

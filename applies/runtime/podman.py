@@ -27,7 +27,8 @@ import podman.errors
 from podman import PodmanClient
 
 from .base import ALL_DEVICES, RuntimeUnavailable
-from .recreate import Engine, EngineLost, EngineRuntime, Listed, Seen, seen_from_inspect
+from .engine import EngineRuntime
+from .recreate import Engine, EngineLost, Listed, Seen, seen_from_inspect
 from .sockets import PODMAN, Candidate, podman_candidates, resolve
 from .spec import GpuChange, Replacement, gpu_change, gpus_used, with_budget
 

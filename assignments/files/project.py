@@ -19,6 +19,7 @@ from assignments.files.entries import FileEntry, device_id
 from assignments.files.staging import stage_files
 
 from . import model, rendering, tools
+from .lint import cdi_findings, stack_lint
 from .reading import BaseStack, compose_files_setting, stack_read
 
 logger = logging.getLogger(__name__)
@@ -345,7 +346,6 @@ def compose_lint(entries: list[FileEntry]) -> dict:
     """The lint of the user's stack as it runs with the files gpuconfig writes for the tool in
     use: ``{findings: [{rule, service, message, fix}], error, notice}``. Without a base file
     only the host's CDI specs are checked."""
-    from .lint import cdi_findings, stack_lint
 
     cdi_dirs = getattr(settings, "GPUCONFIG_CDI_SPEC_DIRS", ["/etc/cdi", "/var/run/cdi"])
     try:

@@ -8,9 +8,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from applies.applying import devices_differ, same_budget
+from applies.applying import devices_differ, diff, same_budget
 from applies.models import ApplyRun
-from applies.runtime.base import Step
+from applies.moves import apply_move_modes
+from applies.runtime import get_runtime
+from applies.runtime.base import EngineError, RuntimeUnavailable, Step
+from applies.selectors import apply_targets
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,6 @@ class ApplyPlan:
 
 def apply_plan() -> ApplyPlan:
     """Compare the saved configuration with the running containers (asks the engine)."""
-    from applies.applying import diff
-    from applies.moves import apply_move_modes
-    from applies.runtime import get_runtime
-    from applies.runtime.base import EngineError, RuntimeUnavailable
-    from applies.selectors import apply_targets
 
     try:
         runtime = get_runtime()

@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from applies.live import NO_ENGINE_HELP, live_cached
+from applies.runtime.simulated import LABEL as SIMULATED_LABEL
+from applies.runtime.simulated import simulated_runtime_enabled
+from applies.selectors import apply_status
 from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView
 from assignments.selectors import (
@@ -17,6 +21,7 @@ from assignments.selectors import (
 from front.panels.applying import STEP_LABELS
 from front.panels.preview import gpu_name
 from front.panels.table import SEGMENT_COLOURS
+from gpus.selectors import detection_mode
 from gpus.units import MB_PER_GB
 
 HEALTH_TONE = {"healthy": "ok", "unhealthy": "bad", "starting": "busy"}
@@ -119,15 +124,11 @@ def _running_on(gpus: Mapping[int, GpuView], row: dict) -> str:
 
 def services_panel(*, data: PlanningInput | None = None, status: dict | None = None) -> dict:
     """The services panel from the stored container state and the latest apply's progress
-    (``data``, ``status``: the planning input and ``apply_status(live=False)``, if read)."""
-    from applies.live import NO_ENGINE_HELP, live_cached
-    from applies.runtime.simulated import LABEL as SIMULATED_LABEL
-    from applies.runtime.simulated import simulated_runtime_enabled
-    from applies.selectors import apply_status
-    from gpus.selectors import detection_mode
+    (``data``, ``status``: the planning input and ``apply_status(snapshot=live_cached())``, if
+    read)."""
 
     data = data or planning_input()
-    status = status or apply_status(live=False, data=data)
+    status = status or apply_status(snapshot=live_cached(), data=data)
     live = live_cached()
     gpus = {g.index: g for g in data.gpus}
     colours = {d.name: n % SEGMENT_COLOURS for n, d in enumerate(data.services)}

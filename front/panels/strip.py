@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from applies.live import live_cached
 from applies.models import ApplyRun
-from applies.selectors import run_stall
+from applies.selectors import apply_run_latest, run_stall
 from gpus.selectors import (
+    detection_mode,
     gpu_list,
     inventory_read_cached,
 )
@@ -56,9 +58,6 @@ def _gpu_counts() -> tuple[int, int]:
 
 
 def status_strip(*, problem_count: int) -> StatusStrip:
-    from applies.live import live_cached
-    from applies.selectors import apply_run_latest
-    from gpus.selectors import detection_mode
 
     mode = detection_mode()
     present, lost = inventory_read_cached("counts", _gpu_counts)

@@ -15,6 +15,7 @@ from django import template
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
+from assignments import planner
 from gpus.units import MB_PER_GB
 
 register = template.Library()
@@ -57,7 +58,6 @@ def seconds(value) -> str:
 @register.filter
 def strategy_label(name: str) -> str:
     """The label users see for a strategy name (the name itself when it is not registered)."""
-    from assignments import planner
 
     strategy = planner.STRATEGIES.get(name)
     return strategy.label if strategy else name

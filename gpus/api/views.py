@@ -25,7 +25,7 @@ from gpus.selectors import (
     gpu_samples,
     inventory_read_cached,
 )
-from gpus.services import gpu_scan_request
+from gpus.tasks import gpu_scan_request
 
 HISTORY_LIMIT_DEFAULT = 100
 HISTORY_LIMIT_MAX = 1000

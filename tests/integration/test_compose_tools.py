@@ -190,9 +190,11 @@ def _containers(project: str) -> dict[str, dict]:
 def _apply(django_capture_on_commit_callbacks):
     from applies.models import ApplyRun
     from applies.services import apply_start
+    from applies.tasks import apply_config_enqueue
 
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
+        apply_config_enqueue(run.pk)
     return ApplyRun.objects.get(pk=run.pk)
 
 

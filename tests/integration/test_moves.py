@@ -23,6 +23,7 @@ from applies.moves import RESTART, ZERO_DOWNTIME
 from applies.runtime.docker import DockerRuntime
 from applies.runtime.handover import NEW_MARK
 from applies.services import apply_start
+from applies.tasks import apply_config_enqueue
 from assignments.services import config_save
 from tests.conftest import REFERENCE_GPUS
 from tests.plugins.chaos import KillPoint
@@ -67,6 +68,7 @@ def web_box(web_stack, simulated_gpus, settings, staff_user, live_db):
 def _apply(django_capture_on_commit_callbacks) -> ApplyRun:
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
+        apply_config_enqueue(run.pk)
     return ApplyRun.objects.get(pk=run.pk)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from applies.live import live_refresh
 from applies.models import ApplyRun
-from gpuconfig_site.health import check_compose_tool
+from ops.health import check_compose_tool
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,5 @@
-"""Is gpuconfig healthy? One check per dependency, shared by ``/readyz`` and ``gpuconfig check``.
+"""Ops room. Is gpuconfig healthy? One check per dependency, shared by ``/readyz`` and ``gpuconfig
+check``.
 
 Each check returns a ``Check``: its name, whether it passed (None: not relevant here, skipped)
 and a one-line detail for a person. Checks never raise: a dependency that is down is a failed
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,7 +20,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-HEARTBEAT_KEY = "gpuconfig:worker-heartbeat"
+from applies.models import ApplyRun
+from applies.runtime import RuntimeUnavailable, get_runtime
+from applies.selectors import run_stall
+from assignments.selectors import compose_report, lint_report, service_list
+from gpus.backends import AUTO, BackendError, BackendUnavailable, get_backend
+from gpus.selectors import last_scan
+from ops.heartbeat import HEARTBEAT_KEY
+
 PROBE_TIMEOUT = 3.0
 
 
@@ -52,8 +59,6 @@ def _guarded(name: str, probe: Callable[[], Check]) -> Check:
 
 def check_config() -> Check:
     """The configuration file, the GPU backend, the container runtime and the config folder."""
-    from applies.runtime import RuntimeUnavailable, get_runtime
-    from gpus.backends import AUTO, get_backend
 
     env_file = Path(settings.GPUCONFIG_ENV_FILE)
     source = f"{env_file}" if env_file.is_file() else f"environment only ({env_file} absent)"
@@ -112,8 +117,6 @@ def check_redis() -> Check:
 
 def check_engine() -> Check:
     """The container engine answers through the configured runtime."""
-    from applies.runtime import get_runtime
-    from assignments.selectors import service_list
 
     runtime = get_runtime()
     first = service_list().values_list("name", flat=True).first()
@@ -128,7 +131,6 @@ def check_nvml() -> Check:
     backend = str(settings.GPUCONFIG_GPU_BACKEND or "auto").strip().lower()
     if backend not in {"auto", "nvml"} or (backend == "auto" and settings.GPUCONFIG_SIMULATED_GPUS):
         return Check("nvml", None, f"not used: GPU backend is {_backend_in_use()}")
-    from gpus.backends import BackendError, BackendUnavailable, get_backend
 
     try:
         readings = get_backend("nvml").scan()
@@ -167,23 +169,11 @@ def check_compose_tool() -> Check:
     return Check("compose", False, "no compose tool runs (" + "; ".join(tried) + ")")
 
 
-def worker_alive() -> bool:
-    """Whether a worker beat its heart lately (within two of its beat intervals, at least
-    15 s): answered from the cache in a moment, so an apply can say at once that none runs.
-    A cache that does not answer says nothing against the worker."""
-    try:
-        beat = cache.get(HEARTBEAT_KEY)
-    except Exception:
-        return True
-    return bool(beat) and time.time() - beat["at"] < max(15.0, 2 * WorkerHeartbeat.interval())
-
-
 def _compose_stack_check(found: str) -> Check:
     """The tool runs; with a base file set, the verdict is the page's and the API's own
     (``/gpu-config/compose``), so ``gpuconfig check`` never passes what they report failing."""
     if not getattr(settings, "GPUCONFIG_COMPOSE_FILE", None):
         return Check("compose", True, f"{found}; no base file set (GPUCONFIG_COMPOSE_FILE)")
-    from assignments.selectors import compose_report
 
     report = compose_report()
     if report["ok"]:
@@ -199,8 +189,6 @@ def _compose_stack_check(found: str) -> Check:
 def check_worker() -> Check:
     """A Celery worker beat its heart within two scan intervals, and no apply is stuck (a
     running one whose heartbeat stopped: its worker died mid-apply)."""
-    from applies.models import ApplyRun
-    from applies.selectors import run_stall
 
     beat = cache.get(HEARTBEAT_KEY)
     limit = 2 * settings.GPUCONFIG_SCAN_INTERVAL
@@ -218,8 +206,6 @@ def check_worker() -> Check:
 def check_last_scan() -> Check:
     """The last GPU scan finished within two scan intervals, without error."""
     from datetime import datetime
-
-    from gpus.selectors import last_scan
 
     summary = last_scan()
     if not summary or not summary.get("finished_at"):
@@ -247,7 +233,6 @@ def check_pids() -> Check:
     """NVML's host PIDs can be resolved to processes and containers: the proc root
     (``GPUCONFIG_PROC_ROOT``) is readable, gpuconfig is not in a PID namespace of its own
     (when it reads its own /proc), and the last scan resolved every GPU process."""
-    from gpus.selectors import last_scan
 
     root = str(settings.GPUCONFIG_PROC_ROOT)
     fix = (
@@ -295,7 +280,6 @@ def _redact(url: str) -> str:
 def check_lint() -> Check:
     """The lint of the compose stack finds nothing that keeps an assignment from taking effect
     (each finding is printed with its fix)."""
-    from assignments.selectors import lint_report
 
     report = lint_report()
     if report["error"]:
@@ -337,47 +321,3 @@ def readiness_checks() -> list[Check]:
         checks.append(_guarded(name, probe) if redis_up else Check(name, False, "Redis is down"))
     checks.append(_guarded("engine", check_engine))
     return checks
-
-
-# --- the worker's heartbeat ----------------------------------------------------------------
-
-
-class WorkerHeartbeat:
-    """A thread in the worker's main process that records "alive" in the cache."""
-
-    _thread: threading.Thread | None = None
-    _stop = threading.Event()
-
-    @classmethod
-    def interval(cls) -> float:
-        return max(1.0, min(10.0, settings.GPUCONFIG_SCAN_INTERVAL / 3))
-
-    @classmethod
-    def beat(cls, *, hostname: str = "") -> None:
-        """Record one heartbeat now (the thread calls this; a cache outage is waited out)."""
-        try:
-            cache.set(
-                HEARTBEAT_KEY,
-                {"at": time.time(), "hostname": hostname, "pid": os.getpid()},
-                timeout=int(2 * settings.GPUCONFIG_SCAN_INTERVAL + 10),
-            )
-        except Exception:  # Redis down: the next beat after it returns says we are alive
-            pass
-
-    @classmethod
-    def start(cls, *, hostname: str = "") -> None:
-        if cls._thread and cls._thread.is_alive():
-            return
-        cls._stop.clear()
-
-        def run() -> None:
-            cls.beat(hostname=hostname)
-            while not cls._stop.wait(cls.interval()):
-                cls.beat(hostname=hostname)
-
-        cls._thread = threading.Thread(target=run, name="gpuconfig-heartbeat", daemon=True)
-        cls._thread.start()
-
-    @classmethod
-    def stop(cls) -> None:
-        cls._stop.set()

@@ -1,4 +1,4 @@
-"""Log context and quiet access logs.
+"""Ops room. Log context and quiet access logs.
 
 Every log record carries ``request_id`` (the ``X-Request-ID`` a proxy sent, else a new one) and
 ``operation_id`` (the apply it belongs to), so that with ``GPUCONFIG_LOG_FORMAT=json`` one line

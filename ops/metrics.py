@@ -1,4 +1,4 @@
-"""``/metrics``: gpuconfig's state in the Prometheus text format.
+"""Ops room. ``/metrics``: gpuconfig's state in the Prometheus text format.
 
 Built on ``prometheus_client`` with a custom collector that reads the database and the cache at
 scrape time. gpuconfig's numbers are facts kept in the database (the inventory, the plan, the
@@ -16,13 +16,17 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from applies import progress
+from applies.models import ApplyRun
+from assignments.selectors import config_issues, planning_input
+from gpus.selectors import gpu_list, last_scan
+
 MB = 1024 * 1024
 GPU_LABELS = ["uuid", "index", "name"]
 APPLY_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
 def _gpu_metrics():
-    from gpus.selectors import gpu_list
 
     families = {
         "memory_used": GaugeMetricFamily(
@@ -77,7 +81,6 @@ def _gpu_metrics():
 
 
 def _plan_metrics():
-    from assignments.selectors import config_issues, planning_input
 
     data = planning_input()
     assigned = GaugeMetricFamily(
@@ -105,8 +108,6 @@ def _plan_metrics():
 
 
 def _apply_metrics():
-    from applies import progress
-    from applies.models import ApplyRun
 
     runs = ApplyRun.objects.order_by("created_at", "pk")
     by_status = Counter(runs.values_list("status", flat=True))
@@ -159,7 +160,6 @@ def _apply_metrics():
 
 
 def _scan_metrics():
-    from gpus.selectors import last_scan
 
     summary = last_scan() or {}
     if summary.get("finished_at"):

@@ -1,4 +1,4 @@
-"""``make run``: web, worker and beat for a home box, kept up by supervisord.
+"""Ops room. ``make run``: web, worker and beat for a home box, kept up by supervisord.
 
 The first run writes its choices into ``gpuconfig.env`` (commented), so every later process,
 and any shell running the ``gpuconfig`` command, uses the same backend, Redis and database:

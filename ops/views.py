@@ -1,4 +1,4 @@
-"""Operational endpoints outside the API: liveness, readiness and Prometheus metrics."""
+"""Ops room. Operational endpoints outside the API: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
-from gpuconfig_site.auth import KeyLockedOut, lockout_response
-from gpuconfig_site.health import readiness_checks
-from gpuconfig_site.metrics import metrics_render
+from gpuconfig_site.auth import KeyInvalid, KeyLockedOut, api_key_identify, lockout_response
+from ops.health import readiness_checks
+from ops.metrics import metrics_render
 
 
 def has_operator_access(request: HttpRequest) -> bool:
@@ -20,7 +20,6 @@ def has_operator_access(request: HttpRequest) -> bool:
     or ``Authorization: Bearer`` (what Prometheus sends). A wrong key counts as a failed
     sign-in, as on the API, so these endpoints are no unthrottled key oracle; from a locked-out
     address only a named key is taken, another raises ``KeyLockedOut`` (``api_key_identify``)."""
-    from gpuconfig_site.auth import KeyInvalid, api_key_identify
 
     user = getattr(request, "user", None)
     if user and user.is_authenticated and user.is_staff:
