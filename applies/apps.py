@@ -9,7 +9,7 @@ class AppliesConfig(AppConfig):
     verbose_name = "GPU applies"
 
     def ready(self) -> None:
-        # Imported here: the receivers' modules import models, which need the app registry.
+        # Imported in ready(): these modules import models, which load after this module.
         from applies.ownership import container_owners
         from gpus.attribution import container_resolver_register
 

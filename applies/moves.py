@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from applies.models import ApplyRun
+from applies.runtime import get_runtime
 from applies.runtime.base import ALL_DEVICES, EngineError, RuntimeUnavailable
 from applies.runtime.handover import RESTART, ZERO_DOWNTIME, MoveFacts, move_facts
 from assignments.planner.placing import need_mb
@@ -228,8 +229,6 @@ def move_plan(*, moves: Sequence[Move], runtime=None) -> dict[str, MoveDecision]
     services = [m.service for m in moves]
     try:
         if runtime is None:
-            from applies.runtime import get_runtime
-
             runtime = get_runtime()
         facts: dict[str, MoveFacts | None] = dict(move_facts(runtime, services))
     except (RuntimeUnavailable, EngineError) as exc:

@@ -14,7 +14,7 @@ from applies.models import ApplyRun
 from assignments.files.entries import device_id
 from assignments.files.project import config_labels
 from assignments.selectors import PlanningInput, config_entries, planning_input
-from ops.heartbeat import worker_alive
+from gpuconfig_site.heartbeat import worker_alive
 
 
 def apply_run_list(*, limit: int = 10) -> QuerySet[ApplyRun]:

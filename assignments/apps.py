@@ -9,6 +9,7 @@ class AssignmentsConfig(AppConfig):
     def ready(self) -> None:
         # The inventory announces its changes; the assignments follow them (gpus does not
         # import this app).
+        # Imported in ready(): these modules import models, which load after this module.
         from assignments.services.inventory import inventory_changed_receiver
         from gpus.signals import inventory_changed
 
@@ -27,7 +28,7 @@ def _config_changed(sender, **kwargs) -> None:
         return
     from django.db import transaction
 
-    from assignments.selectors import config_state_bump
+    from assignments.selectors import config_state_bump  # imports models: after app loading
 
     # Now, so this process reads the change at once; and once committed, so a reader that
     # cached the old rows meanwhile (under the new state) reads the new ones.

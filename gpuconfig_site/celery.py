@@ -15,20 +15,21 @@ app.autodiscover_tasks()
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     """The worker tells /readyz it is alive, from its main process, every few seconds."""
-    from ops.heartbeat import WorkerHeartbeat
+    # Imported here: this module loads with the settings package, before Django is set up.
+    from gpuconfig_site.heartbeat import WorkerHeartbeat
 
     WorkerHeartbeat.start(hostname=getattr(sender, "hostname", "") or "")
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_kwargs) -> None:
-    from ops.heartbeat import WorkerHeartbeat
+    from gpuconfig_site.heartbeat import WorkerHeartbeat  # as above: before Django is set up
 
     WorkerHeartbeat.stop()
 
 
 def _connect_log_context() -> None:
-    from ops.logs import connect_celery_signals
+    from ops.logs import connect_celery_signals  # as above: before Django is set up
 
     connect_celery_signals()
 

@@ -24,9 +24,9 @@ from applies.models import ApplyRun
 from applies.runtime import RuntimeUnavailable, get_runtime
 from applies.selectors import run_stall
 from assignments.selectors import compose_report, lint_report, service_list
+from gpuconfig_site.heartbeat import HEARTBEAT_KEY
 from gpus.backends import AUTO, BackendError, BackendUnavailable, get_backend
 from gpus.selectors import last_scan
-from ops.heartbeat import HEARTBEAT_KEY
 
 PROBE_TIMEOUT = 3.0
 

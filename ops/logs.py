@@ -108,6 +108,7 @@ def _on_task_prerun(task_id=None, task=None, args=None, kwargs=None, **_kw) -> N
     """Apply tasks log under their run's operation id; other tasks under none."""
     operation_id = None
     if task is not None and task.name == "assignments.tasks.apply_config_task":
+        # Imported here: LOGGING loads this module during setup, before the models load.
         from applies.models import ApplyRun
 
         run_id = (args or [None])[0] if args else (kwargs or {}).get("run_id")

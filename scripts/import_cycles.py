@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import grimp
+
+# The checkout this script is in, ahead of any installed copy of the project.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 PACKAGES = ("gpus", "assignments", "applies", "front", "ops", "gpuconfig_site", "apikeys")
 

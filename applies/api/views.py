@@ -1,19 +1,31 @@
-"""Applies room, API: start an apply, its status, the services' live container state
-(``/api/system/gpu-config/apply``, ``/status``, ``/services``)."""
+"""Applies room, API: the preview of a strategy's plan with how each service would move, start
+an apply, its status, the services' live container state (``/api/system/gpu-config/preview``,
+``/apply``, ``/status``, ``/services``)."""
 
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from applies.api import serializers as s
+from applies.moves import preview_move_modes
 from applies.selectors import apply_status
 from applies.services import apply_start
 from applies.tasks import apply_config_enqueue, live_stored
-from assignments.selectors import config_current
+from assignments import planner
+from assignments.api import serializers as config_serializers
+from assignments.api.views import NEEDS_PARAMETER
+from assignments.selectors import (
+    UnknownNeeds,
+    config_current,
+    config_preview,
+    needs_mode,
+    plan_details,
+)
+from gpuconfig_site.api import bad_request
 
 ALREADY_APPLIED = "Every service already runs with its assignment."
 
@@ -106,3 +118,43 @@ class ServicesView(APIView):
     def get(self, request):
         data = _status_stored()
         return Response({"services": data["services"]})
+
+
+class PreviewView(APIView):
+    """What a strategy would assign with the current GPUs, without saving anything."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names()),
+            NEEDS_PARAMETER,
+        ],
+        responses={200: config_serializers.PreviewSerializer, 400: OpenApiTypes.OBJECT},
+        operation_id="gpu_config_preview",
+    )
+    def get(self, request):
+        strategy = request.query_params.get("strategy")
+        if not strategy:
+            return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
+        try:
+            needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
+            plan, data = config_preview(strategy=strategy, needs=needs)
+        except (planner.UnknownStrategy, UnknownNeeds) as exc:
+            return bad_request(str(exc))
+        modes = preview_move_modes(plan, data)  # how each moving service would move
+        return Response(
+            {
+                "strategy": plan.strategy,
+                "proposed_assignments": [
+                    {
+                        "service": p.service,
+                        "gpu_index": p.gpu_index,
+                        "vram_budget_override": p.budget_gb,
+                        **modes.get(p.service, {"move_mode": None, "move_reason": ""}),
+                    }
+                    for p in plan.placements
+                ],
+                "warnings": plan.warnings,
+                "warning_details": plan_details(plan, data),
+                "needs": data.needs,
+            }
+        )

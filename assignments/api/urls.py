@@ -4,7 +4,6 @@ from assignments.api import views
 
 urlpatterns = [
     path("gpu-config", views.GpuConfigView.as_view(), name="api-gpu-config"),
-    path("gpu-config/preview", views.PreviewView.as_view(), name="api-gpu-config-preview"),
     path("gpu-config/compose", views.ComposeView.as_view(), name="api-gpu-config-compose"),
     path("gpu-config/lint", views.LintView.as_view(), name="api-gpu-config-lint"),
     path("gpu-config/rules", views.RulesView.as_view(), name="api-gpu-config-rules"),

@@ -10,19 +10,15 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from applies.moves import preview_move_modes
-from assignments import planner
 from assignments.api import serializers as s
 from assignments.files.tools import AUTO, KINDS, UnknownTool
 from assignments.selectors import (
     UnknownNeeds,
     compose_report,
     config_current,
-    config_preview,
     config_read_cached,
     lint_report,
     needs_mode,
-    plan_details,
     rules_current,
     service_list,
     version_list,
@@ -97,46 +93,6 @@ class GpuConfigView(APIView):
                     **current,
                 }
             ).data
-        )
-
-
-class PreviewView(APIView):
-    """What a strategy would assign with the current GPUs, without saving anything."""
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("strategy", str, required=True, enum=planner.strategy_names()),
-            NEEDS_PARAMETER,
-        ],
-        responses={200: s.PreviewSerializer, 400: OpenApiTypes.OBJECT},
-        operation_id="gpu_config_preview",
-    )
-    def get(self, request):
-        strategy = request.query_params.get("strategy")
-        if not strategy:
-            return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
-        try:
-            needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
-            plan, data = config_preview(strategy=strategy, needs=needs)
-        except (planner.UnknownStrategy, UnknownNeeds) as exc:
-            return bad_request(str(exc))
-        modes = preview_move_modes(plan, data)  # how each moving service would move
-        return Response(
-            {
-                "strategy": plan.strategy,
-                "proposed_assignments": [
-                    {
-                        "service": p.service,
-                        "gpu_index": p.gpu_index,
-                        "vram_budget_override": p.budget_gb,
-                        **modes.get(p.service, {"move_mode": None, "move_reason": ""}),
-                    }
-                    for p in plan.placements
-                ],
-                "warnings": plan.warnings,
-                "warning_details": plan_details(plan, data),
-                "needs": data.needs,
-            }
         )
 
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from applies import progress
 from applies.models import ApplyRun
+from gpuconfig_site.heartbeat import HEARTBEAT_KEY, WorkerHeartbeat
 from gpus.models import Gpu
-from ops.heartbeat import HEARTBEAT_KEY, WorkerHeartbeat
 from tests.conftest import API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Ops room: the worker's heartbeat. A thread in the worker records "alive" in the cache, and
+"""Site room: the worker's heartbeat. A thread in the worker records "alive" in the cache, and
 ``worker_alive`` reads it (the apply's status and ``/readyz`` say at once when no worker runs).
 """
 
