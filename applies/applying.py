@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from assignments.planner.types import same_budget
+
 from .runtime.base import (
     ALL_DEVICES,
     ContainerRuntime,
@@ -66,13 +68,6 @@ class Change:
     @property
     def missing(self) -> bool:
         return self.current is None
-
-
-def same_budget(a: float | None, b: float | None) -> bool:
-    """Whether two VRAM budgets (GB, None: unset) are the same to the MB."""
-    if a is None or b is None:
-        return a is b
-    return round(a, 3) == round(b, 3)
 
 
 def devices_differ(a: Sequence[str], b: Sequence[str]) -> bool:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import uuid as uuidlib
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
@@ -21,7 +22,7 @@ from applies import progress
 from applies.applying import diff, execute
 from applies.live import live_refresh
 from applies.models import ApplyRun
-from applies.moves import apply_move_modes
+from applies.moves import MoveDecision, apply_move_modes
 from applies.runtime import get_runtime
 from applies.runtime.base import (
     JOURNAL_SETTLED,
@@ -291,6 +292,35 @@ def recovery_wait(*, limit: float = RECOVERY_WAIT_S) -> bool:
         time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class ApplyPreview:
+    """What Apply would do now: each service whose container differs from the saved
+    configuration (``changes``), how each would move (``modes``), and the engine asked; or why
+    the engine could not be asked (``error``)."""
+
+    changes: list = field(default_factory=list)
+    modes: dict[str, MoveDecision] = field(default_factory=dict)
+    runtime_label: str = ""
+    runtime_where: str = ""
+    error: str = ""
+
+
+def apply_preview() -> ApplyPreview:
+    """Compare the saved configuration with the running containers (asks the engine; writes
+    nothing). An engine that cannot be asked is said in ``error``, not raised."""
+    try:
+        runtime = get_runtime()
+        changes = diff(runtime, apply_targets())
+        modes = apply_move_modes(runtime, changes)
+    except RuntimeUnavailable as exc:
+        return ApplyPreview(error=f"Cannot reach the container engine: {exc}")
+    except EngineError as exc:
+        return ApplyPreview(error=f"The container engine refused a request: {exc}")
+    return ApplyPreview(
+        changes=changes, modes=modes, runtime_label=runtime.label, runtime_where=runtime.where
+    )
+
+
 def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     """Work out which services will restart and create the ApplyRun (the database refuses a
     second queued or running one); the caller hands it to a worker
@@ -440,7 +470,7 @@ class _Apply:
         changes = [c for c in diff(runtime, apply_targets()) if c.needs_recreate]
         for gone in sorted(set(self.run.services) - {c.service for c in changes}):
             self.report(gone, Step.UNCHANGED, "Already running with this assignment")
-        # --- move modes (assignments/moves.py): make-before-break or stop-start per service
+        # --- move modes (applies/moves.py): make-before-break or stop-start per service
         try:
             modes = apply_move_modes(runtime, changes, note=self.note)
         except Exception:  # deciding must never stop an apply: every service then restarts

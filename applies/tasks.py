@@ -35,7 +35,7 @@ def apply_config_task(run_id: int) -> str:
     return config_apply(run_id=run_id).status
 
 
-def apply_config_enqueue(run_id: int) -> None:
+def apply_config_enqueue(*, run_id: int) -> None:
     """Hand the apply ``run_id`` (made by ``applies.services.apply_start``) to a worker once
     the transaction that made it commits (at once outside one)."""
     apply_config_task.delay_on_commit(run_id)

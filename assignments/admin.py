@@ -1,3 +1,6 @@
+"""Assignments room, admin: the catalog, the strategy, the assignments and the rules, saved
+through the services; the versions, read-only."""
+
 from urllib.parse import urlencode
 
 from django import forms

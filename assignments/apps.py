@@ -1,3 +1,5 @@
+"""Assignments room: the Django app of the catalog and the saved configuration."""
+
 from django.apps import AppConfig
 
 

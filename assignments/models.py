@@ -1,5 +1,5 @@
-"""What runs where: the service catalog, the chosen strategy, the saved assignments, their
-history and the apply runs."""
+"""Assignments room, models: what runs where. The service catalog, the chosen strategy, the
+saved assignments and their history (the apply runs are ``applies.models``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads: the catalog, the saved configuration, and the planner's view of both."""
+"""Assignments room, reads: the catalog, the saved configuration, and the planner's view of both."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 One template, ``settings/gpu.html``, with named partials. Every view renders the whole page for
 a plain request and only its partial for an HTMX request (``_render``), so the page works
-without JavaScript and no partial has a view of its own. Writes go through
-``assignments.services`` and ``gpus`` tasks; reads through the selectors and
-``front.panels``.
+without JavaScript and no partial has a view of its own. Writes go through the services
+(``assignments.services``, ``applies.services``) and the tasks' enqueue helpers (an apply, a
+refresh of the container state, a GPU scan); reads through the selectors and ``front.panels``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from applies.live import demo_runtime_disable, demo_runtime_enable, live_cached
 from applies.selectors import apply_run_latest, apply_status
-from applies.services import apply_start
+from applies.services import apply_preview, apply_start
 from applies.tasks import apply_config_enqueue, live_refresh_request
 from assignments import planner
 from assignments.selectors import PlanningInput, UnknownNeeds, needs_mode, planning_input
-from assignments.services import config_save
+from assignments.services import config_save, config_strategy_recorded
 from front import panels
 from front.forms import ConfigForm, budget_field_name, gpu_field_name
 from gpuconfig_site.errors import ApplicationError, http_status
@@ -373,7 +373,9 @@ def config_save_view(request):
         return _render(
             request, "assignments", _config_context(request, form, attempted_save=True), status=422
         )
-    strategy = panels.strategy_to_save(form.cleaned_data["strategy"], form.choices())
+    strategy = config_strategy_recorded(
+        strategy=form.cleaned_data["strategy"], choices=form.choices()
+    )
     try:
         result = config_save(
             strategy=strategy,
@@ -410,7 +412,9 @@ def apply_view(request):
     """GET: which services Apply would restart (asks the engine). POST: start the apply."""
     if request.method == "GET":
         return _render(
-            request, "apply-confirm", {"apply": _apply_context(plan=panels.apply_plan())}
+            request,
+            "apply-confirm",
+            {"apply": _apply_context(plan=panels.apply_plan(apply_preview()))},
         )
     if not _can_change(request):
         return _render(
@@ -418,7 +422,7 @@ def apply_view(request):
         )
     try:
         run, pending = apply_start(user=request.user)
-        apply_config_enqueue(run.pk)
+        apply_config_enqueue(run_id=run.pk)
     except ApplicationError as exc:
         context = {"apply": _apply_context(error=exc.message)}
         return _render(request, "apply-confirm", context, status=_refusal_status(exc))

@@ -167,7 +167,7 @@ def cmd_apply(args) -> int:
 
     try:
         run, pending = apply_start(actor="gpuconfig apply")
-        apply_config_enqueue(run.pk)
+        apply_config_enqueue(run_id=run.pk)
     except ApplyBusy as exc:
         print(f"gpuconfig apply: {exc}", file=sys.stderr)
         return 2

@@ -48,7 +48,7 @@ class ApplyView(APIView):
     )
     def post(self, request):
         run, pending = apply_start(user=request.user)
-        apply_config_enqueue(run.pk)
+        apply_config_enqueue(run_id=run.pk)
         # What is applied is the saved configuration: its warnings (over capacity, ...) stand.
         saved = config_current()
         return Response(

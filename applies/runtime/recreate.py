@@ -2,8 +2,9 @@
 sequence with its rollback, and recovery after an interrupted apply, over a small set of engine
 calls.
 
-An engine's runtime subclasses ``EngineRuntime`` and implements ``connect()``, which yields an
-``Engine``: one connection's worth of calls in the shapes this module needs. Nothing here knows
+An engine's runtime subclasses ``EngineRuntime`` (``engine.py``, which chooses between this
+sequence and ``handover``'s) and implements ``connect()``, which yields an ``Engine``: one
+connection's worth of calls in the shapes this module needs. Nothing here knows
 which engine answers.
 
 recreate: stop the old container → rename it aside (``spec.aside_name``) → ``before_start()``

@@ -1,4 +1,4 @@
-"""Response shapes of the assignments API (documented in the OpenAPI schema)."""
+"""Assignments room: response shapes of the assignments API (documented in the OpenAPI schema)."""
 
 from rest_framework import serializers
 
@@ -71,7 +71,7 @@ class SaveResultSerializer(serializers.Serializer):
 
 
 class MoveFieldsMixin(serializers.Serializer):
-    """How a service moves to its new GPU (assignments/moves.py)."""
+    """How a service moves to its new GPU (applies/moves.py)."""
 
     move_mode = serializers.ChoiceField(
         choices=["zero_downtime", "restart"],

@@ -1,3 +1,5 @@
+"""Assignments room, API routes (under ``/api/system/``)."""
+
 from django.urls import path
 
 from assignments.api import views

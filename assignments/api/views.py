@@ -1,4 +1,5 @@
-"""The assignments API: thin views over the services and selectors."""
+"""Assignments room, API: the saved configuration, its compose check and lint, rules, versions,
+export and import, the catalog; thin views over the services and selectors."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from assignments.services.config import (
     config_files_sync,
     config_files_write,
     config_save,
+    config_strategy_recorded,
     config_validate,
     config_version_record,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "config_files_sync",
     "config_files_write",
     "config_save",
+    "config_strategy_recorded",
     "config_validate",
     "config_version_record",
     "inventory_changed_receiver",

@@ -1,5 +1,5 @@
-"""Writes of the saved configuration: validating a change, saving it with a version, and
-(re)writing the generated files."""
+"""Assignments room. Writes of the saved configuration: validating a change, saving it with a
+version, and (re)writing the generated files."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import fcntl
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -21,10 +22,12 @@ from assignments.files import generated, staging
 from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
 from assignments.planner.registry import get_strategy
+from assignments.planner.types import same_budget
 from assignments.selectors import (
     PlanningInput,
     config_entries,
     config_issues,
+    config_preview,
     planning_input,
     strategy_plan,
 )
@@ -491,3 +494,31 @@ def config_files_sync() -> dict:
         Path(settings.GPUCONFIG_CONFIG_DIR), older_than_s=STALE_TEMP_S
     )
     return {**config_files_write(), "removed": removed}
+
+
+def config_strategy_recorded(*, strategy: str, choices: Mapping[str, Any]) -> str:
+    """The strategy a save of ``choices`` records (per service, what the page shows: an object
+    with ``gpu_index`` and ``budget_gb``): ``strategy`` while they are its plan (or are left as
+    saved under it), else ``manual``: an edited plan is the user's own."""
+    if strategy == "manual" or strategy not in planner.STRATEGIES:
+        return strategy
+    data = planning_input()
+    chosen = {name: (c.gpu_index, c.budget_gb) for name, c in choices.items()}
+    saved = {d.name: (d.current_gpu, d.budget_gb) for d in data.services}
+    if strategy == GpuConfig.load().strategy and chosen == saved:
+        return strategy
+    try:
+        plan, _data = config_preview(strategy=strategy)
+    except planner.UnknownStrategy:
+        return strategy
+    proposed = {p.service: p for p in plan.placements}
+    # A strategy that proposes no budget keeps the one shown.
+    same = all(
+        name not in proposed
+        or (
+            proposed[name].gpu_index == gpu
+            and (proposed[name].budget_gb is None or same_budget(proposed[name].budget_gb, budget))
+        )
+        for name, (gpu, budget) in chosen.items()
+    )
+    return strategy if same else "manual"

@@ -18,7 +18,6 @@ from front.panels.table import (
     gpu_options,
     plan_choices,
     saved_choices,
-    strategy_to_save,
     table_state,
 )
 
@@ -39,5 +38,4 @@ __all__ = [
     "status_strip",
     "strategy_list",
     "table_state",
-    "strategy_to_save",
 ]

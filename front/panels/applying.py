@@ -8,12 +8,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from applies.applying import devices_differ, diff, same_budget
+from applies.applying import devices_differ
 from applies.models import ApplyRun
-from applies.moves import apply_move_modes
-from applies.runtime import get_runtime
-from applies.runtime.base import EngineError, RuntimeUnavailable, Step
-from applies.selectors import apply_targets
+from applies.runtime.base import Step
+from applies.services import ApplyPreview
+from assignments.planner.types import same_budget
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class ApplyChange:
     current_budget: float | None
     target_budget: float | None
     restart: bool
-    # How it would move (assignments/moves.py): "zero_downtime" or "restart", and why.
+    # How it would move (applies/moves.py): "zero_downtime" or "restart", and why.
     move_mode: str = ""
     move_reason: str = ""
 
@@ -66,17 +65,12 @@ class ApplyPlan:
         return [c for c in self.changes if c.missing]
 
 
-def apply_plan() -> ApplyPlan:
-    """Compare the saved configuration with the running containers (asks the engine)."""
-
-    try:
-        runtime = get_runtime()
-        changes = diff(runtime, apply_targets())
-        modes = apply_move_modes(runtime, changes)
-    except RuntimeUnavailable as exc:
-        return ApplyPlan(changes=[], error=f"Cannot reach the container engine: {exc}")
-    except EngineError as exc:
-        return ApplyPlan(changes=[], error=f"The container engine refused a request: {exc}")
+def apply_plan(preview: ApplyPreview) -> ApplyPlan:
+    """What Apply would do, for the confirmation: ``preview`` is the saved configuration
+    compared with the running containers (``applies.services.apply_preview``)."""
+    if preview.error:
+        return ApplyPlan(changes=[], error=preview.error)
+    changes, modes = preview.changes, preview.modes
     return ApplyPlan(
         changes=[
             ApplyChange(
@@ -91,7 +85,7 @@ def apply_plan() -> ApplyPlan:
             )
             for c in changes
         ],
-        runtime=engine_label(runtime.label, runtime.where),
+        runtime=engine_label(preview.runtime_label, preview.runtime_where),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assignments import planner
-from assignments.planner.types import Issue, Placement
+from assignments.planner.types import Issue
 from front.panels.table import TableState
 
 
@@ -35,35 +35,11 @@ SEVERE = {"over_capacity", "gpu_missing", "unplaced", "budget_too_large"}
 
 
 def _move_fix(gpu_index: int, table: TableState) -> Fix | None:
-    """Move one service off an over-full GPU onto another available GPU where it fits; the
-    smallest service that clears the overflow, else the largest that fits."""
-    services = [r.demand for r in table.rows]
-    placements = [Placement(d.name, d.current_gpu, d.budget_gb) for d in services]
-    free = planner.free_mb(table.gpus, services, placements)
-    overflow = -free.get(gpu_index, 0)
-    here = sorted((d for d in services if d.current_gpu == gpu_index), key=lambda d: d.effective_mb)
-    # A GPU an isolated service has to itself stays so: a fix must not undo the isolation the
-    # plan (Isolation-First) made.
-    isolated_alone = {
-        g.index
-        for g in table.gpus
-        if (on := [d for d in services if d.current_gpu == g.index]) and all(d.isolated for d in on)
-    }
-    others = [
-        g
-        for g in table.gpus
-        if g.available and g.index != gpu_index and g.index not in isolated_alone
-    ]
-    fitting = [
-        (d, g)
-        for d in here
-        for g in sorted(others, key=lambda g: -free[g.index])
-        if free[g.index] >= d.effective_mb
-    ]
-    if not fitting:
+    """The fix that moves one service off an over-full GPU (``planner.overflow_move``)."""
+    move = planner.overflow_move(gpu_index, table.gpus, [r.demand for r in table.rows])
+    if move is None:
         return None
-    clears = [(d, g) for d, g in fitting if d.effective_mb >= overflow]
-    demand, gpu = clears[0] if clears else fitting[-1]
+    demand, gpu = move
     return Fix(f"Move {demand.name} to GPU {gpu.index}", demand.name, "gpu", str(gpu.index))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from applies.applying import same_budget
 from assignments import planner
 from assignments.models import AiService
 from assignments.planner.checks import gpu_label
@@ -23,7 +22,6 @@ from assignments.selectors import (
     measured_issues,
     planning_input,
 )
-from front.panels.preview import current_strategy
 
 SEGMENT_COLOURS = 6  # CSS classes seg-0 … seg-5
 
@@ -206,23 +204,3 @@ def plan_choices(
         )
         for p in plan.placements
     }
-
-
-def strategy_to_save(strategy: str, choices: Mapping[str, Choice]) -> str:
-    """The strategy a save of ``choices`` records: ``strategy`` while the table shows its plan
-    (or is left as saved under it), else ``manual``: an edited plan is the user's own."""
-    if strategy == "manual" or strategy not in planner.STRATEGIES:
-        return strategy
-    data = planning_input()
-    if strategy == current_strategy() and dict(choices) == saved_choices(data):
-        return strategy
-    try:
-        proposed = plan_choices(strategy, keep=choices)
-    except planner.UnknownStrategy:
-        return strategy
-    same = all(
-        proposed.get(name, choice).gpu_index == choice.gpu_index
-        and same_budget(proposed.get(name, choice).budget_gb, choice.budget_gb)
-        for name, choice in choices.items()
-    )
-    return strategy if same else "manual"

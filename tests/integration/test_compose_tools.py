@@ -194,7 +194,7 @@ def _apply(django_capture_on_commit_callbacks):
 
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
-        apply_config_enqueue(run.pk)
+        apply_config_enqueue(run_id=run.pk)
     return ApplyRun.objects.get(pk=run.pk)
 
 

@@ -68,7 +68,7 @@ def web_box(web_stack, simulated_gpus, settings, staff_user, live_db):
 def _apply(django_capture_on_commit_callbacks) -> ApplyRun:
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
-        apply_config_enqueue(run.pk)
+        apply_config_enqueue(run_id=run.pk)
     return ApplyRun.objects.get(pk=run.pk)
 
 
