@@ -9,14 +9,33 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpuconfig_site.settings")
 
 app = Celery("gpuconfig_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+
+
+def _task_packages() -> list[str]:
+    """Every app's tasks; an agent (``GPUCONFIG_ROLE=agent``, no database) loads the fleet's
+    only, so none of the central worker's start-up work (recovery, readiness) runs there."""
+    from django.apps import apps
+    from django.conf import settings
+
+    if settings.GPUCONFIG_ROLE == "agent":
+        return ["fleet"]
+    return [config.name for config in apps.get_app_configs()]
+
+
+app.autodiscover_tasks(_task_packages)
 
 
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_kwargs) -> None:
-    """The worker tells /readyz it is alive, from its main process, every few seconds."""
+    """The worker tells /readyz it is alive, from its main process, every few seconds (an
+    agent has no cache of the centre's to tell: the centre sees it by its host heartbeats)."""
     # Imported here: this module loads with the settings package, before Django is set up.
+    from django.conf import settings
+
     from gpuconfig_site.heartbeat import WorkerHeartbeat
+
+    if settings.GPUCONFIG_ROLE == "agent":
+        return
 
     WorkerHeartbeat.start(hostname=getattr(sender, "hostname", "") or "")
 

@@ -10,12 +10,17 @@ whether Redis answers and records that choice in the file before Django starts.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 
 import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
+from kombu import Queue as _Queue
+
+from fleet import routing as _routing
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -149,6 +154,7 @@ INSTALLED_APPS = [
     "applies",
     "front",
     "apikeys",
+    "fleet",
     "gpuconfig_site.apps.SiteConfig",
 ]
 if django.VERSION < (6, 0):
@@ -283,7 +289,9 @@ else:
             },
         }
     }
-    CELERY_BROKER_URL = REDIS_URL
+    # A fleet's broker (RabbitMQ: it tells the centre which agent published a message); a
+    # single box uses its Redis.
+    CELERY_BROKER_URL = os.environ.get("GPUCONFIG_BROKER_URL") or REDIS_URL
     # kombu's Redis transport with one fix: a worker survives a Redis restart while it holds an
     # unacknowledged message (see gpuconfig_site/broker.py).
     if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
@@ -344,6 +352,44 @@ GPUCONFIG_RECOVERY_INTERVAL = env_int("GPUCONFIG_RECOVERY_INTERVAL", 30)
 # the engine's absence left undone) and repairs it as soon as the engine answers again, without
 # waiting for beat's next recovery tick. No broker message is held for it.
 GPUCONFIG_RECOVERY_WATCH_INTERVAL = env_float("GPUCONFIG_RECOVERY_WATCH_INTERVAL", 2.0)
+
+
+# --- The fleet: this machine's host, its role, its heartbeat -----------------------------------
+def _host_name() -> str:
+    """``GPUCONFIG_HOST_NAME``, else this machine's hostname made into a host name (its first
+    label, lower-case, other characters as dashes)."""
+    explicit = os.environ.get("GPUCONFIG_HOST_NAME")
+    if explicit is not None and explicit.strip():
+        name = explicit.strip()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+            raise ImproperlyConfigured(
+                "GPUCONFIG_HOST_NAME must be lower-case letters, digits and dashes "
+                f"(at most 63), got {name!r}"
+            )
+        return name
+    label = socket.gethostname().split(".", 1)[0].lower()
+    return (re.sub(r"[^a-z0-9-]", "-", label).strip("-") or "localhost")[:63]
+
+
+GPUCONFIG_HOST_NAME = _host_name()
+GPUCONFIG_DEFAULT_HOST = os.environ.get("GPUCONFIG_DEFAULT_HOST") or None
+# all: the single-box worker (this host's agent and the central worker in one process);
+# agent: a GPU host's agent only (no database: it reports through the broker).
+GPUCONFIG_ROLE = env_choice("GPUCONFIG_ROLE", "all", {"all", "agent"})
+GPUCONFIG_HEARTBEAT_INTERVAL = env_float("GPUCONFIG_HEARTBEAT_INTERVAL", 30.0)
+if GPUCONFIG_HEARTBEAT_INTERVAL <= 0:
+    raise ImproperlyConfigured("GPUCONFIG_HEARTBEAT_INTERVAL must be above 0 seconds")
+if GPUCONFIG_ROLE == "agent":
+    # The agent reads only its host's queue and declares nothing (its broker user may not),
+    # answers no remote control and sends no events: none of that is in its permissions.
+    CELERY_TASK_QUEUES = [_routing.host_queue(GPUCONFIG_HOST_NAME, declare=False)]
+    CELERY_TASK_DEFAULT_QUEUE = _routing.host_queue_name(GPUCONFIG_HOST_NAME)
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+    CELERY_WORKER_SEND_TASK_EVENTS = False
+else:
+    # The central worker also reads what agents report (a single box's has nothing there:
+    # its own host's heartbeat is written in-process).
+    CELERY_TASK_QUEUES = [_Queue("celery"), _routing.central_queue()]
 
 CELERY_BEAT_SCHEDULE = {
     "detect-gpus": {

@@ -12,6 +12,7 @@ admin.site.index_title = "GPUs, services and their assignments"
 
 api_patterns = [
     path("", include("gpus.api.urls")),
+    path("", include("fleet.api.urls")),
     path("", include("assignments.api.urls")),
     path("", include("applies.api.urls")),
 ]

@@ -18,7 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PACKAGES = ("gpus", "assignments", "applies", "front", "ops", "gpuconfig_site", "apikeys")
+PACKAGES = (
+    "gpus",
+    "assignments",
+    "applies",
+    "front",
+    "ops",
+    "fleet",
+    "gpuconfig_site",
+    "apikeys",
+)
 
 
 def import_graph(packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.plugins.dockerd",
     "tests.plugins.podman",
     "tests.plugins.celery_worker",
+    "tests.plugins.rabbitmq",
 ]
 
 FIXTURES = Path(__file__).parent / "fixtures"
