@@ -70,7 +70,9 @@ def test_reading_the_base_records_how_each_gpu_is_pinned(tmp_path):
     }
     assert stack.services["ai-enrichment"].budget_gb == 6.0
     assert stack.services["ai-enrichment-light"].budget_gb == 2.5
-    assert stack.services["ai-llm"].pin.line is not None
+    # The line of its `count: 1`, where a fix is shown.
+    line = stack.services["ai-llm"].pin.line
+    assert (HSI / "docker-compose.yml").read_text().splitlines()[line - 1].strip() == "count: 1"
     assert set(stack.gpu_services) == set(pins) - {"frontend"}
     assert stack.default_project() == "hsi"
 
