@@ -556,7 +556,7 @@ def plan_details(plan: planner.Plan, data: PlanningInput) -> list[dict]:
 
 
 def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
-    """``strategy``'s plan for ``data`` (raises UnknownStrategy). An automatic strategy plans
+    """``strategy``'s plan for ``data`` (raises UnknownStrategyError). An automatic strategy plans
     from the catalog: saved budget overrides are the manual layout's, so "Revert to VRAM-Based"
     gives the recommended configuration whatever was saved before."""
     services = data.services
@@ -571,7 +571,7 @@ def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
 def config_preview(
     *, strategy: str, needs: str | None = None
 ) -> tuple[planner.Plan, PlanningInput]:
-    """What ``strategy`` would do with the current inventory (raises UnknownStrategy), its
+    """What ``strategy`` would do with the current inventory (raises UnknownStrategyError), its
     warnings naming the figure each need was taken from (``needs``: see ``planning_input``)."""
     data = planning_input(needs=needs)
     plan = strategy_plan(strategy, data)

@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 from django.conf import settings
 from django.http import JsonResponse
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -53,10 +53,6 @@ def exception_handler(exc, context):
     else:
         response.data = {"detail": str(response.data["detail"])}
     return response
-
-
-def bad_request(detail: str) -> Response:
-    return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
 
 
 class InputInvalid(ApplicationError):
