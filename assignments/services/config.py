@@ -411,8 +411,8 @@ def _change_save(
 
 def config_save(
     *,
-    strategy=None,
-    assignments=None,
+    strategy: str | None = None,
+    assignments: list[dict] | None = None,
     user=None,
     actor: str = "",
     source: str = ConfigVersion.Source.SAVE,
