@@ -28,14 +28,24 @@ from assignments.planner.checks import gb, gpu_label
 from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
+from gpuconfig_site.errors import ApplicationError, echo
 from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu
 from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY, VramSummary, service_vram_summaries
 from gpus.units import MB_PER_GB
 
 
-class UnknownNeeds(ValueError):
+class UnknownNeeds(ApplicationError):
     """``needs`` is neither ``measured`` nor ``catalog``."""
+
+    code = "unknown_needs"
+
+
+class UnknownStrategyError(ApplicationError, planner.UnknownStrategy):
+    """The planner's ``UnknownStrategy`` (plain Python, it knows no ``ApplicationError``) as
+    the refusal the API, the page and the CLI answer; still caught as the planner's."""
+
+    code = "unknown_strategy"
 
 
 def service_list(*, enabled_only: bool = True) -> QuerySet[AiService]:
@@ -151,7 +161,9 @@ def needs_mode(value: str | None, *, empty_ok: bool = True) -> str | None:
     if value is None or (value == "" and empty_ok):
         return None
     if value not in NEEDS:
-        raise UnknownNeeds(f"needs must be one of: {', '.join(NEEDS)} (got {value!r}).")
+        raise UnknownNeeds(
+            f"needs must be one of: {', '.join(NEEDS)} (got {echo(value)}).", field="needs"
+        )
     return value
 
 
@@ -537,19 +549,22 @@ def plan_details(plan: planner.Plan, data: PlanningInput) -> list[dict]:
 
 
 def strategy_plan(strategy: str, data: PlanningInput) -> planner.Plan:
-    """``strategy``'s plan for ``data`` (raises UnknownStrategy). An automatic strategy plans
+    """``strategy``'s plan for ``data`` (raises UnknownStrategyError). An automatic strategy plans
     from the catalog: saved budget overrides are the manual layout's, so "Revert to VRAM-Based"
     gives the recommended configuration whatever was saved before."""
     services = data.services
     if strategy != "manual":
         services = tuple(replace(d, budget_gb=None) for d in services)
-    return planner.plan(strategy, data.gpus, services, data.rules)
+    try:
+        return planner.plan(strategy, data.gpus, services, data.rules)
+    except planner.UnknownStrategy as exc:
+        raise UnknownStrategyError(str(exc), field="strategy") from None
 
 
 def config_preview(
     *, strategy: str, needs: str | None = None
 ) -> tuple[planner.Plan, PlanningInput]:
-    """What ``strategy`` would do with the current inventory (raises UnknownStrategy), its
+    """What ``strategy`` would do with the current inventory (raises UnknownStrategyError), its
     warnings naming the figure each need was taken from (``needs``: see ``planning_input``)."""
     data = planning_input(needs=needs)
     plan = strategy_plan(strategy, data)

@@ -52,7 +52,7 @@ def compose_service_add(request):
         return redirect("settings-gpu")
     name = request.POST.get("service", "")
     try:
-        catalog_service_add(name=name, vram_gb=request.POST.get("vram_gb"))
+        catalog_service_add(name=name, vram_gb=request.POST.get("vram_gb"), user=request.user)
     except OfferInvalid as exc:
         messages.error(request, str(exc))
     else:

@@ -1,18 +1,22 @@
 """API-wide pieces: every error under ``/api/`` leaves as ``{"detail": "..."}`` JSON; a refusal
-of a service (``ApplicationError``) gets the status its code maps to (``gpuconfig_site.errors``)."""
+of a service (``ApplicationError``) gets the status its code maps to (``gpuconfig_site.errors``);
+``InputSerializer``, the base of every endpoint's input serializer, refuses bad input the same
+way (an ``InputInvalid``, 400)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from django.conf import settings
 from django.http import JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.errors import ApplicationError, echo, http_status
 from gpuconfig_site.redis_health import is_redis_down, redis_down_detail
 
 logger = logging.getLogger(__name__)
@@ -51,8 +55,58 @@ def exception_handler(exc, context):
     return response
 
 
-def bad_request(detail: str) -> Response:
-    return Response({"detail": detail}, status=status.HTTP_400_BAD_REQUEST)
+class InputInvalid(ApplicationError):
+    """A request's input refused at the edge, before any service ran (``extra["field"]`` names
+    the field when the refusal is about one)."""
+
+    code = "invalid_input"
+
+
+def _first_error(errors: dict) -> tuple[str | None, str]:
+    """The first of DRF's errors as (field, one sentence); a sentence that does not name its
+    field (DRF's own, such as "Must be a valid boolean.") is prefixed with it."""
+    key, value = next(iter(errors.items()))
+    text = _flatten(value)
+    if key == api_settings.NON_FIELD_ERRORS_KEY:
+        return None, text
+    return key, text if key in text else f"{key}: {text}"
+
+
+class InputSerializer(serializers.Serializer):
+    """The input of one endpoint (body or query), checked before the service is called.
+
+    ``validated(data)`` returns the values to pass as the service's keyword arguments, or
+    raises ``InputInvalid`` with one sentence. With ``body_example`` set, the input is a JSON
+    body: anything but an object is refused naming that example, and so is an unknown field
+    (a query string may carry parameters of other layers, such as ``?format=``)."""
+
+    body_example: str = ""
+
+    @classmethod
+    def validated(cls, data) -> dict:
+        serializer = cls(data=data)
+        if not serializer.is_valid():
+            field, message = _first_error(serializer.errors)
+            raise InputInvalid(message, field=field)
+        return dict(serializer.validated_data)
+
+    def to_internal_value(self, data):
+        if self.body_example:
+            if not isinstance(data, Mapping):
+                raise serializers.ValidationError(
+                    {
+                        api_settings.NON_FIELD_ERRORS_KEY: [
+                            f"The body must be a JSON object like {self.body_example}."
+                        ]
+                    }
+                )
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                names = echo(", ".join(sorted(map(str, unknown))))
+                raise serializers.ValidationError(
+                    {api_settings.NON_FIELD_ERRORS_KEY: [f"Unknown field(s): {names}."]}
+                )
+        return super().to_internal_value(data)
 
 
 def _json_error(status_code: int, detail: str) -> JsonResponse:
@@ -109,3 +163,18 @@ def _reason(status_code: int, request) -> str:
         return HTTPStatus(status_code).phrase + "."
     except ValueError:
         return f"Error {status_code}."
+
+
+def bounded_integer(name: str, *, default: int, low: int, high: int) -> serializers.IntegerField:
+    """An optional whole-number query parameter from ``low`` to ``high``: every refusal is the
+    one sentence the schema's bounds say."""
+    sentence = f"{name} must be a whole number from {low} to {high}."
+    return serializers.IntegerField(
+        required=False,
+        default=default,
+        min_value=low,
+        max_value=high,
+        error_messages=dict.fromkeys(
+            ("invalid", "min_value", "max_value", "max_string_length", "null"), sentence
+        ),
+    )

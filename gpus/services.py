@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from gpuconfig_site.errors import ApplicationError
 from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus import attribution, backends
 from gpus.attribution import ProcessUse
@@ -192,8 +193,10 @@ def gpu_inventory_sync(
     return result
 
 
-class GpuIndexTaken(Exception):
+class GpuIndexTaken(ApplicationError):
     """Another present GPU has this index: marking this one available again would clash."""
+
+    code = "gpu_index_taken"
 
 
 def gpu_availability_set(*, gpu: Gpu, available: bool) -> SyncResult:
@@ -208,7 +211,7 @@ def gpu_availability_set(*, gpu: Gpu, available: bool) -> SyncResult:
             return result
         holder = gpu_index_holder(gpu=gpu) if available else None
         if holder is not None:
-            raise GpuIndexTaken(index_taken_detail(gpu=gpu, holder=holder))
+            raise GpuIndexTaken(index_taken_detail(gpu=gpu, holder=holder), field="available")
         gpu.available = available
         gpu.save(update_fields=["available", "updated_at"])
         (result.returned if available else result.lost).append(gpu.uuid)

@@ -19,13 +19,10 @@ from assignments import planner
 from assignments.api import serializers as config_serializers
 from assignments.api.views import NEEDS_PARAMETER
 from assignments.selectors import (
-    UnknownNeeds,
     config_current,
     config_preview,
-    needs_mode,
     plan_details,
 )
-from gpuconfig_site.api import bad_request
 
 ALREADY_APPLIED = "Every service already runs with its assignment."
 
@@ -132,14 +129,9 @@ class PreviewView(APIView):
         operation_id="gpu_config_preview",
     )
     def get(self, request):
-        strategy = request.query_params.get("strategy")
-        if not strategy:
-            return bad_request(f"Give ?strategy= one of: {', '.join(planner.strategy_names())}.")
-        try:
-            needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
-            plan, data = config_preview(strategy=strategy, needs=needs)
-        except (planner.UnknownStrategy, UnknownNeeds) as exc:
-            return bad_request(str(exc))
+        plan, data = config_preview(
+            **config_serializers.PreviewInputSerializer.validated(request.query_params)
+        )
         modes = preview_move_modes(plan, data)  # how each moving service would move
         return Response(
             {

@@ -1,8 +1,21 @@
-"""Assignments room: response shapes of the assignments API (documented in the OpenAPI schema)."""
+"""Assignments room. Shapes of the assignments API, documented in the OpenAPI schema: what each
+endpoint answers, and (``*InputSerializer``) what each one takes, checked before its service is
+called.
 
+An input serializer checks the input's shape and types; the service it feeds checks what needs
+the database (a service the catalog knows, a GPU present, a budget the service takes), names
+the service and field it refuses, and is shared with the page, the admin and the CLI.
+"""
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from assignments import planner
+from assignments.files.tools import AUTO, KINDS
 from assignments.models import AiService
+from assignments.planner.needs import NEEDS
+from gpuconfig_site.api import InputSerializer, bounded_integer
+from gpuconfig_site.errors import echo
 
 
 class AssignmentSerializer(serializers.Serializer):
@@ -46,11 +59,98 @@ class GpuConfigSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(allow_null=True)
 
 
-class GpuConfigUpdateSerializer(serializers.Serializer):
-    """Request body of PUT /gpu-config; validated in the service, which explains every refusal."""
+@extend_schema_field(AssignmentSerializer(many=True))
+class AssignmentListField(serializers.ListField):
+    """``assignments``: a list of objects, each checked by ``config_save`` (which names the
+    service and the field it refuses, as the page's form does)."""
 
-    strategy = serializers.CharField(required=False)
-    assignments = AssignmentSerializer(many=True, required=False)
+    default_error_messages = {
+        "not_a_list": "assignments must be a list of "
+        "{{service, gpu_index, vram_budget_override}}, not {input_type}.",
+    }
+
+
+class GpuConfigUpdateInputSerializer(InputSerializer):
+    """Body of PUT /gpu-config: a strategy, assignments, or both. A PUT replaces each given
+    service's assignment (an omitted budget is none); services not given keep theirs."""
+
+    body_example = '{"strategy": ..., "assignments": [...]}'
+
+    class Meta:
+        ref_name = "GpuConfigUpdate"  # the schema's name for this body, as before
+
+    strategy = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=f"One of: {', '.join(planner.strategy_names())}; null keeps the saved one.",
+    )
+    assignments = AssignmentListField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError(
+                "Nothing to save: give a strategy, assignments, or both."
+            )
+        return attrs
+
+
+STRATEGIES = tuple(planner.strategy_names())
+
+
+def _choice(name: str, value: str, choices) -> str:
+    """``value`` when it is one of ``choices``, else the refusal naming them (an empty value
+    too: the schema's enum is the whole truth)."""
+    if value not in choices:
+        raise serializers.ValidationError(
+            f"{name} must be one of: {', '.join(choices)} (got {echo(value)})."
+        )
+    return value
+
+
+class NeedsInputSerializer(InputSerializer):
+    """``?needs=`` of GET /gpu-config and the preview: absent is the default (measured)."""
+
+    needs = serializers.CharField(
+        required=False, default=None, allow_blank=True, trim_whitespace=False
+    )
+
+    def validate_needs(self, value):
+        return None if value is None else _choice("needs", value, NEEDS)
+
+
+class PreviewInputSerializer(NeedsInputSerializer):
+    """Query of GET /gpu-config/preview: the strategy to plan with (required)."""
+
+    strategy = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        error_messages={"required": f"Give ?strategy= one of: {', '.join(STRATEGIES)}."},
+    )
+
+    def validate_strategy(self, value):
+        if not value:
+            raise serializers.ValidationError(self.fields["strategy"].error_messages["required"])
+        return value  # an unknown name is the planner's to refuse (UnknownStrategyError)
+
+
+class ComposeInputSerializer(InputSerializer):
+    """Query of GET /gpu-config/compose: the compose tool to check with (default: auto)."""
+
+    tool = serializers.CharField(
+        required=False, default=None, allow_blank=True, trim_whitespace=False
+    )
+
+    def validate_tool(self, value):
+        if value is None:
+            return None
+        # Also an empty ?tool=: the schema's enum is the whole truth.
+        if value not in (AUTO, *KINDS):
+            raise serializers.ValidationError(
+                f"Unknown compose tool {echo(value)}; expected one of: {', '.join((AUTO, *KINDS))}."
+            )
+        return value
 
 
 class SaveResultSerializer(serializers.Serializer):
@@ -210,10 +310,51 @@ class RuleSerializer(serializers.Serializer):
     )
 
 
-class RulesUpdateSerializer(serializers.Serializer):
-    """Request body of PUT /gpu-config/rules: the whole new set (validated in the service)."""
+@extend_schema_field(RuleSerializer(many=True))
+class RuleListField(serializers.ListField):
+    """``rules``: a list of objects, each checked by ``rules_replace`` (which names the service
+    and the rule it refuses)."""
 
-    rules = RuleSerializer(many=True)
+    default_error_messages = {
+        "not_a_list": "rules must be a list of "
+        "{{service, pin_gpu_uuid, exclusive, never_with, priority}}, not {input_type}."
+    }
+
+
+class RulesUpdateInputSerializer(InputSerializer):
+    """Body of PUT /gpu-config/rules: the whole new set of rules."""
+
+    body_example = '{"rules": [...]}'
+
+    class Meta:
+        ref_name = "RulesUpdate"  # the schema's name for this body, as before
+
+    rules = RuleListField(
+        # DRF formats its messages: the braces are doubled.
+        error_messages={"required": 'The body must be a JSON object like {{"rules": [...]}}.'}
+    )
+
+
+class VersionsInputSerializer(InputSerializer):
+    """Query of GET /gpu-config/versions."""
+
+    limit = bounded_integer("limit", default=50, low=1, high=1000)
+
+
+class ImportInputSerializer(InputSerializer):
+    """POST /gpu-config/import: the exported YAML (the body) and ``?dry_run=``."""
+
+    text = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        error_messages={"required": "Send the YAML of an exported configuration as the body."},
+    )
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+    def validate_text(self, value):
+        if not value.strip():
+            raise serializers.ValidationError(self.fields["text"].error_messages["required"])
+        return value
 
 
 class RulesSerializer(serializers.Serializer):

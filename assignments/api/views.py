@@ -12,14 +12,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from assignments.api import serializers as s
-from assignments.files.tools import AUTO, KINDS, UnknownTool
+from assignments.files.tools import AUTO, KINDS
 from assignments.selectors import (
-    UnknownNeeds,
     compose_report,
     config_current,
     config_read_cached,
     lint_report,
-    needs_mode,
     rules_current,
     service_list,
     version_list,
@@ -33,8 +31,6 @@ from assignments.services.history import (
     version_restore,
 )
 from assignments.services.rules import rules_replace
-from gpuconfig_site.api import bad_request
-from gpuconfig_site.errors import echo
 
 NEEDS_PARAMETER = OpenApiParameter(
     "needs",
@@ -56,33 +52,19 @@ class GpuConfigView(APIView):
         operation_id="gpu_config_retrieve",
     )
     def get(self, request):
-        try:
-            needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
-        except UnknownNeeds as exc:
-            return bad_request(str(exc))
+        needs = s.NeedsInputSerializer.validated(request.query_params)["needs"]
         if needs is None:  # the default read, kept in the cache while nothing changed
             return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
         return Response(s.GpuConfigSerializer(config_current(needs=needs)).data)
 
     @extend_schema(
-        request=s.GpuConfigUpdateSerializer,
+        request=s.GpuConfigUpdateInputSerializer,
         responses={200: s.SaveResultSerializer, 400: OpenApiTypes.OBJECT},
         operation_id="gpu_config_update",
     )
     def put(self, request):
-        body = request.data
-        if not isinstance(body, dict):
-            return bad_request(
-                'The body must be a JSON object like {"strategy": ..., "assignments": [...]}.'
-            )
-        unknown = set(body) - {"strategy", "assignments"}
-        if unknown:
-            return bad_request(f"Unknown field(s): {echo(', '.join(sorted(unknown)))}.")
-        if not body:
-            return bad_request("Nothing to save: give a strategy, assignments, or both.")
-        result = config_save(
-            strategy=body.get("strategy"), assignments=body.get("assignments"), user=request.user
-        )
+        given = s.GpuConfigUpdateInputSerializer.validated(request.data)
+        result = config_save(**given, user=request.user)
         current = config_current()
         return Response(
             s.SaveResultSerializer(
@@ -108,16 +90,7 @@ class ComposeView(APIView):
         operation_id="gpu_config_compose",
     )
     def get(self, request):
-        tool = request.query_params.get("tool")
-        if tool is not None and tool not in (AUTO, *KINDS):
-            # Also an empty ?tool=: the schema's enum is the whole truth.
-            return bad_request(
-                f"Unknown compose tool {echo(tool)}; expected one of: {', '.join((AUTO, *KINDS))}."
-            )
-        try:
-            report = compose_report(tool=tool)
-        except UnknownTool as exc:
-            return bad_request(str(exc))
+        report = compose_report(**s.ComposeInputSerializer.validated(request.query_params))
         return Response(s.ComposeCheckSerializer(report).data)
 
 
@@ -151,15 +124,12 @@ class RulesView(APIView):
         return Response(s.RulesSerializer(rules_current()).data)
 
     @extend_schema(
-        request=s.RulesUpdateSerializer,
+        request=s.RulesUpdateInputSerializer,
         responses={200: s.RulesSerializer, 400: OpenApiTypes.OBJECT},
         operation_id="gpu_config_rules_update",
     )
     def put(self, request):
-        body = request.data
-        if not isinstance(body, dict) or set(body) != {"rules"}:
-            return bad_request('The body must be a JSON object like {"rules": [...]}.')
-        rules_replace(rules=body["rules"])
+        rules_replace(**s.RulesUpdateInputSerializer.validated(request.data))
         return Response(s.RulesSerializer(rules_current()).data)
 
 
@@ -179,9 +149,7 @@ class VersionsView(APIView):
         operation_id="gpu_config_versions_list",
     )
     def get(self, request):
-        raw = request.query_params.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            return bad_request("limit must be a whole number from 1 to 1000.")
+        limit = s.VersionsInputSerializer.validated(request.query_params)["limit"]
         versions = [
             {
                 "id": v.pk,
@@ -192,7 +160,7 @@ class VersionsView(APIView):
                 "assignments": v.assignments,
                 "warnings": v.warnings,
             }
-            for v in version_list(limit=int(raw))
+            for v in version_list(limit=limit)
         ]
         return Response(s.VersionListSerializer({"versions": versions}).data)
 
@@ -288,11 +256,14 @@ class ImportView(APIView):
         operation_id="gpu_config_import",
     )
     def post(self, request):
-        text = request.data if isinstance(request.data, str) else ""
-        if not text.strip():
-            return bad_request("Send the YAML of an exported configuration as the body.")
-        dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
-        if dry_run:
+        given = s.ImportInputSerializer.validated(
+            {
+                "text": request.data if isinstance(request.data, str) else "",
+                "dry_run": request.query_params.get("dry_run") or False,
+            }
+        )
+        text = given["text"]
+        if given["dry_run"]:
             return _history_answer(None, config_import_prepare(text), dry_run=True)
         result, prepared = config_import(text=text, user=request.user)
         return _history_answer(result, prepared, dry_run=False)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import transaction
-
 from assignments.models import AiService
 from assignments.planner.types import MB_PER_GB
+from assignments.services.config import catalog_service_save
+from gpuconfig_site.errors import ApplicationError
 
 from . import model
 from .project import stack_current
@@ -41,14 +41,17 @@ def catalog_offers() -> list[Offer]:
     ]
 
 
-class OfferInvalid(Exception):
+class OfferInvalid(ApplicationError):
     """The offer cannot be accepted as given; the message says why."""
 
+    code = "offer_invalid"
 
-@transaction.atomic
-def catalog_service_add(*, name: str, vram_gb) -> AiService:
+
+def catalog_service_add(*, name: str, vram_gb, user=None) -> AiService:
     """Add a GPU service of the stack to the catalog with the VRAM estimate the user confirmed.
-    Its budget is adjustable when the base gives it a ``VRAM_BUDGET_GB``."""
+    Its budget is adjustable when the base gives it a ``VRAM_BUDGET_GB``. Saved as every
+    catalog change is (``catalog_service_save``): re-planned, with a ConfigVersion and the
+    generated files, all or nothing."""
     offer = next((o for o in catalog_offers() if o.name == name), None)
     if offer is None:
         raise OfferInvalid(
@@ -60,7 +63,7 @@ def catalog_service_add(*, name: str, vram_gb) -> AiService:
         raise OfferInvalid(f"{name}: the VRAM estimate must be a number of GB.") from None
     if not 0 < gb <= 1024:
         raise OfferInvalid(f"{name}: the VRAM estimate must be between 0 and 1024 GB.")
-    return AiService.objects.create(
+    service = AiService(
         name=name,
         display_name=name,
         description="Added from the compose stack.",
@@ -69,3 +72,5 @@ def catalog_service_add(*, name: str, vram_gb) -> AiService:
         default_budget_gb=offer.budget_gb,
         sort_order=AiService.objects.count(),
     )
+    catalog_service_save(service=service, user=user)
+    return service

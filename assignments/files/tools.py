@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpuconfig_site.errors import ApplicationError, echo
+
 V2 = "docker-compose-v2"
 PODMAN = "podman-compose"
 V1 = "docker-compose-v1"
@@ -40,8 +42,10 @@ class ComposeToolError(Exception):
     """A compose tool failed or timed out; the message carries its output."""
 
 
-class UnknownTool(ValueError):
+class UnknownTool(ApplicationError):
     """A tool name that is not one of ``KINDS`` (or ``auto``)."""
+
+    code = "unknown_tool"
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,8 @@ def tool_detect(choice: str = AUTO) -> ComposeTool | None:
     found), or None. Results are kept for a minute per PATH."""
     if choice != AUTO and choice not in KINDS:
         raise UnknownTool(
-            f"Unknown compose tool {choice!r}; expected one of: {', '.join((AUTO, *KINDS))}."
+            f"Unknown compose tool {echo(choice)}; expected one of: {', '.join((AUTO, *KINDS))}.",
+            field="tool",
         )
     key = (choice, os.environ.get("PATH", ""), os.environ.get("DOCKER_CONFIG", ""))
     with _cache_lock:

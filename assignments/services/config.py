@@ -415,8 +415,8 @@ def _change_save(
 
 def config_save(
     *,
-    strategy=None,
-    assignments=None,
+    strategy: str | None = None,
+    assignments: list[dict] | None = None,
     user=None,
     actor: str = "",
     source: str = ConfigVersion.Source.SAVE,

@@ -107,7 +107,7 @@ def rules_validate(rules) -> list[dict]:
     return list(cleaned.values())
 
 
-def rules_replace(*, rules) -> list[dict]:
+def rules_replace(*, rules: list[dict]) -> list[dict]:
     """Replace every rule with ``rules`` (validated first, all or nothing). A service left out,
     or given a rule that asks nothing, has no rule afterwards."""
     cleaned = rules_validate(rules)

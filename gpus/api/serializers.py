@@ -1,6 +1,21 @@
+"""Shapes of the GPU inventory API, documented in the OpenAPI schema: what each endpoint
+answers and (``*InputSerializer``) what it takes."""
+
 from rest_framework import serializers
 
+from gpuconfig_site.api import InputSerializer, bounded_integer
 from gpus.models import GpuSample
+
+HISTORY_LIMIT_DEFAULT = 100
+HISTORY_LIMIT_MAX = 1000
+OFFSET_MAX = 10**9
+
+
+class GpuSampleHistoryInputSerializer(InputSerializer):
+    """Query of GET /gpu/history: one page of samples, newest first."""
+
+    limit = bounded_integer("limit", default=HISTORY_LIMIT_DEFAULT, low=1, high=HISTORY_LIMIT_MAX)
+    offset = bounded_integer("offset", default=0, low=0, high=OFFSET_MAX)
 
 
 class GpuProcessSerializer(serializers.Serializer):

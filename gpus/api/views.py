@@ -8,12 +8,15 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gpuconfig_site.api import bad_request
 from gpus.api.serializers import (
+    HISTORY_LIMIT_DEFAULT,
+    HISTORY_LIMIT_MAX,
+    OFFSET_MAX,
     DetectSerializer,
     GpuHistoryListSerializer,
     GpuHistoryPageSerializer,
     GpuListSerializer,
+    GpuSampleHistoryInputSerializer,
     GpuSerializer,
 )
 from gpus.selectors import (
@@ -26,9 +29,6 @@ from gpus.selectors import (
     inventory_read_cached,
 )
 from gpus.tasks import gpu_scan_request
-
-HISTORY_LIMIT_DEFAULT = 100
-HISTORY_LIMIT_MAX = 1000
 
 
 def inventory_payload() -> dict:
@@ -72,21 +72,6 @@ class GpuHistoryView(APIView):
         return Response(GpuHistoryListSerializer({"gpus": data}).data)
 
 
-OFFSET_MAX = 10**9
-
-
-def _bounded_int(value: str | None, *, name: str, default: int, low: int, high: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}.") from None
-    if not low <= number <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}.")
-    return number
-
-
 class GpuSampleHistoryView(APIView):
     """Recorded GPU samples, newest first, paged as ``{items, pagination}`` (the shape of the
     Home Security Intelligence history client)."""
@@ -110,19 +95,8 @@ class GpuSampleHistoryView(APIView):
         operation_id="gpu_history_list",
     )
     def get(self, request):
-        try:
-            limit = _bounded_int(
-                request.query_params.get("limit"),
-                name="limit",
-                default=HISTORY_LIMIT_DEFAULT,
-                low=1,
-                high=HISTORY_LIMIT_MAX,
-            )
-            offset = _bounded_int(
-                request.query_params.get("offset"), name="offset", default=0, low=0, high=OFFSET_MAX
-            )
-        except ValueError as exc:
-            return bad_request(str(exc))
+        given = GpuSampleHistoryInputSerializer.validated(request.query_params)
+        limit, offset = given["limit"], given["offset"]
         items, total = gpu_sample_page(limit=limit, offset=offset)
         page = {
             "items": items,

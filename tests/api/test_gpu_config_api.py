@@ -133,7 +133,7 @@ def test_saving_an_automatic_strategy_keeps_the_budgets_its_plan_lowered(
         s: a["gpu_index"] for s, a in planned.items()
     }
     enrichment = saved["ai-enrichment"]["vram_budget_override"]
-    assert enrichment is not None and enrichment < 6.8  # lowered so that its GPU fits
+    assert enrichment == 2.3  # lowered from 6.8 GB so that its GPU (the 4 GB A400) fits
     assert enrichment == planned["ai-enrichment"]["vram_budget_override"]
     assert saved["ai-llm"]["vram_budget_override"] is None  # not adjustable: left alone
     assert not [w for w in staff_client.get(URL).json()["warnings"] if "over" in w.lower()]
@@ -279,9 +279,9 @@ def test_malformed_json_is_a_400_with_detail(staff_client, reference_inventory, 
 
 def test_anonymous_requests_are_refused(put, anon_client, reference_inventory, settings):
     before = saved_state(settings)
-    assert anon_client.get(URL).status_code in (401, 403)
+    assert anon_client.get(URL).status_code == 401
     res = put(anon_client, {"strategy": "balanced"})
-    assert res.status_code in (401, 403)
+    assert res.status_code == 401
     assert res.json()["detail"]
     assert saved_state(settings) == before
 
@@ -310,7 +310,7 @@ def test_key_auth_is_off_without_a_configured_key(reference_inventory, settings)
 
     settings.GPUCONFIG_API_KEY = None
     client = APIClient(headers={"X-API-Key": "anything"})
-    assert client.get(URL).status_code in (401, 403)
+    assert client.get(URL).status_code == 401
 
 
 def test_a_non_staff_user_may_read_but_not_change(

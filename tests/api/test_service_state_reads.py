@@ -127,7 +127,8 @@ def test_a_service_without_a_container_runs_nowhere_and_waits_for_nothing(
     for service in services:
         assert service["status"] == "missing"
         assert service["gpu_index"] is None
-        assert service["assigned_gpu_index"] is not None
+        # The guide's layout: every service on GPU 0 but ai-enrichment, on GPU 1.
+        assert service["assigned_gpu_index"] == (1 if service["name"] == "ai-enrichment" else 0)
         assert service["pending_apply"] is False
 
 

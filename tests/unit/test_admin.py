@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from django.contrib import admin
 from django.urls import reverse
 
@@ -268,7 +269,9 @@ def test_catalog_edits_in_the_admin_are_recorded_replanned_and_written(
     plan, _ = config_preview(strategy="vram_based")
     saved = dict(Assignment.objects.values_list("service__name", "gpu_index"))
     assert {p.service: p.gpu_index for p in plan.placements}.items() <= saved.items()
-    assert config_files(settings)["gpu-assignments.yml"] is not None
+    # The file was rewritten with the new plan.
+    written = yaml.safe_load(config_files(settings)["gpu-assignments.yml"])
+    assert {name: a["gpu"] for name, a in written["assignments"].items()} == saved
 
     data.pop("enabled")  # disabled: leaves the plan and the files
     with django_capture_on_commit_callbacks(execute=True):

@@ -229,7 +229,8 @@ def test_claim_moves_only_a_queued_run():
 
     run.refresh_from_db()
     assert (run.status, run.worker) == ("running", "w1")
-    assert run.started_at is not None and run.heartbeat_at is not None
+    assert run.started_at == run.heartbeat_at  # started now, and alive from that moment
+    assert run.started_at > run.created_at
 
 
 @pytest.mark.django_db

@@ -72,7 +72,9 @@ def test_reading_the_base_records_how_each_gpu_is_pinned(tmp_path):
     }
     assert stack.services["ai-enrichment"].budget_gb == 6.0
     assert stack.services["ai-enrichment-light"].budget_gb == 2.5
-    assert stack.services["ai-llm"].pin.line is not None
+    # The line of its `count: 1`, where a fix is shown.
+    line = stack.services["ai-llm"].pin.line
+    assert (HSI / "docker-compose.yml").read_text().splitlines()[line - 1].strip() == "count: 1"
     assert set(stack.gpu_services) == set(pins) - {"frontend"}
     assert stack.default_project() == "hsi"
 
@@ -296,7 +298,7 @@ def test_the_page_shows_the_command_and_flags_what_the_tool_gets_wrong(
 def test_stack_gpu_services_missing_from_the_catalog_are_offered_not_added(
     reference_inventory, hsi, client, staff_user, plain_user
 ):
-    from assignments.models import AiService
+    from assignments.models import AiService, ConfigVersion
 
     client.force_login(staff_user)
     body = client.get("/settings/gpu/compose/").content.decode()
@@ -313,6 +315,10 @@ def test_stack_gpu_services_missing_from_the_catalog_are_offered_not_added(
         True,
         2.5,
     )
+    # Added as every catalog change is saved: with a version naming who added it.
+    version = ConfigVersion.objects.order_by("-pk").first()
+    assert (version.source, version.actor) == (ConfigVersion.Source.CATALOG, staff_user.username)
+    assert "ai-enrichment-light" in [a["service"] for a in version.assignments]
     client.post("/settings/gpu/compose/add/", {"service": "frontend", "vram_gb": "1"})
     assert not AiService.objects.filter(name="frontend").exists()  # no GPU: not offered
     client.force_login(plain_user)

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 import yaml
+from django.utils import timezone
 
 from assignments.models import Assignment, ConfigVersion
 from assignments.selectors import config_current
@@ -64,8 +65,8 @@ def test_the_first_scans_plan_is_saved_with_the_budgets_it_lowered(
     default that would over-commit its GPU."""
     _scan(django_capture_on_commit_callbacks)
     enrichment = Assignment.objects.get(service__name="ai-enrichment")
-    assert enrichment.vram_budget_override is not None
-    assert 2.0 <= enrichment.vram_budget_override < 6.8
+    # What the A400 leaves it beside the rest of the initial plan (the planner is deterministic).
+    assert enrichment.vram_budget_override == 2.3
     doc = yaml.safe_load(config_files(settings)["docker-compose.gpu-override.yml"])
     env = doc["services"]["ai-enrichment"]["environment"]
     assert f"VRAM_BUDGET_GB={enrichment.vram_budget_override:g}" in env
@@ -173,12 +174,14 @@ def test_a_lost_gpu_is_kept_unavailable_and_its_services_fall_back(
     assert Assignment.objects.get(service__name="ai-enrichment").gpu_index == 1
 
     entries = _entries(simulated_gpus)
+    seen = Gpu.objects.get(uuid=A400).last_seen
     _write(simulated_gpus, [entries[0]])  # the A400 disappears
     with caplog.at_level(logging.WARNING):
         summary = _scan(django_capture_on_commit_callbacks)
     assert summary["changes"]["lost"] == [A400]
     lost = Gpu.objects.get(uuid=A400)
-    assert lost.available is False and lost.last_seen is not None
+    # Lost, and last seen by the scan before: the one that missed it does not move the time.
+    assert (lost.available, lost.last_seen) == (False, seen)
 
     enrichment = Assignment.objects.get(service__name="ai-enrichment")
     assert enrichment.gpu_index == 1 and enrichment.gpu_uuid == A400  # the saved choice is kept
@@ -309,10 +312,12 @@ def test_a_fallback_is_data_and_its_sentence_is_composed_when_read(
     with django_capture_on_commit_callbacks(execute=True):
         config_save(strategy="isolation_first")
     _write(simulated_gpus, [entries[0]])
+    lost_at = timezone.now()
     _scan(django_capture_on_commit_callbacks)
 
     enrichment = Assignment.objects.get(service__name="ai-enrichment")
-    assert enrichment.is_falling_back and enrichment.fallback_since is not None
+    assert enrichment.is_falling_back
+    assert lost_at <= enrichment.fallback_since <= timezone.now()
     assert (enrichment.lost_gpu_uuid, enrichment.fallback_gpu_uuid) == (A400, A5500)
     warning = next(w for w in config_current()["warnings"] if w.startswith("ai-enrichment:"))
     assert warning == (
