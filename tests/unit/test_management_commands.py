@@ -271,8 +271,8 @@ def test_every_gpuconfig_command_is_a_management_command():
     assert {name: commands.get(command) for name, (command, _) in cli.COMMANDS.items()} == {
         "detect": "gpus",
         "plan": "assignments",
-        "apply": "assignments",
-        "status": "assignments",
+        "apply": "applies",
+        "status": "applies",
         "check": "gpuconfig_site",
         "deploy": "gpuconfig_site",
     }
