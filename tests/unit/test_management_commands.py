@@ -274,4 +274,6 @@ def test_every_gpuconfig_command_is_a_management_command():
         "status": "assignments",
         "check": "gpuconfig_site",
         "deploy": "gpuconfig_site",
+        "agent": "fleet",
+        "host": "fleet",
     }
