@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "the last apply and each service's container"),
     "check": ("check_setup", "check config, database, Redis, engine, NVML, compose"),
     "deploy": ("deploy", "render service definitions (deploy systemd)"),
+    "agent": ("agent", "run this GPU host's agent (its host's queue only, no database)"),
+    "host": ("host", "register a GPU host (host add) or list the hosts (host list)"),
 }
 
 

@@ -537,3 +537,40 @@ def test_the_compose_file_validates(tool, tmp_path):
     )
     assert refused.returncode != 0
     assert "GPUCONFIG_DB_PASSWORD" in refused.stderr
+
+
+AGENT_ENV = {
+    "GPUCONFIG_HOST_NAME": "gpu-b",
+    "GPUCONFIG_BROKER_URL": "amqp://gpuconfig-agent-gpu-b:pw@rabbit:5672/gpuconfig",
+    "GPUCONFIG_STACK_DIR": "/srv/hsi",
+    "GPUCONFIG_ENGINE_GID": "989",
+}
+
+
+@pytest.mark.parametrize("tool", ["/usr/bin/docker-compose", "v2"], ids=["v1", "v2"])
+def test_the_agent_compose_file_validates_and_holds_no_database(tool, tmp_path):
+    import yaml
+
+    tool = compose_v2() if tool == "v2" else tool
+    compose = str(ROOT / "deploy" / "agent.compose.yml")
+    result = subprocess.run(
+        [tool, "-f", compose, "config"],
+        env=clean_env(**AGENT_ENV),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == {"gpuconfig-agent"}
+    agent = services["gpuconfig-agent"]
+    assert agent["command"] == ["agent"]
+    assert agent["environment"]["GPUCONFIG_HOST_NAME"] == "gpu-b"
+    assert not {"DATABASE_URL", "REDIS_URL"} & set(agent["environment"])
+
+    missing = {k: v for k, v in AGENT_ENV.items() if k != "GPUCONFIG_BROKER_URL"}
+    refused = subprocess.run(
+        [tool, "-f", compose, "config"], env=clean_env(**missing), capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "GPUCONFIG_BROKER_URL" in refused.stderr

@@ -228,6 +228,26 @@ def test_deploy_systemd_prints_the_units_under_sudo_for_the_invoking_user(monkey
     assert printed.startswith("# gpuconfig-web.service\n[Unit]\n")
 
 
+def test_deploy_systemd_for_a_gpu_host_renders_its_agent_alone(tmp_path):
+    out_dir = tmp_path / "units"
+    run(
+        "deploy",
+        "systemd",
+        role="agent",
+        user="gpuconfig",
+        gpuconfig="/opt/gpuconfig/bin/gpuconfig",
+        output=str(out_dir),
+        stderr=StringIO(),
+    )
+    assert [p.name for p in out_dir.iterdir()] == ["gpuconfig-agent.service"]
+    unit = (out_dir / "gpuconfig-agent.service").read_text()
+    assert "\nExecStart=/opt/gpuconfig/bin/gpuconfig agent\n" in unit
+    # An agent waits for its engine and the network, never for a database or a local Redis.
+    after = unit.split("After=", 1)[1].split("\n", 1)[0]
+    assert after == "network-online.target docker.service podman.socket"
+    assert "TimeoutStopSec=600" in unit  # a running apply finishes before the agent stops
+
+
 # detect_gpus ------------------------------------------------------------------------------
 
 
@@ -275,4 +295,6 @@ def test_every_gpuconfig_command_is_a_management_command():
         "status": "applies",
         "check": "gpuconfig_site",
         "deploy": "gpuconfig_site",
+        "agent": "fleet",
+        "host": "fleet",
     }

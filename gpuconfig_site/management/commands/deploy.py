@@ -9,7 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from gpuconfig_site.deploy import UnitOptions, systemd_units
+from gpuconfig_site.deploy import ROLES, UnitOptions, systemd_units
 
 
 class Command(BaseCommand):
@@ -17,6 +17,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("target", choices=["systemd"], help="one .service unit per process")
+        parser.add_argument(
+            "--role",
+            choices=sorted(ROLES),
+            default="all",
+            help="all: web, worker and beat (a box, or a fleet's centre); agent: a GPU host's",
+        )
         parser.add_argument(
             "--output", help="write the units into this folder (default: print them)"
         )
@@ -51,7 +57,8 @@ class Command(BaseCommand):
                 user=user,
                 group=group,
                 engine_group=options["engine_group"],
-            )
+            ),
+            role=options["role"],
         )
         if options["output"] is None:
             for name, text in units.items():
