@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from assignments.models import ApplyRun
-from assignments.selectors import PlanningInput, planning_input
+from assignments.selectors import PlanningInput, planning_input, planning_input_cached
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 LIVE_KEY = "runtime:live"
@@ -142,7 +142,7 @@ def service_rows(
     differ), runtime, last restart by gpuconfig and the last apply's outcome for it, and its
     measured VRAM (now, peak and p95 over ``GPUCONFIG_VRAM_WINDOW``; None when never measured)
     (``data``: the planning input, if read)."""
-    data = data or planning_input()
+    data = data or planning_input_cached()
     restart = restart or {}
     outcomes = _last_outcomes()
     snapshot = snapshot or {}

@@ -30,6 +30,7 @@ from assignments.selectors import (
     issues_sourced,
     measured_issues,
     planning_input,
+    planning_input_cached,
     run_stall,
     version_list,
 )
@@ -648,7 +649,7 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
     from assignments.selectors import apply_status
     from gpus.selectors import detection_mode
 
-    data = data or planning_input()
+    data = data or planning_input_cached()
     status = status or apply_status(live=False, data=data)
     live = live_cached()
     gpus = {g.index: g for g in data.gpus}

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -31,6 +32,8 @@ from gpuconfig_site.health import worker_alive
 from gpus.models import Gpu
 from gpus.selectors import VramSummary, service_vram_summaries
 from gpus.units import MB_PER_GB
+
+T = TypeVar("T")
 
 
 class UnknownNeeds(ValueError):
@@ -438,14 +441,17 @@ def _base_files_state() -> tuple:
     return tuple(state)
 
 
-def config_read_cached(build: Callable[[], dict]) -> dict:
-    """``build()`` (``config_current``: the saved configuration's read model), kept in the
-    cache while neither the configuration rows, the GPU inventory nor the base compose file
-    changed (one cache round trip when nothing did). Without Redis it is built on every call."""
+def config_state_cached(name: str, build: Callable[[], T]) -> T:
+    """``build()``, a pure function of the configuration rows, the GPU inventory (rows, samples,
+    last scan) and the base compose file, kept in the cache under the state it was built in:
+    the configuration's state (bumped by every write of its rows), the inventory's version,
+    the last scan's sequence number and the base files' times. One cache round trip reads the
+    state and the kept value together; the value is used when its state is the current one.
+    Without Redis it is built on every call."""
     from gpuconfig_site.redis_health import REDIS_DOWN
     from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY
 
-    key = "assignments:read:config-current"
+    key = f"assignments:read:{name}"
     try:
         found = cache.get_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
     except REDIS_DOWN:
@@ -465,6 +471,22 @@ def config_read_cached(build: Callable[[], dict]) -> dict:
     except REDIS_DOWN:
         pass
     return value
+
+
+def config_read_cached(build: Callable[[], dict]) -> dict:
+    """``build()`` (``config_current``: the saved configuration's read model), kept in the
+    cache while neither the configuration rows, the GPU inventory nor the base compose file
+    changed (one cache round trip when nothing did). Without Redis it is built on every call."""
+    return config_state_cached("config-current", build)
+
+
+def planning_input_cached(*, needs: str | None = None) -> PlanningInput:
+    """``planning_input(needs=needs)`` for the read paths (the status and services API, the
+    page), kept in the cache under the same state as ``config_read_cached``: a save, a catalog
+    or rule edit, a scan or a changed base file is read at once. Writes validate against
+    ``planning_input()`` itself."""
+    mode = needs or MEASURED
+    return config_state_cached(f"planning-input:{mode}", lambda: planning_input(needs=mode))
 
 
 def measured_issues(data: PlanningInput) -> list[Issue]:

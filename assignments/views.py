@@ -31,7 +31,7 @@ from assignments.selectors import (
     apply_run_latest,
     apply_status,
     needs_mode,
-    planning_input,
+    planning_input_cached,
 )
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
@@ -104,7 +104,7 @@ def _needs(request: HttpRequest) -> str | None:
 
 
 def _planning(request: HttpRequest) -> PlanningInput:
-    return planning_input(needs=_needs(request))
+    return planning_input_cached(needs=_needs(request))
 
 
 def _config_form(
