@@ -102,6 +102,9 @@ class PlanningInput:
     # Enabled services the base compose file puts only under inactive profiles: known (their
     # rows are kept) but not in ``services``, so nothing places them or counts their VRAM.
     inactive: tuple[InactiveService, ...] = ()
+    # The configuration state it was read under when it came from the cache
+    # (``planning_input_cached``); empty when read from the database directly.
+    read_state: tuple = dataclasses.field(default=(), compare=False)
 
     @property
     def measured_available(self) -> bool:
@@ -441,13 +444,13 @@ def _base_files_state() -> tuple:
     return tuple(state)
 
 
-def config_state_cached(name: str, build: Callable[[], T]) -> T:
+def config_state_read(name: str, build: Callable[[], T]) -> tuple[tuple, T]:
     """``build()``, a pure function of the configuration rows, the GPU inventory (rows, samples,
     last scan) and the base compose file, kept in the cache under the state it was built in:
     the configuration's state (bumped by every write of its rows), the inventory's version,
     the last scan's sequence number and the base files' times. One cache round trip reads the
     state and the kept value together; the value is used when its state is the current one.
-    Without Redis it is built on every call."""
+    Returns the state (empty without Redis, when it is built on every call) and the value."""
     from gpuconfig_site.redis_health import REDIS_DOWN
     from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY
 
@@ -455,7 +458,7 @@ def config_state_cached(name: str, build: Callable[[], T]) -> T:
     try:
         found = cache.get_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
     except REDIS_DOWN:
-        return build()
+        return (), build()
     state = (
         found.get(CONFIG_STATE_KEY, 0),
         found.get(INVENTORY_VERSION_KEY, 0),
@@ -464,13 +467,18 @@ def config_state_cached(name: str, build: Callable[[], T]) -> T:
     )
     kept = found.get(key)
     if kept is not None and kept[0] == state:
-        return kept[1]
+        return state, kept[1]
     value = build()
     try:
         cache.set(key, (state, value), CONFIG_READ_TTL)
     except REDIS_DOWN:
         pass
-    return value
+    return state, value
+
+
+def config_state_cached(name: str, build: Callable[[], T]) -> T:
+    """``config_state_read``'s value alone."""
+    return config_state_read(name, build)[1]
 
 
 def config_read_cached(build: Callable[[], dict]) -> dict:
@@ -486,7 +494,8 @@ def planning_input_cached(*, needs: str | None = None) -> PlanningInput:
     or rule edit, a scan or a changed base file is read at once. Writes validate against
     ``planning_input()`` itself."""
     mode = needs or MEASURED
-    return config_state_cached(f"planning-input:{mode}", lambda: planning_input(needs=mode))
+    state, data = config_state_read(f"planning-input:{mode}", lambda: planning_input(needs=mode))
+    return replace(data, read_state=state)
 
 
 def measured_issues(data: PlanningInput) -> list[Issue]:

@@ -25,6 +25,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from assignments import page_selectors, planner
 from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
+from assignments.page_fragments import config_fragment_key
 from assignments.selectors import (
     PlanningInput,
     UnknownNeeds,
@@ -205,6 +206,12 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     page.setdefault("inventory", page_selectors.gpu_cards())
     if "form" not in page:
         page.update(_config_context(request, planning=planning))
+        # The saved plan, as this request read it: its rendered parts may come from the cache.
+        page["config_fragment"] = config_fragment_key(
+            planning=planning,
+            can_change=page["can_change"],
+            saved_strategy=page["saved_strategy"],
+        )
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context(status=applying))
     page.setdefault("history", page_selectors.history())
