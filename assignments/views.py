@@ -36,6 +36,7 @@ from assignments.selectors import (
 )
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.read_memo import reads_shared
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
 
@@ -194,6 +195,7 @@ def _render(
     return _page(request, context, status=status)
 
 
+@reads_shared()  # the parts of the page read the stored engine state, last scan, ... once
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
     from assignments.live import live_refresh_request
