@@ -110,7 +110,14 @@ def live_stored() -> dict | None:
 
 
 def _last_outcomes(limit: int = 20) -> dict[str, dict]:
-    """Per service: the outcome of the last finished apply that touched it, and when."""
+    """Per service: the outcome of the last finished apply that touched it, and when; kept in
+    the cache while no run changed (``assignments.run_reads``)."""
+    from assignments.run_reads import runs_read_cached
+
+    return runs_read_cached(f"outcomes:{limit}", lambda: _last_outcomes_read(limit))
+
+
+def _last_outcomes_read(limit: int) -> dict[str, dict]:
     out: dict[str, dict] = {}
     # Only the two columns read: a run's log and journal can be long.
     runs = (

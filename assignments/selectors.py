@@ -603,7 +603,14 @@ def apply_run_list(*, limit: int = 10) -> QuerySet[ApplyRun]:
 
 
 def apply_run_latest() -> ApplyRun | None:
-    return ApplyRun.objects.order_by("-created_at", "-pk").first()
+    """The latest apply run (its log and journal loaded only when read), kept in the cache
+    while no run changed (``assignments.run_reads``)."""
+    from assignments.run_reads import runs_read_cached
+
+    return runs_read_cached(
+        "latest",
+        lambda: ApplyRun.objects.defer("log", "journal").order_by("-created_at", "-pk").first(),
+    )
 
 
 def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:

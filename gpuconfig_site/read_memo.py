@@ -68,3 +68,14 @@ def forget(key: str) -> None:
     kept = _shared.get()
     if kept is not None:
         kept.pop(key, None)
+
+
+def render_kept(name: str, build):
+    """``build()``, once per render for ``name`` (every call outside a render builds)."""
+    kept = _shared.get()
+    if kept is None:
+        return build()
+    slot = f"\0built:{name}"
+    if slot not in kept:
+        kept[slot] = build()
+    return kept[slot]
