@@ -85,3 +85,24 @@ def test_the_kept_run_loads_its_log_when_read(reference_inventory):
     kept = apply_run_latest()
     assert kept.log == "line one\nline two"
     assert kept.error == "boom"
+
+
+def test_the_pages_history_shows_a_new_version_and_run_at_once(
+    staff_user, staff_client, reference_inventory
+):
+    from django.test import Client
+
+    from assignments.page_selectors import current_strategy, history
+
+    client = Client()
+    client.force_login(staff_user)
+    client.get("/settings/gpu/")
+    before = history()
+    assert current_strategy() != "balanced"
+    res = staff_client.put("/api/system/gpu-config", {"strategy": "balanced"}, format="json")
+    assert res.status_code == 200
+    assert current_strategy() == "balanced"
+    assert len(history()["versions"]) == len(before["versions"]) + 1
+    run = ApplyRun.objects.create(services=["ai-clip"], actor="history-test")
+    assert history()["runs"][0].pk == run.pk
+    assert "history-test" in client.get("/settings/gpu/").content.decode()
