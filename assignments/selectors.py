@@ -482,10 +482,11 @@ def config_state_cached(name: str, build: Callable[[], T]) -> T:
 
 
 def config_read_cached(build: Callable[[], dict]) -> dict:
-    """``build()`` (``config_current``: the saved configuration's read model), kept in the
-    cache while neither the configuration rows, the GPU inventory nor the base compose file
-    changed (one cache round trip when nothing did). Without Redis it is built on every call."""
-    return config_state_cached("config-current", build)
+    """``build()`` (the saved configuration's answer: ``config_current`` as the API serializes
+    it), kept in the cache while neither the configuration rows, the GPU inventory nor the
+    base compose file changed (one cache round trip when nothing did). Without Redis it is
+    built on every call."""
+    return config_state_cached("config-answer", build)
 
 
 def planning_input_cached(*, needs: str | None = None) -> PlanningInput:

@@ -51,6 +51,10 @@ NEEDS_PARAMETER = OpenApiParameter(
 )
 
 
+def _config_answer() -> dict:
+    return dict(s.GpuConfigSerializer(config_current()).data)
+
+
 class GpuConfigView(APIView):
     """The saved strategy and assignments; PUT validates everything, then saves and writes the
     generated files. A refused PUT changes nothing."""
@@ -65,8 +69,8 @@ class GpuConfigView(APIView):
             needs = needs_mode(request.query_params.get("needs"), empty_ok=False)
         except UnknownNeeds as exc:
             return bad_request(str(exc))
-        if needs is None:  # the default read, kept in the cache while nothing changed
-            return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
+        if needs is None:  # the default read, kept (serialized) in the cache while nothing changed
+            return Response(config_read_cached(_config_answer))
         return Response(s.GpuConfigSerializer(config_current(needs=needs)).data)
 
     @extend_schema(
