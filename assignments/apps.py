@@ -32,7 +32,14 @@ _NOT_CONFIG = {"ApplyRun"}
 
 
 def _config_changed(sender, **kwargs) -> None:
-    if sender._meta.app_label != "assignments" or sender.__name__ in _NOT_CONFIG:
+    if sender._meta.app_label != "assignments":
+        return
+    if sender.__name__ == "ApplyRun":
+        from assignments.run_reads import runs_state_bump
+
+        runs_state_bump()  # the status reads keep the latest run and the last outcomes
+        return
+    if sender.__name__ in _NOT_CONFIG:
         return
     from django.db import transaction
 

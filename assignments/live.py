@@ -14,10 +14,11 @@ from django.conf import settings
 from django.core.cache import cache
 
 from assignments.models import ApplyRun
-from assignments.selectors import PlanningInput, planning_input
+from assignments.selectors import PlanningInput, planning_input, planning_input_cached
+from gpuconfig_site.read_memo import cache_read, forget, share
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
-LIVE_KEY = "runtime:live"
+LIVE_KEY = share("runtime:live")  # read once per page render
 LIVE_REFRESH_LOCK = "runtime:live:refreshing"
 LIVE_STALE_S = 10
 HEALTH = ("healthy", "unhealthy", "starting", "none", "unknown")
@@ -69,13 +70,14 @@ def live_refresh() -> dict:
         snapshot.setdefault("runtime", None if setting == "auto" else setting)
         snapshot.setdefault("runtime_label", (snapshot["runtime"] or "").capitalize())
     cache.set(LIVE_KEY, snapshot, 24 * 3600)
+    forget(LIVE_KEY)
     return snapshot
 
 
 @unknown_while_redis_is_down()
 def live_cached() -> dict | None:
     """The last stored answer of the engine, or None when none was stored yet."""
-    return cache.get(LIVE_KEY)
+    return cache_read(LIVE_KEY)
 
 
 @unknown_while_redis_is_down()
@@ -108,7 +110,14 @@ def live_stored() -> dict | None:
 
 
 def _last_outcomes(limit: int = 20) -> dict[str, dict]:
-    """Per service: the outcome of the last finished apply that touched it, and when."""
+    """Per service: the outcome of the last finished apply that touched it, and when; kept in
+    the cache while no run changed (``assignments.run_reads``)."""
+    from assignments.run_reads import runs_read_cached
+
+    return runs_read_cached(f"outcomes:{limit}", lambda: _last_outcomes_read(limit))
+
+
+def _last_outcomes_read(limit: int) -> dict[str, dict]:
     out: dict[str, dict] = {}
     # Only the two columns read: a run's log and journal can be long.
     runs = (
@@ -142,7 +151,7 @@ def service_rows(
     differ), runtime, last restart by gpuconfig and the last apply's outcome for it, and its
     measured VRAM (now, peak and p95 over ``GPUCONFIG_VRAM_WINDOW``; None when never measured)
     (``data``: the planning input, if read)."""
-    data = data or planning_input()
+    data = data or planning_input_cached()
     restart = restart or {}
     outcomes = _last_outcomes()
     snapshot = snapshot or {}

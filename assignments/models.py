@@ -370,7 +370,11 @@ class ApplyRun(models.Model):
     def _move(self, leaving, **fields) -> bool:
         """Write ``fields`` only while the row is still in one of ``leaving``; returns whether
         it was. The instance follows the database either way."""
+        from assignments.run_reads import runs_state_bump
+
         moved = ApplyRun.objects.filter(pk=self.pk, status__in=list(leaving)).update(**fields)
+        if moved:
+            runs_state_bump()  # an update sends no signal
         if moved:
             for name, value in fields.items():
                 setattr(self, name, value)

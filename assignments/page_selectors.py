@@ -25,11 +25,13 @@ from assignments.selectors import (
     PlanningInput,
     apply_run_list,
     config_preview,
+    config_state_cached,
     fallback_issues,
     fallback_messages,
     issues_sourced,
     measured_issues,
     planning_input,
+    planning_input_cached,
     run_stall,
     version_list,
 )
@@ -648,7 +650,7 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
     from assignments.selectors import apply_status
     from gpus.selectors import detection_mode
 
-    data = data or planning_input()
+    data = data or planning_input_cached()
     status = status or apply_status(live=False, data=data)
     live = live_cached()
     gpus = {g.index: g for g in data.gpus}
@@ -697,7 +699,8 @@ def strategy_list() -> list[planner.Strategy]:
 
 
 def current_strategy() -> str:
-    return GpuConfig.load().strategy
+    """The saved strategy, kept in the cache under the configuration's state."""
+    return config_state_cached("strategy", lambda: GpuConfig.load().strategy)
 
 
 def gpu_name(gpus: Mapping[int, GpuView], index: int | None) -> str:
@@ -968,6 +971,15 @@ def apply_progress(status: dict) -> Progress:
 
 
 def history(*, limit: int = 10) -> dict:
-    versions: list[ConfigVersion] = list(version_list(limit=limit))
-    runs: list[ApplyRun] = list(apply_run_list(limit=limit))
+    """The latest saved versions and apply runs, kept in the cache while neither changed
+    (versions under the configuration's state, runs under the runs state)."""
+    from assignments.run_reads import runs_read_cached
+
+    versions: list[ConfigVersion] = config_state_cached(
+        f"history-versions:{limit}", lambda: list(version_list(limit=limit))
+    )
+    runs: list[ApplyRun] = runs_read_cached(
+        f"history-runs:{limit}",
+        lambda: list(apply_run_list(limit=limit).defer("log", "journal")),
+    )
     return {"versions": versions, "runs": runs}

@@ -25,16 +25,18 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from assignments import page_selectors, planner
 from assignments.forms import ConfigForm, budget_field_name, gpu_field_name
+from assignments.page_fragments import config_fragment_key
 from assignments.selectors import (
     PlanningInput,
     UnknownNeeds,
     apply_run_latest,
     apply_status,
     needs_mode,
-    planning_input,
+    planning_input_cached,
 )
 from assignments.services import apply_start, config_save
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.read_memo import reads_shared
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.services import gpu_scan_request
 
@@ -104,7 +106,7 @@ def _needs(request: HttpRequest) -> str | None:
 
 
 def _planning(request: HttpRequest) -> PlanningInput:
-    return planning_input(needs=_needs(request))
+    return planning_input_cached(needs=_needs(request))
 
 
 def _config_form(
@@ -193,6 +195,7 @@ def _render(
     return _page(request, context, status=status)
 
 
+@reads_shared()  # the parts of the page read the stored engine state, last scan, ... once
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
     from assignments.live import live_refresh_request
@@ -205,6 +208,12 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     page.setdefault("inventory", page_selectors.gpu_cards())
     if "form" not in page:
         page.update(_config_context(request, planning=planning))
+        # The saved plan, as this request read it: its rendered parts may come from the cache.
+        page["config_fragment"] = config_fragment_key(
+            planning=planning,
+            can_change=page["can_change"],
+            saved_strategy=page["saved_strategy"],
+        )
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context(status=applying))
     page.setdefault("history", page_selectors.history())

@@ -21,6 +21,7 @@ from assignments import progress
 from assignments.applying import diff, execute
 from assignments.models import ApplyRun, ConfigVersion
 from assignments.moves import apply_move_modes
+from assignments.run_reads import runs_state_bump
 from assignments.runtime import get_runtime
 from assignments.runtime.base import (
     JOURNAL_SETTLED,
@@ -363,6 +364,7 @@ class _RunKeeper:
             while not self._stop.wait(self.interval):
                 try:
                     ApplyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
+                    runs_state_bump()  # the status reads tell a stalled run by its heartbeat
                 except Exception:
                     logger.warning("could not refresh the heartbeat of %s", self.token)
         finally:
@@ -386,6 +388,7 @@ class _RunJournal:
             self.entries[service] = entry
             try:
                 ApplyRun.objects.filter(pk=self.run_pk).update(journal=dict(self.entries))
+                runs_state_bump()
             finally:
                 if threading.current_thread() is not threading.main_thread():
                     connection.close()
