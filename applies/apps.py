@@ -2,6 +2,8 @@
 
 from django.apps import AppConfig
 
+from applies.run_reads import runs_state_bump
+
 
 class AppliesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
@@ -15,3 +17,18 @@ class AppliesConfig(AppConfig):
 
         # Scans name the containers that hold GPU memory through the container engine.
         container_resolver_register(container_owners)
+
+        # The status reads keep the latest run and the last outcomes: any write of a run's row
+        # makes them stale (its state changes, the heartbeat and the journal bump it themselves).
+        from django.db.models.signals import post_delete, post_save
+
+        from applies.models import ApplyRun
+
+        post_save.connect(_runs_changed, sender=ApplyRun, dispatch_uid="applies.runs_state.save")
+        post_delete.connect(
+            _runs_changed, sender=ApplyRun, dispatch_uid="applies.runs_state.delete"
+        )
+
+
+def _runs_changed(sender, **kwargs) -> None:
+    runs_state_bump()

@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from applies.run_reads import runs_state_bump
 from assignments.models import ConfigVersion
 
 
@@ -96,6 +97,8 @@ class ApplyRun(models.Model):
         """Write ``fields`` only while the row is still in one of ``leaving``; returns whether
         it was. The instance follows the database either way."""
         moved = ApplyRun.objects.filter(pk=self.pk, status__in=list(leaving)).update(**fields)
+        if moved:
+            runs_state_bump()  # an update sends no signal
         if moved:
             for name, value in fields.items():
                 setattr(self, name, value)

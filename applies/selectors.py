@@ -11,9 +11,15 @@ from django.utils import timezone
 from applies import progress
 from applies.applying import Target
 from applies.models import ApplyRun
+from applies.run_reads import runs_read_cached
 from assignments.files.entries import device_id
 from assignments.files.project import config_labels
-from assignments.selectors import PlanningInput, config_entries, planning_input
+from assignments.selectors import (
+    PlanningInput,
+    config_entries,
+    planning_input,
+    planning_input_cached,
+)
 from gpuconfig_site.heartbeat import worker_alive
 
 
@@ -22,7 +28,12 @@ def apply_run_list(*, limit: int = 10) -> QuerySet[ApplyRun]:
 
 
 def apply_run_latest() -> ApplyRun | None:
-    return ApplyRun.objects.order_by("-created_at", "-pk").first()
+    """The latest apply run (its log and journal loaded only when read), kept in the cache
+    while no run changed (``applies.run_reads``)."""
+    return runs_read_cached(
+        "latest",
+        lambda: ApplyRun.objects.defer("log", "journal").order_by("-created_at", "-pk").first(),
+    )
 
 
 def apply_targets(data: PlanningInput | None = None) -> list[Target]:
@@ -115,7 +126,12 @@ def services_live(
 
 
 def _last_outcomes(limit: int = 20) -> dict[str, dict]:
-    """Per service: the outcome of the last finished apply that touched it, and when."""
+    """Per service: the outcome of the last finished apply that touched it, and when; kept in
+    the cache while no run changed (``applies.run_reads``)."""
+    return runs_read_cached(f"outcomes:{limit}", lambda: _last_outcomes_read(limit))
+
+
+def _last_outcomes_read(limit: int) -> dict[str, dict]:
     out: dict[str, dict] = {}
     # Only the two columns read: a run's log and journal can be long.
     runs = (
@@ -149,7 +165,7 @@ def service_rows(
     differ), runtime, last restart by gpuconfig and the last apply's outcome for it, and its
     measured VRAM (now, peak and p95 over ``GPUCONFIG_VRAM_WINDOW``; None when never measured)
     (``data``: the planning input, if read)."""
-    data = data or planning_input()
+    data = data or planning_input_cached()
     restart = restart or {}
     outcomes = _last_outcomes()
     snapshot = snapshot or {}

@@ -23,6 +23,7 @@ from applies.applying import diff, execute
 from applies.live import live_refresh
 from applies.models import ApplyRun
 from applies.moves import MoveDecision, apply_move_modes
+from applies.run_reads import runs_state_bump
 from applies.runtime import get_runtime
 from applies.runtime.base import (
     JOURNAL_SETTLED,
@@ -393,6 +394,7 @@ class _RunKeeper:
             while not self._stop.wait(self.interval):
                 try:
                     ApplyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
+                    runs_state_bump()  # the status reads tell a stalled run by its heartbeat
                 except Exception:
                     logger.warning("could not refresh the heartbeat of %s", self.token)
         finally:
@@ -416,6 +418,7 @@ class _RunJournal:
             self.entries[service] = entry
             try:
                 ApplyRun.objects.filter(pk=self.run_pk).update(journal=dict(self.entries))
+                runs_state_bump()
             finally:
                 if threading.current_thread() is not threading.main_thread():
                     connection.close()

@@ -28,11 +28,18 @@ from applies.selectors import apply_run_latest, apply_status
 from applies.services import apply_preview, apply_start
 from applies.tasks import apply_config_enqueue, live_refresh_request
 from assignments import planner
-from assignments.selectors import PlanningInput, UnknownNeeds, needs_mode, planning_input
+from assignments.selectors import (
+    PlanningInput,
+    UnknownNeeds,
+    needs_mode,
+    planning_input_cached,
+)
 from assignments.services import config_save, config_strategy_recorded
 from front import panels
 from front.forms import ConfigForm, budget_field_name, gpu_field_name
+from front.page_fragments import config_fragment_key
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.read_memo import reads_shared
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.selectors import detection_mode
 from gpus.tasks import gpu_scan_request
@@ -103,7 +110,7 @@ def _needs(request: HttpRequest) -> str | None:
 
 
 def _planning(request: HttpRequest) -> PlanningInput:
-    return planning_input(needs=_needs(request))
+    return planning_input_cached(needs=_needs(request))
 
 
 def _config_form(
@@ -192,6 +199,7 @@ def _render(
     return _page(request, context, status=status)
 
 
+@reads_shared()  # the parts of the page read the stored engine state, last scan, ... once
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
     live_refresh_request()
@@ -202,6 +210,12 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     page.setdefault("inventory", panels.gpu_cards())
     if "form" not in page:
         page.update(_config_context(request, planning=planning))
+        # The saved plan, as this request read it: its rendered parts may come from the cache.
+        page["config_fragment"] = config_fragment_key(
+            planning=planning,
+            can_change=page["can_change"],
+            saved_strategy=page["saved_strategy"],
+        )
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context(status=applying))
     page.setdefault("history", panels.history())

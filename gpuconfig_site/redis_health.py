@@ -13,14 +13,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.cache import cache
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gpuconfig_site.read_memo import cache_read, share
+
 logger = logging.getLogger(__name__)
 
-PING_KEY = "live:ping"
+PING_KEY = share("live:ping")  # read once per page render
 
 
 def redis_location() -> str:
@@ -68,7 +69,7 @@ def redis_problem() -> str:
     if settings.GPUCONFIG_EMBEDDED:
         return ""
     try:
-        cache.get(PING_KEY)
+        cache_read(PING_KEY)
     except REDIS_DOWN as exc:
         logger.warning("Redis is not reachable: %s", exc)
         return redis_down_detail(exc)

@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from gpuconfig_site.read_memo import cache_read, share
 from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
 from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 
@@ -25,7 +26,7 @@ TROUBLESHOOTING = (
     "(deploy.resources.reservations.devices with driver: nvidia).",
     'Click "Re-scan GPUs" to run detection again.',
 )
-LAST_SCAN_KEY = "gpus:last-scan"
+LAST_SCAN_KEY = share("gpus:last-scan")  # read once per page render
 # Bumped once a change to a GPU row has committed (``gpus.services.inventory_version_bump``).
 INVENTORY_VERSION_KEY = "gpus:inventory-version"
 # A read model stays at most this long, in case a bump was lost while Redis was away.
@@ -72,7 +73,7 @@ def gpu_samples(
 def last_scan_stored() -> dict | None:
     """What the last scan reported (backend, notes, error, sequence number), if any ran.
     Raises when Redis is down: scans and those waiting for one must know."""
-    return cache.get(LAST_SCAN_KEY)
+    return cache_read(LAST_SCAN_KEY)
 
 
 @unknown_while_redis_is_down()

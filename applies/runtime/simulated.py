@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from django.conf import settings
 from django.core.cache import cache
 
+from gpuconfig_site.read_memo import cache_read, forget, share
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 from .base import (
@@ -35,7 +36,7 @@ from .base import (
 )
 
 LABEL = "Simulated containers"
-ENABLED_KEY = "simulated-runtime:enabled"
+ENABLED_KEY = share("simulated-runtime:enabled")  # read once per page render
 GPUS_KEY = "simulated-runtime:gpus"
 SERVICES_KEY = "simulated-runtime:services"
 PROBE_SERVICE = "gpuconfig-engine-probe"
@@ -52,7 +53,7 @@ def _step_delay() -> float:
 @unknown_while_redis_is_down(default=False)
 def simulated_runtime_enabled() -> bool:
     try:
-        return bool(cache.get(ENABLED_KEY))
+        return bool(cache_read(ENABLED_KEY))
     except Exception:  # the cache (Redis) is down: the demo is off, the real engine still answers
         return False
 
@@ -77,11 +78,13 @@ def simulated_runtime_enable(
         None,
     )
     cache.set(ENABLED_KEY, True, None)
+    forget(ENABLED_KEY)
 
 
 def simulated_runtime_disable() -> None:
     services = cache.get(SERVICES_KEY) or {}
     cache.delete_many([ENABLED_KEY, GPUS_KEY, SERVICES_KEY, *map(_container_key, services)])
+    forget(ENABLED_KEY)
 
 
 def _container(

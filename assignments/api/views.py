@@ -42,6 +42,10 @@ NEEDS_PARAMETER = OpenApiParameter(
 )
 
 
+def _config_answer() -> dict:
+    return dict(s.GpuConfigSerializer(config_current()).data)
+
+
 class GpuConfigView(APIView):
     """The saved strategy and assignments; PUT validates everything, then saves and writes the
     generated files. A refused PUT changes nothing."""
@@ -53,8 +57,8 @@ class GpuConfigView(APIView):
     )
     def get(self, request):
         needs = s.NeedsInputSerializer.validated(request.query_params)["needs"]
-        if needs is None:  # the default read, kept in the cache while nothing changed
-            return Response(s.GpuConfigSerializer(config_read_cached(config_current)).data)
+        if needs is None:  # the default read, kept (serialized) in the cache while nothing changed
+            return Response(config_read_cached(_config_answer))
         return Response(s.GpuConfigSerializer(config_current(needs=needs)).data)
 
     @extend_schema(

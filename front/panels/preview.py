@@ -14,6 +14,7 @@ from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView, Issue
 from assignments.selectors import (
     config_preview,
+    config_state_cached,
 )
 
 
@@ -22,7 +23,8 @@ def strategy_list() -> list[planner.Strategy]:
 
 
 def current_strategy() -> str:
-    return GpuConfig.load().strategy
+    """The saved strategy, kept in the cache under the configuration's state."""
+    return config_state_cached("strategy", lambda: GpuConfig.load().strategy)
 
 
 def gpu_name(gpus: Mapping[int, GpuView], index: int | None) -> str:

@@ -16,7 +16,7 @@ from assignments.planner.checks import gpu_label
 from assignments.planner.types import GpuView
 from assignments.selectors import (
     PlanningInput,
-    planning_input,
+    planning_input_cached,
 )
 from front.panels.applying import STEP_LABELS
 from front.panels.preview import gpu_name
@@ -127,7 +127,7 @@ def services_panel(*, data: PlanningInput | None = None, status: dict | None = N
     (``data``, ``status``: the planning input and ``apply_status(snapshot=live_cached())``, if
     read)."""
 
-    data = data or planning_input()
+    data = data or planning_input_cached()
     status = status or apply_status(snapshot=live_cached(), data=data)
     live = live_cached()
     gpus = {g.index: g for g in data.gpus}

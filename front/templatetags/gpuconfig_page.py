@@ -16,6 +16,7 @@ from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
 from assignments import planner
+from front.page_fragments import fragment_get, fragment_set
 from gpus.units import MB_PER_GB
 
 register = template.Library()
@@ -105,3 +106,32 @@ ISSUE_SHORT = {
 def issue_short(code: str) -> str:
     """A warning code as a short flag for its table row (the full message is its title)."""
     return ISSUE_SHORT.get(code, code.replace("_", " "))
+
+
+class _FragmentCachedNode(template.Node):
+    def __init__(self, name: str, key, nodelist):
+        self.name, self.key, self.nodelist = name, key, nodelist
+
+    def render(self, context) -> str:
+
+        key = self.key.resolve(context)
+        if not key:
+            return self.nodelist.render(context)
+        html = fragment_get(self.name, key)
+        if html is None:
+            html = self.nodelist.render(context)
+            fragment_set(self.name, key, str(html))
+        return mark_safe(html)
+
+
+@register.tag
+def fragment_cached(parser, token):
+    """``{% fragment_cached name key %}...{% endfragment_cached %}``: the HTML inside, kept in
+    the cache under ``name`` and ``key`` (``front.page_fragments``); rendered afresh,
+    and not kept, when ``key`` is empty."""
+    bits = token.split_contents()
+    if len(bits) != 3:
+        raise template.TemplateSyntaxError(f"{bits[0]} takes a name and a key")
+    nodelist = parser.parse(("endfragment_cached",))
+    parser.delete_first_token()
+    return _FragmentCachedNode(bits[1], parser.compile_filter(bits[2]), nodelist)
