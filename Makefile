@@ -72,7 +72,7 @@ bench: $(STAMP)
 
 # Mutation check of the planner and the apply diff (pyproject's [tool.mutmut]); CPU-heavy.
 MUTANTS ?= 'assignments.planner.*' $(foreach f,diff differs _same_budget _holds \
-	freed_gpus_needed dependencies,'assignments.applying.x_$(f)__mutmut_*')
+	freed_gpus_needed dependencies,'applies.applying.x_$(f)__mutmut_*')
 mutation: $(STAMP)
 	rm -rf mutants
 	REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/mutmut run $(MUTANTS)
@@ -93,3 +93,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/import_cycles.py

@@ -1,3 +1,6 @@
+"""Assignments room, admin: the catalog, the strategy, the assignments and the rules, saved
+through the services; the versions, read-only."""
+
 from urllib.parse import urlencode
 
 from django import forms
@@ -6,10 +9,10 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from assignments.files.catalog import catalog_offers
 from assignments.models import (
     AiService,
     AiServicePart,
-    ApplyRun,
     Assignment,
     ConfigVersion,
     GpuConfig,
@@ -79,7 +82,6 @@ class AiServiceAdmin(ServiceSavedAdmin):
     def changelist_view(self, request, extra_context=None):
         """Offers the compose stack's GPU services the catalog lacks, each as a link to the add
         form filled with its VRAM estimate (for the user to confirm)."""
-        from assignments.compose.catalog import catalog_offers
 
         offers = catalog_offers()
         if offers and request.method == "GET":
@@ -205,12 +207,6 @@ class ConfigVersionAdmin(ReadOnlyAdmin):
 
     list_display = ["pk", "created_at", "actor", "source", "strategy"]
     list_filter = ["source", "strategy"]
-
-
-@admin.register(ApplyRun)
-class ApplyRunAdmin(ReadOnlyAdmin):
-    list_display = ["operation_id", "status", "created_at", "finished_at", "actor"]
-    list_filter = ["status"]
 
 
 class ServiceRuleForm(forms.ModelForm):

@@ -1,4 +1,4 @@
-"""Reads: the catalog, the saved configuration, and the planner's view of both."""
+"""Assignments room, reads: the catalog, the saved configuration, and the planner's view of both."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import TypeVar
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import QuerySet
-from django.utils import timezone
 
-from assignments import files, planner, progress
-from assignments.applying import Target
+from assignments import planner
+from assignments.files.entries import FileEntry
+from assignments.files.project import base_budgets, base_inactive, compose_check, compose_lint
+from assignments.files.reading import compose_files_setting
 from assignments.models import (
     AiService,
-    ApplyRun,
+    AiServicePart,
     Assignment,
     ConfigVersion,
     GpuConfig,
@@ -29,9 +30,9 @@ from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from gpuconfig_site.errors import ApplicationError, echo
-from gpuconfig_site.health import worker_alive
+from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu
-from gpus.selectors import VramSummary, service_vram_summaries
+from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY, VramSummary, service_vram_summaries
 from gpus.units import MB_PER_GB
 
 T = TypeVar("T")
@@ -132,7 +133,6 @@ class PlanningInput:
 def compose_report(*, tool: str | None = None) -> dict:
     """What each managed service gets under the compose tool (``tool``: another kind than the
     one in use); raises ``UnknownTool`` for a name that is not a tool."""
-    from assignments.compose.project import compose_check
 
     return compose_check(config_entries(), tool_name=tool)
 
@@ -147,7 +147,6 @@ def catalog_parts_total(*, service) -> int | None:
 
 def catalog_parts() -> dict[str, list]:
     """Each service's hosted models, by service name (services without parts left out)."""
-    from assignments.models import AiServicePart
 
     parts: dict[str, list] = {}
     for part in AiServicePart.objects.select_related("service"):
@@ -157,7 +156,6 @@ def catalog_parts() -> dict[str, list]:
 
 def lint_report() -> dict:
     """The lint of the user's stack with the files gpuconfig writes: findings with fixes."""
-    from assignments.compose.project import compose_lint
 
     return compose_lint(config_entries())
 
@@ -192,7 +190,6 @@ def _need(svc: AiService, summary: VramSummary | None, needs: str) -> tuple[int,
 def planning_input(*, needs: str | None = None) -> PlanningInput:
     """The planner's input from the database. ``needs``: ``measured`` (the default: measured
     use where enough of it was recorded, else the catalog) or ``catalog``."""
-    from assignments.compose.project import base_budgets, base_inactive
 
     needs = needs or MEASURED
     measured = service_vram_summaries()
@@ -425,7 +422,6 @@ CONFIG_READ_TTL = 60  # at most, in case a bump was lost while Redis was away
 
 def config_state_bump() -> None:
     """Make the cached configuration read model stale (any assignments row changed)."""
-    from gpuconfig_site.redis_health import REDIS_DOWN
 
     try:
         try:
@@ -439,7 +435,6 @@ def config_state_bump() -> None:
 def _base_files_state() -> tuple:
     """The base compose file(s) as set, with their times, and the active profiles: its budgets
     and which of its services are under inactive profiles are part of the plan."""
-    from assignments.compose.reading import compose_files_setting
 
     files = compose_files_setting(getattr(settings, "GPUCONFIG_COMPOSE_FILE", None))
     state: list = [
@@ -463,8 +458,6 @@ def config_state_read(name: str, build: Callable[[], T]) -> tuple[tuple, T]:
     the last scan's sequence number and the base files' times. One cache round trip reads the
     state and the kept value together; the value is used when its state is the current one.
     Returns the state (empty without Redis, when it is built on every call) and the value."""
-    from gpuconfig_site.redis_health import REDIS_DOWN
-    from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY
 
     key = f"assignments:read:{name}"
     try:
@@ -614,22 +607,7 @@ def version_list(*, limit: int = 10) -> QuerySet[ConfigVersion]:
     return ConfigVersion.objects.select_related("created_by")[:limit]
 
 
-def apply_run_list(*, limit: int = 10) -> QuerySet[ApplyRun]:
-    return ApplyRun.objects.select_related("requested_by")[:limit]
-
-
-def apply_run_latest() -> ApplyRun | None:
-    """The latest apply run (its log and journal loaded only when read), kept in the cache
-    while no run changed (``assignments.run_reads``)."""
-    from assignments.run_reads import runs_read_cached
-
-    return runs_read_cached(
-        "latest",
-        lambda: ApplyRun.objects.defer("log", "journal").order_by("-created_at", "-pk").first(),
-    )
-
-
-def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
+def config_entries(data: PlanningInput | None = None) -> list[FileEntry]:
     """Each enabled service's line in the generated files, as saved (fallbacks applied)."""
     data = data or planning_input()
     gpus = {g.uuid: g for g in Gpu.objects.all()}
@@ -640,7 +618,7 @@ def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
         uuid = a.effective_gpu_uuid if a else ""
         gpu = gpus.get(uuid)
         entries.append(
-            files.FileEntry(
+            FileEntry(
                 service=d.name,
                 gpu_index=d.current_gpu,
                 gpu_uuid=uuid,
@@ -652,100 +630,3 @@ def config_entries(data: PlanningInput | None = None) -> list[files.FileEntry]:
             )
         )
     return entries
-
-
-def apply_targets(data: PlanningInput | None = None) -> list[Target]:
-    """What each enabled service should run with: device ids (in the configured format), its
-    VRAM budget when one is saved, and the compose labels of the written files."""
-    from assignments.compose.project import config_labels
-
-    data = data or planning_input()
-    id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
-    entries = config_entries(data)
-    labels = config_labels(entries)
-    targets = []
-    for entry, demand in zip(entries, data.services, strict=True):
-        device_ids = () if entry.gpu_index is None else (files.device_id(entry, id_format),)
-        targets.append(
-            Target(
-                service=entry.service,
-                device_ids=device_ids,
-                budget_gb=entry.budget_gb if entry.budget_adjustable else None,
-                latency_critical=demand.latency_critical,
-                # No saved override: the container keeps its budget (the files write none).
-                keep_budget=not entry.budget_saved,
-                labels=labels.get(entry.service, {}),
-            )
-        )
-    return targets
-
-
-def run_stall(run: ApplyRun | None, *, now=None) -> str:
-    """Why an unfinished run is not moving, for the status API, the page and ``/readyz``; empty
-    while it is (or when it has finished). A running run whose heartbeat is overdue lost its
-    worker; a queued one waits for a worker when none beats its heart."""
-    if run is None or run.is_finished:
-        return ""
-    now = now or timezone.now()
-    if run.status == ApplyRun.Status.RUNNING:
-        beat = run.heartbeat_at or run.started_at or run.created_at
-        if (now - beat).total_seconds() > float(settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT):
-            return "Apply stalled: the worker stopped; repair waits for a worker."
-        return ""
-    if not worker_alive():
-        return "No worker is running; the apply waits for one (start it: gpuconfig worker)."
-    return ""
-
-
-def apply_status(
-    *, live: bool = True, data: PlanningInput | None = None, snapshot: dict | None = None
-) -> dict:
-    """The latest apply's progress plus each service's container state (``services_live``);
-    ``data``, ``snapshot``: the planning input and the stored engine state when the caller has
-    read them already."""
-    run = apply_run_latest()
-    entries = progress.progress_get(str(run.operation_id)) if run else []
-    in_progress = bool(run and not run.is_finished)
-    return {
-        "run": run,
-        "stall": run_stall(run),
-        "in_progress": in_progress,
-        "services_pending": [e["service"] for e in entries if e["status"] not in progress.TERMINAL],
-        "services_completed": [e["service"] for e in entries if e["status"] in progress.TERMINAL],
-        "service_statuses": [
-            {
-                "service": e["service"],
-                "status": e["status"],
-                "message": e.get("message", ""),
-                "elapsed_s": e.get("elapsed_s"),
-                # How the service moves, why, and how long it did not answer (moves.py).
-                "move_mode": e.get("move_mode"),
-                "move_reason": e.get("move_reason", ""),
-                "downtime_s": e.get("downtime_s"),
-            }
-            for e in entries
-        ],
-        "services": services_live(
-            restart={e["service"]: e["status"] for e in entries},
-            live=live,
-            data=data,
-            snapshot=snapshot,
-        ),
-    }
-
-
-def services_live(
-    *,
-    restart: dict[str, str] | None = None,
-    live: bool = True,
-    data: PlanningInput | None = None,
-    snapshot: dict | None = None,
-) -> list[dict]:
-    """Each enabled service's container status and health: asked of the engine now (``live``,
-    which also refreshes the stored copy), else the copy the worker keeps (no engine call).
-    The engine being unreachable is reported per service (status ``unknown``), not raised."""
-    from assignments.live import live_cached, live_refresh, service_rows
-
-    if snapshot is None:
-        snapshot = live_refresh() if live else live_cached()
-    return service_rows(snapshot, restart=restart, data=data)

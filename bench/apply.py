@@ -31,10 +31,10 @@ if str(ROOT) not in sys.path:
 
 import docker
 
-from assignments.applying import Target, diff, execute
-from assignments.runtime.base import ContainerRuntime, Outcome
-from assignments.runtime.docker import DockerRuntime
-from assignments.runtime.podman import PodmanRuntime
+from applies.applying import Target, diff, execute
+from applies.runtime.base import ContainerRuntime, Outcome
+from applies.runtime.docker import DockerRuntime
+from applies.runtime.podman import PodmanRuntime
 from tests.plugins.dockerd import SERVICES, engine_host, running_stack
 from tests.plugins.podman import running_podman_stack, service_start, service_stop
 

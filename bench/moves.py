@@ -30,8 +30,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from assignments.runtime.docker import DockerRuntime  # noqa: E402
-from assignments.runtime.handover import RESTART, ZERO_DOWNTIME  # noqa: E402
+from applies.runtime.docker import DockerRuntime  # noqa: E402
+from applies.runtime.handover import RESTART, ZERO_DOWNTIME  # noqa: E402
 from tests.plugins.dockerd import engine_host  # noqa: E402
 from tests.plugins.webstack import ALIASED, PORTED, gaps, running_web_stack  # noqa: E402
 

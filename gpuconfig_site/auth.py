@@ -58,6 +58,7 @@ def api_key_identify(request: HttpRequest, supplied: str) -> tuple[ApiKeyUser, o
     secret is random, 32 characters, out of reach of guessing), so one client's wrong keys do
     not lock out the others behind the same address (a reverse proxy).
     """
+    # Imported here: DRF imports this module with the settings, before the models load.
     from apikeys.selectors import api_key_find
     from apikeys.services import api_key_touch
 

@@ -29,9 +29,10 @@ app.autodiscover_tasks(_task_packages)
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     """The worker tells /readyz it is alive, from its main process, every few seconds (an
     agent has no cache of the centre's to tell: the centre sees it by its host heartbeats)."""
+    # Imported here: this module loads with the settings package, before Django is set up.
     from django.conf import settings
 
-    from gpuconfig_site.health import WorkerHeartbeat
+    from gpuconfig_site.heartbeat import WorkerHeartbeat
 
     if settings.GPUCONFIG_ROLE == "agent":
         return
@@ -41,13 +42,13 @@ def _start_heartbeat(sender=None, **_kwargs) -> None:
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_kwargs) -> None:
-    from gpuconfig_site.health import WorkerHeartbeat
+    from gpuconfig_site.heartbeat import WorkerHeartbeat  # as above: before Django is set up
 
     WorkerHeartbeat.stop()
 
 
 def _connect_log_context() -> None:
-    from gpuconfig_site.logs import connect_celery_signals
+    from ops.logs import connect_celery_signals  # as above: before Django is set up
 
     connect_celery_signals()
 

@@ -94,7 +94,7 @@ def cmd_serve(args) -> int:
             "--access-logformat",
             '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s',
             "--logger-class",
-            "gpuconfig_site.logs.QuietAccessLogger",
+            "ops.logs.QuietAccessLogger",
             "--log-level",
             "warning",
         ],

@@ -151,6 +151,8 @@ INSTALLED_APPS = [
     "axes",
     "gpus",
     "assignments",
+    "applies",
+    "front",
     "apikeys",
     "fleet",
     "gpuconfig_site.apps.SiteConfig",
@@ -466,12 +468,12 @@ GPUCONFIG_METRICS_ALLOW = env_list("GPUCONFIG_METRICS_ALLOW", "127.0.0.1,::1")
 # gunicorn's bind address, used by `gpuconfig serve` and the service units.
 GPUCONFIG_BIND = os.environ.get("GPUCONFIG_BIND", "127.0.0.1:8000")
 GPUCONFIG_LOG_FORMAT = env_choice("GPUCONFIG_LOG_FORMAT", "text", {"text", "json"})
-MIDDLEWARE.insert(0, "gpuconfig_site.logs.RequestIdMiddleware")
+MIDDLEWARE.insert(0, "ops.logs.RequestIdMiddleware")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "gpuconfig_site.logs.ContextFilter"}},
+    "filters": {"context": {"()": "ops.logs.ContextFilter"}},
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         "json": {

@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
-from gpuconfig_site import views as ops_views
+from ops import views as ops_views
 
 admin.site.site_header = "gpuconfig administration"
 admin.site.site_title = "gpuconfig admin"
@@ -14,11 +14,12 @@ api_patterns = [
     path("", include("gpus.api.urls")),
     path("", include("fleet.api.urls")),
     path("", include("assignments.api.urls")),
+    path("", include("applies.api.urls")),
 ]
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings-gpu", permanent=False)),
-    path("settings/", include("assignments.page_urls")),
+    path("settings/", include("front.page_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -9,6 +9,7 @@ class GpusConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_delete, post_save
 
+        # Imported in ready(): models load after this module.
         from gpus.models import Gpu, GpuSample
         from gpus.services import inventory_version_bump
 

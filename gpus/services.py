@@ -13,7 +13,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError
 
 from gpuconfig_site.errors import ApplicationError
 from gpuconfig_site.redis_health import REDIS_DOWN
@@ -361,24 +360,3 @@ def inventory_version_bump(**_) -> None:
 
     bump()
     transaction.on_commit(bump)
-
-
-def gpu_scan_request(*, wait: float) -> tuple[dict, bool]:
-    """Ask a worker for a scan now and wait up to ``wait`` seconds for it (Re-scan GPUs).
-
-    Returns the newest scan summary and whether it is fresh (finished after this call).
-    Without a reachable broker the scan runs here instead.
-    """
-    from gpus.tasks import detect_gpus_task  # the tasks module imports this one
-
-    before = (last_scan_stored() or {}).get("seq", 0)
-    try:
-        detect_gpus_task.delay()
-    except OperationalError:
-        return gpu_scan_run(), True
-    deadline = time.monotonic() + wait
-    summary = last_scan_stored() or {}
-    while summary.get("seq", 0) <= before and time.monotonic() < deadline:
-        time.sleep(0.1)
-        summary = last_scan_stored() or {}
-    return summary, summary.get("seq", 0) > before

@@ -3,8 +3,8 @@
 # all kept up by supervisord (a crashed process is restarted and the log says so). The first
 # run writes its choices (Redis or a private redis-server or the embedded broker, the GPU
 # backend, the API key file) to gpuconfig.env, which every entry point reads.
-# See gpuconfig_site/localrun.py.
+# See ops/localrun.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 umask 077
-exec .venv/bin/python -m gpuconfig_site.localrun "$@"
+exec .venv/bin/python -m ops.localrun "$@"

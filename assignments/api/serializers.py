@@ -1,5 +1,6 @@
-"""Shapes of the assignments API, documented in the OpenAPI schema: what each endpoint answers,
-and (``*InputSerializer``) what each one takes, checked before its service is called.
+"""Assignments room. Shapes of the assignments API, documented in the OpenAPI schema: what each
+endpoint answers, and (``*InputSerializer``) what each one takes, checked before its service is
+called.
 
 An input serializer checks the input's shape and types; the service it feeds checks what needs
 the database (a service the catalog knows, a GPU present, a budget the service takes), names
@@ -10,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from assignments import planner
-from assignments.compose.tools import AUTO, KINDS
+from assignments.files.tools import AUTO, KINDS
 from assignments.models import AiService
 from assignments.planner.needs import NEEDS
 from gpuconfig_site.api import InputSerializer, bounded_integer
@@ -170,7 +171,7 @@ class SaveResultSerializer(serializers.Serializer):
 
 
 class MoveFieldsMixin(serializers.Serializer):
-    """How a service moves to its new GPU (assignments/moves.py)."""
+    """How a service moves to its new GPU (applies/moves.py)."""
 
     move_mode = serializers.ChoiceField(
         choices=["zero_downtime", "restart"],
@@ -194,89 +195,6 @@ class PreviewSerializer(serializers.Serializer):
     needs = serializers.ChoiceField(
         choices=["measured", "catalog"], help_text="The figure the needs were taken from."
     )
-
-
-class ServiceStatusSerializer(serializers.Serializer):
-    service = serializers.CharField()
-    status = serializers.CharField()
-    message = serializers.CharField(allow_blank=True)
-    elapsed_s = serializers.FloatField(allow_null=True, required=False)
-    move_mode = serializers.ChoiceField(
-        choices=["zero_downtime", "restart"], allow_null=True, required=False
-    )
-    move_reason = serializers.CharField(allow_blank=True, required=False)
-    downtime_s = serializers.FloatField(
-        allow_null=True,
-        required=False,
-        help_text="Seconds from the old copy no longer answering to the new one answering "
-        "(0 for a make-before-break move); null until measured.",
-    )
-
-
-class LiveServiceSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    status = serializers.CharField()
-    health = serializers.ChoiceField(
-        choices=["healthy", "unhealthy", "starting", "none", "unknown"],
-        help_text="none: the container has no healthcheck; unknown: no container, or the "
-        "engine did not answer.",
-    )
-    gpu_index = serializers.IntegerField(
-        allow_null=True,
-        help_text="The GPU the container runs on now (null: no container, no GPU, or unknown).",
-    )
-    assigned_gpu_index = serializers.IntegerField(
-        allow_null=True, help_text="The GPU saved for the service (what Apply makes it run on)."
-    )
-    pending_apply = serializers.BooleanField(
-        help_text="True while the container runs elsewhere than saved: waiting for Apply."
-    )
-    restart_status = serializers.CharField(allow_null=True)
-    runtime = serializers.CharField(required=False, allow_null=True)
-    container = serializers.CharField(required=False, allow_blank=True)
-    started_at = serializers.DateTimeField(required=False, allow_null=True)
-    last_apply = serializers.CharField(required=False, allow_null=True)
-    error = serializers.CharField(required=False)
-    vram_used_mb = serializers.IntegerField(
-        allow_null=True, required=False, help_text="Measured at the last scan; null: unmeasured"
-    )
-    vram_peak_mb = serializers.IntegerField(
-        allow_null=True, required=False, help_text="Largest over GPUCONFIG_VRAM_WINDOW"
-    )
-    vram_p95_mb = serializers.IntegerField(
-        allow_null=True, required=False, help_text="95th percentile over GPUCONFIG_VRAM_WINDOW"
-    )
-
-
-class ApplySerializer(serializers.Serializer):
-    success = serializers.BooleanField()
-    operation_id = serializers.UUIDField()
-    restarted_services = serializers.ListField(child=serializers.CharField())
-    restarted = serializers.ListField(child=serializers.CharField())
-    failed = serializers.ListField(child=serializers.CharField())
-    warnings = serializers.ListField(child=serializers.CharField())
-    warning_details = WarningDetailSerializer(many=True)
-    service_statuses = ServiceStatusSerializer(many=True)
-
-
-class StatusSerializer(serializers.Serializer):
-    operation_id = serializers.UUIDField(allow_null=True)
-    run_status = serializers.CharField(allow_null=True)
-    error = serializers.CharField(allow_blank=True)
-    stall = serializers.CharField(
-        allow_blank=True,
-        help_text="Why an unfinished apply does not move (its worker stopped, or none runs); "
-        "empty otherwise.",
-    )
-    in_progress = serializers.BooleanField()
-    services_pending = serializers.ListField(child=serializers.CharField())
-    services_completed = serializers.ListField(child=serializers.CharField())
-    service_statuses = ServiceStatusSerializer(many=True)
-    services = LiveServiceSerializer(many=True)
-
-
-class ServicesSerializer(serializers.Serializer):
-    services = LiveServiceSerializer(many=True)
 
 
 class AiServiceSerializer(serializers.ModelSerializer):

@@ -1,15 +1,13 @@
+"""Assignments room, API routes (under ``/api/system/``)."""
+
 from django.urls import path
 
 from assignments.api import views
 
 urlpatterns = [
     path("gpu-config", views.GpuConfigView.as_view(), name="api-gpu-config"),
-    path("gpu-config/preview", views.PreviewView.as_view(), name="api-gpu-config-preview"),
-    path("gpu-config/apply", views.ApplyView.as_view(), name="api-gpu-config-apply"),
-    path("gpu-config/status", views.StatusView.as_view(), name="api-gpu-config-status"),
     path("gpu-config/compose", views.ComposeView.as_view(), name="api-gpu-config-compose"),
     path("gpu-config/lint", views.LintView.as_view(), name="api-gpu-config-lint"),
-    path("gpu-config/services", views.ServicesView.as_view(), name="api-gpu-config-services"),
     path("gpu-config/rules", views.RulesView.as_view(), name="api-gpu-config-rules"),
     path("gpu-config/versions", views.VersionsView.as_view(), name="api-gpu-config-versions"),
     path(

@@ -3,7 +3,15 @@ no settings, no I/O."""
 
 from . import strategies  # noqa: F401  (registers the strategies, in order)
 from .budgets import budgets_lowered
-from .checks import check, fallback_gpu, free_mb, min_budget_gb, overflow_mb, suggest_budget_gb
+from .checks import (
+    check,
+    fallback_gpu,
+    free_mb,
+    min_budget_gb,
+    overflow_mb,
+    overflow_move,
+    suggest_budget_gb,
+)
 from .planning import plan
 from .registry import STRATEGIES, Strategy, UnknownStrategy, register, strategy_names
 from .rules import rules_check
@@ -25,6 +33,7 @@ __all__ = [
     "free_mb",
     "min_budget_gb",
     "overflow_mb",
+    "overflow_move",
     "plan",
     "register",
     "rules_check",

@@ -261,3 +261,34 @@ def _service(by_name: dict[str, ServiceDemand], placement: Placement) -> Service
         return by_name[placement.service]
     except KeyError:
         raise ValueError(f"placement for unknown service {placement.service!r}") from None
+
+
+def overflow_move(
+    gpu_index: int, gpus: Sequence[GpuView], services: Sequence[ServiceDemand]
+) -> tuple[ServiceDemand, GpuView] | None:
+    """A service to move off the over-full GPU ``gpu_index`` (services where they are now) and
+    the available GPU it fits on: the smallest service that clears the overflow, else the
+    largest that fits; None when none fits elsewhere. A GPU an isolated service has to itself
+    stays so: a move must not undo the isolation the plan (Isolation-First) made."""
+    placements = [Placement(d.name, d.current_gpu, d.budget_gb) for d in services]
+    free = free_mb(gpus, services, placements)
+    overflow = -free.get(gpu_index, 0)
+    here = sorted((d for d in services if d.current_gpu == gpu_index), key=lambda d: d.effective_mb)
+    isolated_alone = {
+        g.index
+        for g in gpus
+        if (on := [d for d in services if d.current_gpu == g.index]) and all(d.isolated for d in on)
+    }
+    others = [
+        g for g in gpus if g.available and g.index != gpu_index and g.index not in isolated_alone
+    ]
+    fitting = [
+        (d, g)
+        for d in here
+        for g in sorted(others, key=lambda g: -free[g.index])
+        if free[g.index] >= d.effective_mb
+    ]
+    if not fitting:
+        return None
+    clears = [(d, g) for d, g in fitting if d.effective_mb >= overflow]
+    return clears[0] if clears else fitting[-1]

@@ -145,3 +145,10 @@ class Plan:
             if placement.service == service:
                 return placement.budget_gb
         raise KeyError(service)
+
+
+def same_budget(a: float | None, b: float | None) -> bool:
+    """Whether two VRAM budgets (GB, None: unset) are the same to the MB."""
+    if a is None or b is None:
+        return a is b
+    return round(a, 3) == round(b, 3)

@@ -1,5 +1,5 @@
-"""Writes of the saved configuration: validating a change, saving it with a version, and
-(re)writing the generated files."""
+"""Assignments room. Writes of the saved configuration: validating a change, saving it with a
+version, and (re)writing the generated files."""
 
 from __future__ import annotations
 
@@ -7,23 +7,27 @@ import fcntl
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from assignments import files, planner
+from assignments import planner
+from assignments.files import generated, staging
 from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig
 from assignments.planner.checks import gpu_label
 from assignments.planner.registry import get_strategy
+from assignments.planner.types import same_budget
 from assignments.selectors import (
     PlanningInput,
     config_entries,
     config_issues,
+    config_preview,
     planning_input,
     strategy_plan,
 )
@@ -234,7 +238,7 @@ def config_version_record(
         warnings=warnings,
     )
     try:
-        staged = files.stage_files(_files_render(data, strategy=strategy, version=version))
+        staged = staging.stage_files(_files_render(data, strategy=strategy, version=version))
     except OSError as exc:
         error = _unwritable(exc)
         if files_required:
@@ -257,7 +261,7 @@ def _unwritable(exc: OSError) -> FilesUnwritable:
 def _files_render(data: PlanningInput, *, strategy: str, version: ConfigVersion | None):
     """Both files' text for the saved configuration; ``generated_at`` is the version's time,
     so the same configuration always renders the same text."""
-    return files.render_config_files(
+    return generated.render_config_files(
         config_entries(data),
         strategy=strategy,
         warnings=[i.message for i in config_issues(data)],
@@ -282,7 +286,7 @@ def _latest_version() -> ConfigVersion | None:
     return ConfigVersion.objects.order_by("-created_at", "-pk").first()
 
 
-def _staged_commit(staged: files.StagedFiles, version: ConfigVersion) -> None:
+def _staged_commit(staged: staging.StagedFiles, version: ConfigVersion) -> None:
     """After commit: move the staged files into place, unless a newer version was saved
     meanwhile (its own files are the right ones). A failure here leaves the database ahead of
     the files; ``config_files_sync`` (worker start, then periodically) writes them again."""
@@ -478,15 +482,43 @@ def config_files_write() -> dict:
     with _files_lock():
         data = planning_input()
         texts = _files_render(data, strategy=GpuConfig.load().strategy, version=_latest_version())
-        files.stage_files(texts).commit()
-    return files.written_paths(texts)
+        staging.stage_files(texts).commit()
+    return generated.written_paths(texts)
 
 
 def config_files_sync() -> dict:
     """Repair the generated files from the database: after a crash between a save's commit and
     its rename, or a folder that was unwritable for a while. Removes temp files no save owns.
     Runs when a worker starts and periodically under beat; safe at any time."""
-    removed = files.stale_temp_files_remove(
+    removed = generated.stale_temp_files_remove(
         Path(settings.GPUCONFIG_CONFIG_DIR), older_than_s=STALE_TEMP_S
     )
     return {**config_files_write(), "removed": removed}
+
+
+def config_strategy_recorded(*, strategy: str, choices: Mapping[str, Any]) -> str:
+    """The strategy a save of ``choices`` records (per service, what the page shows: an object
+    with ``gpu_index`` and ``budget_gb``): ``strategy`` while they are its plan (or are left as
+    saved under it), else ``manual``: an edited plan is the user's own."""
+    if strategy == "manual" or strategy not in planner.STRATEGIES:
+        return strategy
+    data = planning_input()
+    chosen = {name: (c.gpu_index, c.budget_gb) for name, c in choices.items()}
+    saved = {d.name: (d.current_gpu, d.budget_gb) for d in data.services}
+    if strategy == GpuConfig.load().strategy and chosen == saved:
+        return strategy
+    try:
+        plan, _data = config_preview(strategy=strategy)
+    except planner.UnknownStrategy:
+        return strategy
+    proposed = {p.service: p for p in plan.placements}
+    # A strategy that proposes no budget keeps the one shown.
+    same = all(
+        name not in proposed
+        or (
+            proposed[name].gpu_index == gpu
+            and (proposed[name].budget_gb is None or same_budget(proposed[name].budget_gb, budget))
+        )
+        for name, (gpu, budget) in chosen.items()
+    )
+    return strategy if same else "manual"

@@ -1,5 +1,5 @@
-"""History the user can undo: the difference between two versions, going back to one, and a
-configuration carried to another box as YAML (export, import with a preview).
+"""Assignments room. History the user can undo: the difference between two versions, going back to
+one, and a configuration carried to another box as YAML (export, import with a preview).
 
 A rollback or an import is a save like any other: validated first, recorded as a new version,
 the generated files rewritten, all or nothing. Applying it stays a separate step.

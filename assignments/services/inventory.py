@@ -1,5 +1,5 @@
-"""Writes that keep the saved assignments true to the GPU inventory: the initial plan the first
-time GPUs are seen, fallback while a saved GPU is lost, restore when it returns.
+"""Assignments room. Writes that keep the saved assignments true to the GPU inventory: the initial
+plan the first time GPUs are seen, fallback while a saved GPU is lost, restore when it returns.
 
 ``gpus`` announces each changed inventory (``gpus.signals.inventory_changed``); this app
 connects :func:`inventory_changed_receiver` in ``AssignmentsConfig.ready``.

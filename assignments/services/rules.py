@@ -1,4 +1,4 @@
-"""Writes of the user's rules: validate a whole new set, then replace the old one.
+"""Assignments room. Writes of the user's rules: validate a whole new set, then replace the old one.
 
 Rules do not move any service by themselves: the next plan (a preview, a strategy's save)
 honours them, and the saved configuration is warned about where it breaks one.

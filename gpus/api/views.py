@@ -28,7 +28,7 @@ from gpus.selectors import (
     gpu_samples,
     inventory_read_cached,
 )
-from gpus.services import gpu_scan_request
+from gpus.tasks import gpu_scan_request
 
 
 def inventory_payload() -> dict:

@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
+from gpus.models import Gpu
+
 from .base import BackendError, BackendUnavailable, GpuBackend, GpuReading
 
 REQUIRED_KEYS = ("index", "name", "uuid", "vram_total_mb", "vram_used_mb", "compute_capability")
@@ -52,8 +54,6 @@ def _limits() -> dict[str, tuple[int, int]]:
     database (the ranges are Django's portable ones for each integer field type).
     """
     from django.db.backends.base.operations import BaseDatabaseOperations
-
-    from gpus.models import Gpu
 
     columns = {
         "index": "index",

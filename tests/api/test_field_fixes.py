@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from assignments.live import demo_runtime_enable
+from applies.live import demo_runtime_enable
 from assignments.models import Assignment
 from gpus.models import Gpu
 

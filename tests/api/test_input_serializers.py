@@ -9,8 +9,8 @@ import json
 import pytest
 
 from assignments import planner
-from assignments.compose.catalog import OfferInvalid
-from assignments.compose.tools import UnknownTool
+from assignments.files.catalog import OfferInvalid
+from assignments.files.tools import UnknownTool
 from assignments.models import ConfigVersion, ServiceRule
 from assignments.selectors import UnknownNeeds, UnknownStrategyError, config_preview
 from gpuconfig_site.api import InputInvalid

@@ -13,9 +13,9 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from assignments import progress
-from assignments.models import ApplyRun
-from gpuconfig_site.health import HEARTBEAT_KEY, WorkerHeartbeat
+from applies import progress
+from applies.models import ApplyRun
+from gpuconfig_site.heartbeat import HEARTBEAT_KEY, WorkerHeartbeat
 from gpus.models import Gpu
 from tests.conftest import API_KEY
 
@@ -199,8 +199,8 @@ def test_the_grafana_dashboard_only_uses_exported_metrics(anon_client, reference
 def test_json_logs_carry_the_request_id_and_the_operation_id(anon_client, settings):
     from pythonjsonlogger.json import JsonFormatter
 
-    from gpuconfig_site.logs import ContextFilter, _on_task_prerun, operation_id_var
     from gpuconfig_site.settings import LOGGING
+    from ops.logs import ContextFilter, _on_task_prerun, operation_id_var
 
     spec = dict(LOGGING["formatters"]["json"])
     spec.pop("()")
@@ -215,7 +215,7 @@ def test_json_logs_carry_the_request_id_and_the_operation_id(anon_client, settin
         assert response.status_code == 401
         assert response["X-Request-ID"] == "req-1234"
 
-        from assignments.tasks import apply_config_task
+        from applies.tasks import apply_config_task
 
         run = ApplyRun.objects.create()
         _on_task_prerun(task=apply_config_task, args=[run.pk])
@@ -251,6 +251,6 @@ def test_a_malformed_request_id_is_replaced(anon_client):
     ],
 )
 def test_access_log_is_quiet_for_polls_probes_and_static_files(method, path, status, quiet):
-    from gpuconfig_site.logs import is_quiet
+    from ops.logs import is_quiet
 
     assert is_quiet(method, path, status) is quiet

@@ -12,8 +12,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from assignments.models import AiService, Assignment
-from assignments.page_fragments import config_fragment_key
 from assignments.selectors import planning_input, planning_input_cached
+from front.page_fragments import config_fragment_key
 from gpus.services import gpu_scan_run
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from assignments.live import live_refresh
+from applies.live import live_refresh
 from assignments.models import AiService, Assignment, ServiceRule
 from assignments.selectors import planning_input, planning_input_cached
 from gpus.services import gpu_scan_run

@@ -74,7 +74,7 @@ def test_the_redis_cache_keeps_one_client_per_pool():
 
 
 def test_the_cards_show_a_new_sample_on_the_next_read(reference_inventory):
-    from assignments.page_selectors import gpu_cards
+    from front.panels import gpu_cards
 
     before = gpu_cards()["cards"][0].sparkline.count
     gpu_scan_run()
@@ -89,7 +89,8 @@ def test_the_cards_are_kept_no_longer_than_their_oldest_sample_is_shown(
     from django.core.cache import cache
     from django.utils import timezone
 
-    from assignments.page_selectors import _cards_ttl, gpu_cards
+    from front.panels import gpu_cards
+    from front.panels.cards import _cards_ttl
     from gpus.models import GpuSample
 
     gpu = Gpu.objects.get(index=0)
@@ -103,7 +104,7 @@ def test_the_cards_are_kept_no_longer_than_their_oldest_sample_is_shown(
 
 
 def test_the_status_strip_counts_a_lost_gpu_on_the_next_read(reference_inventory):
-    from assignments.page_selectors import status_strip
+    from front.panels import status_strip
 
     strip = status_strip(problem_count=0)
     assert (strip.gpus_present, strip.gpus_lost) == (2, 0)

@@ -9,7 +9,7 @@ import redis.client
 from django.core.cache import cache
 from django.test import Client
 
-from assignments.live import LIVE_KEY, live_cached, live_refresh
+from applies.live import LIVE_KEY, live_cached, live_refresh
 from gpuconfig_site.read_memo import SHARED_KEYS, cache_read, forget, reads_shared
 from gpuconfig_site.redis_health import PING_KEY
 from gpus.selectors import LAST_SCAN_KEY

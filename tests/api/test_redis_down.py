@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from assignments.models import ApplyRun
+from applies.models import ApplyRun
 
 pytestmark = pytest.mark.django_db
 

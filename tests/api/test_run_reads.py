@@ -1,5 +1,5 @@
 """The apply runs behind ``/gpu-config/status``, ``/gpu-config/services`` and the page, kept in
-the cache (``assignments.run_reads``): answered without a query while no run changed, never
+the cache (``applies.run_reads``): answered without a query while no run changed, never
 stale after a run is created, claimed, finished, beats its heart or is deleted."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from assignments.models import ApplyRun
-from assignments.run_reads import runs_state_bump
-from assignments.selectors import apply_run_latest
+from applies.models import ApplyRun
+from applies.run_reads import runs_state_bump
+from applies.selectors import apply_run_latest
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +92,7 @@ def test_the_pages_history_shows_a_new_version_and_run_at_once(
 ):
     from django.test import Client
 
-    from assignments.page_selectors import current_strategy, history
+    from front.panels import current_strategy, history
 
     client = Client()
     client.force_login(staff_user)

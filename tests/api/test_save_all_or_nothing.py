@@ -132,7 +132,7 @@ def test_a_crash_between_commit_and_rename_is_repaired_from_the_database(
 
     import django.db
 
-    from assignments.tasks import _recover_on_worker_start
+    from applies.tasks import _recover_on_worker_start
 
     # What a worker does when it starts (keeping the test's database connection open).
     monkeypatch.setattr(django.db, "close_old_connections", lambda: None)

@@ -11,9 +11,9 @@ import time
 import pytest
 from django.core.cache import cache
 
-from assignments.live import LIVE_KEY, live_refresh
+from applies.live import LIVE_KEY, live_refresh
+from applies.runtime.base import ContainerRuntime, ContainerState
 from assignments.models import Assignment
-from assignments.runtime.base import ContainerRuntime, ContainerState
 from gpuconfig_site.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db

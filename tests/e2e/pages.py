@@ -43,8 +43,8 @@ def choose_budget_suggestion(page) -> None:
 def changed_rows(strategy: str) -> list[str]:
     """The services whose row the strategy's plan changes (GPU or budget) from the saved
     table, as the planner computes them."""
-    from assignments import page_selectors
     from assignments.selectors import planning_input
+    from front import panels
 
-    table = page_selectors.table_state(page_selectors.plan_choices(strategy), data=planning_input())
+    table = panels.table_state(panels.plan_choices(strategy), data=planning_input())
     return [row.service.name for row in table.rows if row.changed]

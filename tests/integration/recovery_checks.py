@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from assignments.models import ApplyRun
+from applies.models import ApplyRun
 from tests.plugins.chaos import KILL_ENV
 from tests.plugins.dockerd import SERVICE_LABEL, SERVICES, ComposeStack
 

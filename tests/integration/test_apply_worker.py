@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from assignments import progress
-from assignments.models import ApplyRun
-from assignments.runtime import get_runtime
-from assignments.runtime.podman import DEVICES_LABEL
+from applies import progress
+from applies.models import ApplyRun
+from applies.runtime import get_runtime
+from applies.runtime.podman import DEVICES_LABEL
 from assignments.services import config_save
 from tests.conftest import config_files, wait_for
 from tests.integration.conftest import stack_on_gpu0

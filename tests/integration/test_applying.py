@@ -8,15 +8,9 @@ import time
 import docker
 import pytest
 
-from assignments.applying import Change, Target, dependencies, diff, execute
-from assignments.runtime.base import (
-    ContainerRuntime,
-    ContainerState,
-    Outcome,
-    RecreateResult,
-    Step,
-)
-from assignments.runtime.docker import DockerRuntime
+from applies.applying import Change, Target, dependencies, diff, execute
+from applies.runtime.base import ContainerRuntime, ContainerState, Outcome, RecreateResult, Step
+from applies.runtime.docker import DockerRuntime
 from tests.plugins.dockerd import BROKEN_GPU, SERVICES, proc_environ
 
 pytestmark = pytest.mark.integration

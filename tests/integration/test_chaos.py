@@ -18,8 +18,8 @@ import time
 import pytest
 import redis
 
-from assignments import progress
-from assignments.runtime.docker import DockerRuntime
+from applies import progress
+from applies.runtime.docker import DockerRuntime
 from assignments.services import config_save
 from gpuconfig_site.celery import app as celery_app
 from tests.conftest import wait_for

@@ -76,10 +76,9 @@ def shell(tmp_path):
     run("manage", "shell", "-c", DEMO_OFF)
 
 
-DEMO_ON = "from assignments.live import demo_runtime_enable; demo_runtime_enable()"
+DEMO_ON = "from applies.live import demo_runtime_enable; demo_runtime_enable()"
 DEMO_OFF = (
-    "from assignments.runtime.simulated import simulated_runtime_disable; "
-    "simulated_runtime_disable()"
+    "from applies.runtime.simulated import simulated_runtime_disable; simulated_runtime_disable()"
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from assignments.compose import model, tools
+from assignments.files import model, tools
 from tests.conftest import FIXTURES
 from tests.integration import test_compose_tools
 from tests.integration.test_compose_tools import run
@@ -106,7 +106,7 @@ def test_podman_compose_hashes_are_the_ones_it_labels_containers_with(
 ):
     """The hash a recreated container is stamped with is podman-compose's own, so its `up`
     leaves the container alone (its `up` compares io.podman.compose.config-hash)."""
-    from assignments.compose.project import PODMAN_HASH_LABEL, config_labels
+    from assignments.files.project import PODMAN_HASH_LABEL, config_labels
     from assignments.selectors import config_entries
 
     saved_stack(FORMS / "cdi", tools.PODMAN, MOVES)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.compose import tools
-from assignments.runtime import podman as podman_runtime
+from applies.runtime import podman as podman_runtime
+from assignments.files import tools
 from assignments.services import config_save
 from tests.integration import test_compose_tools
 from tests.integration.test_compose_tools import _apply, _containers

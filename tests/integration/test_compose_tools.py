@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.compose import model, rendering, tools
-from assignments.compose.project import NOT_CHECKED
+from assignments.files import model, rendering, tools
+from assignments.files.project import NOT_CHECKED
 from assignments.services import config_files_sync, config_save
 from tests.unit.test_compose_stack import HSI, MOVES, PLAIN, copy_stack
 
@@ -188,11 +188,13 @@ def _containers(project: str) -> dict[str, dict]:
 
 
 def _apply(django_capture_on_commit_callbacks):
-    from assignments.models import ApplyRun
-    from assignments.services import apply_start
+    from applies.models import ApplyRun
+    from applies.services import apply_start
+    from applies.tasks import apply_config_enqueue
 
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
+        apply_config_enqueue(run_id=run.pk)
     return ApplyRun.objects.get(pk=run.pk)
 
 

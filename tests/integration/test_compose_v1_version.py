@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.compose import rendering, tools
+from assignments.files import rendering, tools
 from assignments.services import config_save
 from tests.integration import test_compose_tools
 

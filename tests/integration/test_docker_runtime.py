@@ -8,9 +8,9 @@ import uuid
 import docker
 import pytest
 
-from assignments.runtime.base import Outcome, RuntimeUnavailable, Step
-from assignments.runtime.docker import DockerRuntime
-from assignments.runtime.spec import aside_name
+from applies.runtime.base import Outcome, RuntimeUnavailable, Step
+from applies.runtime.docker import DockerRuntime
+from applies.runtime.spec import aside_name
 from tests.plugins.dockerd import BROKEN_GPU, CRASHING_GPU, IMAGE, proc_environ
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

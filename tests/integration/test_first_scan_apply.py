@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from assignments.applying import diff
-from assignments.models import ApplyRun, Assignment
-from assignments.runtime import get_runtime
-from assignments.selectors import apply_targets
+from applies.applying import diff
+from applies.models import ApplyRun
+from applies.runtime import get_runtime
+from applies.selectors import apply_targets
+from assignments.models import Assignment
 from tests.conftest import wait_for
 from tests.plugins.dockerd import SERVICES
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from assignments import ownership
+from applies import ownership
 from gpus.backends.base import GpuReading
 from gpus.services import gpu_inventory_sync, processes_attribute
 from tests.plugins.dockerd import SERVICES

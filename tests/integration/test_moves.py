@@ -18,11 +18,13 @@ import uuid
 
 import pytest
 
-from assignments.models import ApplyRun
-from assignments.moves import RESTART, ZERO_DOWNTIME
-from assignments.runtime.docker import DockerRuntime
-from assignments.runtime.handover import NEW_MARK
-from assignments.services import apply_start, config_save
+from applies.models import ApplyRun
+from applies.moves import RESTART, ZERO_DOWNTIME
+from applies.runtime.docker import DockerRuntime
+from applies.runtime.handover import NEW_MARK
+from applies.services import apply_start
+from applies.tasks import apply_config_enqueue
+from assignments.services import config_save
 from tests.conftest import REFERENCE_GPUS
 from tests.plugins.chaos import KillPoint
 from tests.plugins.dockerd import IMAGE
@@ -66,6 +68,7 @@ def web_box(web_stack, simulated_gpus, settings, staff_user, live_db):
 def _apply(django_capture_on_commit_callbacks) -> ApplyRun:
     with django_capture_on_commit_callbacks(execute=True):
         run, _ = apply_start(actor="test")
+        apply_config_enqueue(run_id=run.pk)
     return ApplyRun.objects.get(pk=run.pk)
 
 
@@ -122,7 +125,7 @@ def test_an_aliased_service_moves_without_downtime_and_a_ported_one_restarts(
         strategy="manual",
         assignments=[{"service": s, "gpu_index": 0} for s in (ALIASED, PORTED)],
     )
-    from assignments.moves import Move, move_plan
+    from applies.moves import Move, move_plan
 
     decided = move_plan(moves=[Move(PORTED, 1, 0, 1536), Move(ALIASED, 1, 0, 1229)])
     assert decided[PORTED].mode == RESTART
@@ -292,9 +295,9 @@ def podman_web(podman_service, monkeypatch):
 
 @pytest.mark.podman
 def test_on_podman_a_network_without_dns_falls_back_to_a_restart(podman_web):
-    from assignments.moves import Move, move_modes_decide
-    from assignments.runtime.handover import move_facts
-    from assignments.runtime.podman import PodmanRuntime
+    from applies.moves import Move, move_modes_decide
+    from applies.runtime.handover import move_facts
+    from applies.runtime.podman import PodmanRuntime
 
     project, network, podman = podman_web
     runtime = PodmanRuntime(project=project, health_timeout=30, health_grace=1)

@@ -412,7 +412,7 @@ def test_readyz_turns_503_while_redis_is_down_and_back_when_it_returns(
 ):
     from django.core.cache import caches
 
-    from gpuconfig_site.health import WorkerHeartbeat
+    from gpuconfig_site.heartbeat import WorkerHeartbeat
     from gpus.services import gpu_scan_run
 
     settings.REDIS_URL = private_redis.url

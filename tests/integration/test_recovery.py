@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from assignments import progress
-from assignments.models import ApplyRun
-from assignments.runtime.docker import DockerRuntime
+from applies import progress
+from applies.models import ApplyRun
+from applies.runtime.docker import DockerRuntime
 from assignments.services import config_save
 from tests.conftest import wait_for
 from tests.integration.conftest import stack_on_gpu0

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from assignments.models import ApplyRun
+from applies.models import ApplyRun
 from gpuconfig_site.celery import app
 from gpus.models import Gpu
 from tests.conftest import wait_for
@@ -58,9 +58,9 @@ def test_the_worker_survives_five_redis_restarts_while_holding_a_countdown_messa
 ):
     """Each time, the worker holds an unacknowledged countdown message when Redis stops; it
     stays alive, reconnects when Redis is back, and afterwards a scan and an apply complete."""
-    from assignments.live import demo_runtime_enable
+    from applies.live import demo_runtime_enable
+    from applies.tasks import live_refresh_task
     from assignments.services import config_save
-    from assignments.tasks import live_refresh_task
     from gpus.services import gpu_scan_run
     from tests.plugins.dockerd import SERVICES
 

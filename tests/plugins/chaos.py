@@ -8,7 +8,7 @@ recreate. Without it the runtime is the plain Docker runtime.
 
 A kill point is ``service:call:occurrence:when``, e.g. ``ai-clip:rename:1:after`` (the first
 rename of ai-clip's recreate has returned). Calls are the shared recreate's engine calls
-(``assignments.runtime.recreate.Engine``), counted per service within its recreate: ``inspect``
+(``applies.runtime.recreate.Engine``), counted per service within its recreate: ``inspect``
 1 is the lookup of the old container, 2 and later are the polls of the health wait; the second
 ``rename`` and ``start`` of a recreate are its rollback's.
 """
@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from assignments.runtime.docker import DockerRuntime
+from applies.runtime.docker import DockerRuntime
 
 KILL_ENV = "GPUCONFIG_CHAOS_KILL"
 # connect and disconnect: the network steps of a make-before-break move (handover.py).

@@ -7,7 +7,8 @@ import yaml
 from django.contrib import admin
 from django.urls import reverse
 
-from assignments.models import AiService, ApplyRun, Assignment, ConfigVersion, GpuConfig
+from applies.models import ApplyRun
+from assignments.models import AiService, Assignment, ConfigVersion, GpuConfig
 from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""What an apply recreates and in which order: the pure rules of ``assignments.applying``.
+"""What an apply recreates and in which order: the pure rules of ``applies.applying``.
 
 No engine: a runtime written to the ``ContainerRuntime`` contract answers ``inspect`` from a
 dictionary.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from assignments.applying import Change, Target, dependencies, diff, differs, freed_gpus_needed
-from assignments.runtime.base import ContainerRuntime, ContainerState
+from applies.applying import Change, Target, dependencies, diff, differs, freed_gpus_needed
+from applies.runtime.base import ContainerRuntime, ContainerState
 
 
 def state(devices, budget=None, name="svc") -> ContainerState:

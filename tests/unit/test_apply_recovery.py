@@ -9,10 +9,10 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from assignments import progress
-from assignments.models import ApplyRun
-from assignments.runtime.base import ContainerRuntime
-from assignments.services import RECOVERY_LOCK_KEY, apply_recover, worker_identity
+from applies import progress
+from applies.models import ApplyRun
+from applies.runtime.base import ContainerRuntime
+from applies.services import RECOVERY_LOCK_KEY, apply_recover, worker_identity
 
 
 class RecordingRuntime(ContainerRuntime):
@@ -101,7 +101,7 @@ def test_a_run_whose_heartbeat_stopped_is_dead_wherever_its_worker_ran(settings)
 
 @pytest.mark.django_db
 def test_a_queued_run_no_worker_took_up_in_time_is_interrupted():
-    from assignments.services import APPLY_QUEUE_TTL
+    from applies.services import APPLY_QUEUE_TTL
 
     run = ApplyRun.objects.create(status=ApplyRun.Status.QUEUED, services=["ai-clip"])
     ApplyRun.objects.filter(pk=run.pk).update(
@@ -163,7 +163,7 @@ def test_recovery_does_not_run_while_another_recovery_holds_its_lock():
 def test_an_apply_waits_for_recovery_to_finish_instead_of_answering_busy():
     import threading
 
-    from assignments.services.apply import recovery_wait
+    from applies.services import recovery_wait
 
     cache.set(RECOVERY_LOCK_KEY, "recovery-1", 60)
     threading.Timer(0.3, cache.delete, args=[RECOVERY_LOCK_KEY]).start()
@@ -174,8 +174,8 @@ def test_an_apply_waits_for_recovery_to_finish_instead_of_answering_busy():
 
 @pytest.mark.django_db
 def test_an_apply_is_busy_when_recovery_outlasts_the_wait(monkeypatch, reference_inventory):
-    from assignments.services import ApplyBusy, apply_start
-    from assignments.services import apply as apply_module
+    from applies import services as apply_module
+    from applies.services import ApplyBusy, apply_start
 
     monkeypatch.setattr(apply_module, "RECOVERY_WAIT_S", 0.2)
     monkeypatch.setattr(apply_module, "apply_recover", list)
@@ -189,7 +189,7 @@ def test_an_apply_is_busy_when_recovery_outlasts_the_wait(monkeypatch, reference
 
 @pytest.mark.django_db
 def test_an_apply_is_busy_at_once_while_another_apply_runs(reference_inventory):
-    from assignments.services import ApplyBusy, apply_start
+    from applies.services import ApplyBusy, apply_start
 
     other = running_run(worker=worker_identity())
 
@@ -263,14 +263,14 @@ def test_the_database_refuses_a_second_active_apply():
 
 class UnreachableRuntime(ContainerRuntime):
     def recover(self, journal=None) -> list[str]:
-        from assignments.runtime.base import RuntimeUnavailable
+        from applies.runtime.base import RuntimeUnavailable
 
         raise RuntimeUnavailable("no engine at unix:///nonexistent.sock")
 
 
 @pytest.mark.django_db
 def test_with_no_engine_and_nothing_interrupted_recovery_logs_no_error(caplog):
-    with caplog.at_level("DEBUG", logger="assignments.services.apply"):
+    with caplog.at_level("DEBUG", logger="applies.services"):
         for _ in range(3):
             assert apply_recover(runtime=UnreachableRuntime()) == []
 
@@ -285,7 +285,7 @@ def test_with_no_engine_an_interrupted_run_is_reported_once_not_at_every_retry(c
         journal={"ai-clip": {**stopping(), "step": "restore_failed"}},
         finished_at=timezone.now(),
     )
-    with caplog.at_level("DEBUG", logger="assignments.services.apply"):
+    with caplog.at_level("DEBUG", logger="applies.services"):
         for _ in range(3):
             apply_recover(runtime=UnreachableRuntime())
 
@@ -309,7 +309,7 @@ def test_a_run_whose_heartbeat_is_stale_says_the_worker_stopped(settings, staff_
 
 @pytest.mark.django_db
 def test_a_live_run_has_no_stall(settings, staff_client):
-    from gpuconfig_site.health import WorkerHeartbeat
+    from gpuconfig_site.heartbeat import WorkerHeartbeat
 
     settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT = 15
     WorkerHeartbeat.beat(hostname="w@test")
@@ -320,7 +320,7 @@ def test_a_live_run_has_no_stall(settings, staff_client):
 
 @pytest.mark.django_db
 def test_a_queued_run_with_no_worker_alive_says_so_at_once(staff_client):
-    from gpuconfig_site.health import HEARTBEAT_KEY
+    from gpuconfig_site.heartbeat import HEARTBEAT_KEY
 
     cache.delete(HEARTBEAT_KEY)
     ApplyRun.objects.create(status=ApplyRun.Status.QUEUED, services=["ai-clip"])
@@ -333,7 +333,8 @@ def test_a_queued_run_with_no_worker_alive_says_so_at_once(staff_client):
 
 @pytest.mark.django_db
 def test_readyz_fails_the_worker_check_while_an_apply_is_stuck(settings):
-    from gpuconfig_site.health import WorkerHeartbeat, check_worker
+    from gpuconfig_site.heartbeat import WorkerHeartbeat
+    from ops.health import check_worker
 
     settings.GPUCONFIG_APPLY_HEARTBEAT_TIMEOUT = 15
     WorkerHeartbeat.beat(hostname="w@test")  # a worker lives, but not the apply's
@@ -356,7 +357,7 @@ class RecordEngine:
     errors = ()
 
     def __init__(self, copy_health):
-        from assignments.runtime.recreate import Seen
+        from applies.runtime.recreate import Seen
 
         def seen(cid, name, status, health):
             return Seen(cid, name, status, health, "", 0, "", 0, {}, (), None, 10, {})
@@ -397,7 +398,7 @@ def created(step="created") -> dict:
 
 
 def test_a_copy_healthy_now_is_kept_though_the_record_stopped_at_its_health_wait():
-    from assignments.runtime.recreate import recover_recorded
+    from applies.runtime.recreate import recover_recorded
 
     engine = RecordEngine("healthy")
 
@@ -408,7 +409,7 @@ def test_a_copy_healthy_now_is_kept_though_the_record_stopped_at_its_health_wait
 
 @pytest.mark.parametrize("health", ["starting", "unhealthy", None])
 def test_a_copy_not_healthy_now_is_replaced_by_the_old_container(health):
-    from assignments.runtime.recreate import recover_recorded
+    from applies.runtime.recreate import recover_recorded
 
     engine = RecordEngine(health)
 
@@ -418,7 +419,7 @@ def test_a_copy_not_healthy_now_is_replaced_by_the_old_container(health):
 
 
 def test_a_healthy_copy_the_apply_was_rolling_back_is_not_kept():
-    from assignments.runtime.recreate import recover_recorded
+    from applies.runtime.recreate import recover_recorded
 
     engine = RecordEngine("healthy")
 
@@ -431,8 +432,8 @@ def test_a_healthy_copy_the_apply_was_rolling_back_is_not_kept():
 def test_an_apply_queued_by_another_request_meanwhile_makes_this_one_busy(monkeypatch):
     """Two Apply requests at once both pass the first look; the database lets one run be
     queued and the other request answers busy, naming the first one's operation."""
-    from assignments.services import ApplyBusy, apply_start
-    from assignments.services import apply as apply_module
+    from applies import services as apply_module
+    from applies.services import ApplyBusy, apply_start
 
     competitor: list[ApplyRun] = []
 

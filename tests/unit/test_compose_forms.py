@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.compose import model, rendering, tools
-from assignments.compose.reading import stack_read
+from assignments.files import model, rendering, tools
+from assignments.files.reading import stack_read
 from assignments.models import AiService
 from assignments.services import config_save
 from tests.conftest import FIXTURES

@@ -123,7 +123,7 @@ def test_a_cdi_spec_without_the_common_device_nodes_is_found(lint, tmp_path):
 
 
 def test_gpuconfig_check_prints_the_lint(lint, capsys):
-    from gpuconfig_site.health import check_lint
+    from ops.health import check_lint
 
     lint("restart-no", restart="no")
     check = check_lint()

@@ -9,16 +9,11 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from applies.selectors import apply_targets
 from assignments import planner
-from assignments.compose import project
+from assignments.files import project
 from assignments.models import Assignment
-from assignments.selectors import (
-    InactiveService,
-    apply_targets,
-    config_current,
-    config_preview,
-    planning_input,
-)
+from assignments.selectors import InactiveService, config_current, config_preview, planning_input
 from assignments.services import config_save
 from tests.unit.test_compose_forms import gateway  # noqa: F401 - fixture
 from tests.unit.test_compose_stack import no_tools  # noqa: F401 - fixture

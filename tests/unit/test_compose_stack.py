@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assignments.applying import differs
-from assignments.compose import model, rendering, tools
-from assignments.compose.reading import stack_read
-from assignments.runtime.base import ContainerState
-from assignments.services import apply_targets, config_entries, config_save
+from applies.applying import differs
+from applies.runtime.base import ContainerState
+from applies.selectors import apply_targets
+from assignments.files import model, rendering, tools
+from assignments.files.reading import stack_read
+from assignments.selectors import config_entries
+from assignments.services import config_save
 from tests.conftest import FIXTURES
 
 HSI = FIXTURES / "compose" / "hsi"
@@ -154,7 +156,7 @@ def test_v1_uses_the_base_variables_and_reports_what_it_cannot_express(
     settings.GPUCONFIG_COMPOSE_TOOL = tools.V1
     config_save(strategy="manual", assignments=MOVES)
     entries = config_entries()
-    from assignments.compose.project import files_render
+    from assignments.files.project import files_render
 
     rendered = files_render(entries)
     assert "!" not in rendered.files[rendering.OVERRIDE_NAME]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assignments.services import ApplyBusy, ConfigInvalid, config_validate
+from applies.services import ApplyBusy
+from assignments.services import ConfigInvalid, config_validate
 from gpuconfig_site.errors import ApplicationError, http_status
 
 

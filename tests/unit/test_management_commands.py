@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command, get_commands
 
-from assignments.live import demo_runtime_enable
-from assignments.models import ApplyRun, GpuConfig
+from applies.live import demo_runtime_enable
+from applies.models import ApplyRun
+from assignments.models import GpuConfig
 from assignments.selectors import config_preview, service_list
 from assignments.services import config_save
 from gpuconfig_site import cli
@@ -290,8 +291,8 @@ def test_every_gpuconfig_command_is_a_management_command():
     assert {name: commands.get(command) for name, (command, _) in cli.COMMANDS.items()} == {
         "detect": "gpus",
         "plan": "assignments",
-        "apply": "assignments",
-        "status": "assignments",
+        "apply": "applies",
+        "status": "applies",
         "check": "gpuconfig_site",
         "deploy": "gpuconfig_site",
         "agent": "fleet",

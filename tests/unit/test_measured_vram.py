@@ -14,16 +14,16 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from assignments.ownership import PROJECT_LABEL, SERVICE_LABEL, service_of
+from applies.ownership import PROJECT_LABEL, SERVICE_LABEL, service_of
 from assignments.planner import GpuView, ServiceDemand, plan
 from assignments.planner.needs import CATALOG, MEASURED, measured_need_mb
 from assignments.selectors import config_preview, planning_input
-from gpuconfig_site.health import check_pids
 from gpus.attribution import ProcessUse
 from gpus.backends.base import GpuReading
 from gpus.models import Gpu, GpuProcess, ServiceVramSample
 from gpus.selectors import percentile, service_vram_summaries
 from gpus.services import gpu_inventory_sync, gpu_scan_run
+from ops.health import check_pids
 from tests.conftest import reference_uuid
 
 pytestmark = pytest.mark.django_db

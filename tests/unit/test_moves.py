@@ -1,4 +1,4 @@
-"""How each service moves: the make-before-break rule (``assignments.moves``), the facts a
+"""How each service moves: the make-before-break rule (``applies.moves``), the facts a
 container gives it (``runtime.handover``), the gate of an apply that mixes both modes, and the
 preview's fields. No engine: inspect data in the shape Docker gives it, and an engine stand-in
 written to the ``Engine`` contract."""
@@ -9,21 +9,11 @@ import threading
 
 import pytest
 
-from assignments.applying import Change, Target, execute
-from assignments.moves import RESTART, ZERO_DOWNTIME, Move, move_modes_decide
-from assignments.runtime.base import (
-    ContainerRuntime,
-    ContainerState,
-    Outcome,
-    RecreateResult,
-)
-from assignments.runtime.handover import (
-    MoveFacts,
-    facts_of,
-    new_name,
-    replaced_name,
-)
-from assignments.runtime.recreate import Engine, seen_from_inspect
+from applies.applying import Change, Target, execute
+from applies.moves import RESTART, ZERO_DOWNTIME, Move, move_modes_decide
+from applies.runtime.base import ContainerRuntime, ContainerState, Outcome, RecreateResult
+from applies.runtime.handover import MoveFacts, facts_of, new_name, replaced_name
+from applies.runtime.recreate import Engine, seen_from_inspect
 
 ALIASED = MoveFacts(service="ai-clip", aliased=("stack_ai-net",))
 
@@ -241,8 +231,8 @@ def test_the_preview_says_how_each_moving_service_would_move(
 def test_the_apply_progress_says_how_each_service_moves_and_its_downtime(
     reference_inventory, client, staff_user, staff_client
 ):
-    from assignments import progress
-    from assignments.models import ApplyRun
+    from applies import progress
+    from applies.models import ApplyRun
 
     run = ApplyRun.objects.create(
         status=ApplyRun.Status.RUNNING, services=["ai-clip", "ai-llm"], actor="staff"

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from assignments.live import live_refresh
-from assignments.models import ApplyRun
-from gpuconfig_site.health import check_compose_tool
+from applies.live import live_refresh
+from applies.models import ApplyRun
+from ops.health import check_compose_tool
 
 pytestmark = pytest.mark.django_db
 

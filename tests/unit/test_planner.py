@@ -20,6 +20,7 @@ from assignments.planner import (
     check,
     fallback_gpu,
     free_mb,
+    overflow_move,
     plan,
     register,
     strategy_names,
@@ -754,3 +755,28 @@ def test_fallback_ignores_the_lost_gpu_and_breaks_ties_towards_the_lower_index()
 
 def test_fallback_is_none_when_no_gpu_is_available():
     assert fallback_gpu([replace(A400, available=False)], [CLIP], on([CLIP], 1)) is None
+
+
+def test_an_overfull_gpu_sheds_the_smallest_service_that_clears_the_overflow():
+    gpus = [gpu(0, 10_000), gpu(1, 10_000)]
+    services = [
+        svc("big", 6_000, current_gpu=0),
+        svc("small", 2_000, current_gpu=0),
+        svc("mid", 4_000, current_gpu=0),
+    ]
+    demand, target = overflow_move(0, gpus, services)
+    # 12 000 MB on a 10 000 MB GPU: moving "small" (2 000) clears it; "mid" would too, but larger.
+    assert (demand.name, target.index) == ("small", 1)
+
+
+def test_an_overfull_gpu_keeps_a_gpu_an_isolated_service_has_to_itself():
+    gpus = [gpu(0, 10_000), gpu(1, 10_000), gpu(2, 8_000)]
+    services = [
+        svc("a", 6_000, current_gpu=0),
+        svc("b", 6_000, current_gpu=0),
+        svc("alone", 1_000, current_gpu=1, isolated=True),
+    ]
+    # GPU 1 has room, but its isolated service keeps it to itself: no move without GPU 2.
+    assert overflow_move(0, gpus[:2], services) is None
+    demand, target = overflow_move(0, gpus, services)
+    assert (demand.name, target.index) == ("a", 2)

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from assignments.runtime.podman import (
+from applies.runtime.podman import (
     DEVICES_LABEL,
     created_devices,
     device_ids_of,
     replacement_spec,
     with_devices,
 )
-from assignments.runtime.spec import Replacement
+from applies.runtime.spec import Replacement
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "podman" / "inspect-compose.json"
 

@@ -10,9 +10,9 @@ import socket
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from assignments.runtime import get_runtime
-from assignments.runtime.base import RuntimeUnavailable
-from assignments.runtime.podman import PodmanRuntime
+from applies.runtime import get_runtime
+from applies.runtime.base import RuntimeUnavailable
+from applies.runtime.podman import PodmanRuntime
 
 
 @pytest.fixture
@@ -21,10 +21,8 @@ def no_engine(monkeypatch, tmp_path):
     for name in ("CONTAINER_HOST", "DOCKER_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run-user"))
-    monkeypatch.setattr(
-        "assignments.runtime.sockets.PODMAN_ROOTFUL", str(tmp_path / "rootful.sock")
-    )
-    monkeypatch.setattr("assignments.runtime.sockets.DOCKER_DEFAULT", str(tmp_path / "docker.sock"))
+    monkeypatch.setattr("applies.runtime.sockets.PODMAN_ROOTFUL", str(tmp_path / "rootful.sock"))
+    monkeypatch.setattr("applies.runtime.sockets.DOCKER_DEFAULT", str(tmp_path / "docker.sock"))
     return tmp_path
 
 

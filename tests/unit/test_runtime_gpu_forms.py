@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from assignments.runtime import docker as docker_runtime
-from assignments.runtime import podman as podman_runtime
-from assignments.runtime.spec import Replacement, gpu_change, gpus_used
+from applies.runtime import docker as docker_runtime
+from applies.runtime import podman as podman_runtime
+from applies.runtime.spec import Replacement, gpu_change, gpus_used
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "podman" / "inspect-compose.json"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from assignments.live import demo_runtime_enable, health_of, live_cached
-from assignments.runtime import ContainerRuntime, ContainerState, get_runtime
-from assignments.runtime.base import Outcome, RuntimeUnavailable
-from assignments.runtime.simulated import SimulatedRuntime, simulated_runtime_enabled
+from applies.live import demo_runtime_enable, health_of, live_cached
+from applies.runtime import ContainerRuntime, ContainerState, get_runtime
+from applies.runtime.base import Outcome, RuntimeUnavailable
+from applies.runtime.simulated import SimulatedRuntime, simulated_runtime_enabled
 
 pytestmark = pytest.mark.django_db
 
@@ -116,8 +116,8 @@ def test_health_is_one_of_five_words(status, health, expected):
 def test_page_renders_ask_no_engine_while_the_stored_state_is_fresh(
     reference_inventory, staff_user, client, monkeypatch
 ):
-    from assignments import runtime
-    from assignments.live import live_refresh
+    from applies import runtime
+    from applies.live import live_refresh
 
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
     live_refresh()

@@ -7,11 +7,13 @@ import re
 
 import pytest
 
-from assignments import planner, progress
-from assignments.models import ApplyRun, Assignment, ConfigVersion
-from assignments.runtime.base import ContainerRuntime, ContainerState
+from applies import progress
+from applies.models import ApplyRun
+from applies.runtime.base import ContainerRuntime, ContainerState
+from applies.services import worker_identity
+from assignments import planner
+from assignments.models import Assignment, ConfigVersion
 from assignments.selectors import config_preview
-from assignments.services import worker_identity
 from tests.conftest import config_files
 
 pytestmark = pytest.mark.django_db

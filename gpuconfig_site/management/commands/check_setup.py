@@ -8,7 +8,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from gpuconfig_site.health import setup_checks
+from ops.health import setup_checks
 
 
 class Command(BaseCommand):

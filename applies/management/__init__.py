@@ -1,0 +1,1 @@
+"""Applies room: management commands (``apply``, ``status``)."""

@@ -1,0 +1,1 @@
+"""Front room: the settings page's template tags."""
