@@ -5,7 +5,6 @@ The registered task names are the ones they had in ``assignments.tasks`` (``name
 messages queued by an older version still find their task."""
 
 import logging
-import threading
 import time
 
 from celery import shared_task
@@ -24,6 +23,7 @@ from applies.live import (
 )
 from applies.services import apply_recover, apply_repair_pending, config_apply
 from assignments.services import config_files_sync
+from gpuconfig_site.periodic import PeriodicThread
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 logger = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ class RecoveryWatch:
     messages on a closed connection), and a thread holds nothing in the broker.
     """
 
-    _thread: threading.Thread | None = None
-    _stop = threading.Event()
+    _thread: PeriodicThread | None = None
 
     @classmethod
     def tick(cls) -> None:
@@ -80,21 +79,18 @@ class RecoveryWatch:
 
     @classmethod
     def start(cls) -> None:
-        if cls._thread and cls._thread.is_alive():
-            return
-        cls._stop.clear()
-        interval = float(settings.GPUCONFIG_RECOVERY_WATCH_INTERVAL)
-
-        def run() -> None:
-            while not cls._stop.wait(interval):
-                cls.tick()
-
-        cls._thread = threading.Thread(target=run, name="gpuconfig-recovery-watch", daemon=True)
+        if cls._thread is None:
+            cls._thread = PeriodicThread(
+                "gpuconfig-recovery-watch",
+                cls.tick,
+                lambda: float(settings.GPUCONFIG_RECOVERY_WATCH_INTERVAL),
+            )
         cls._thread.start()
 
     @classmethod
     def stop(cls) -> None:
-        cls._stop.set()
+        if cls._thread is not None:
+            cls._thread.stop()
 
 
 @worker_ready.connect

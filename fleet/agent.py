@@ -9,8 +9,6 @@ Nothing here reads or writes the database.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -22,8 +20,7 @@ from django.conf import settings
 from fleet.identity import BrokerIdentity
 from fleet.messages import Heartbeat
 from fleet.routing import CENTRAL_EXCHANGE, CENTRAL_ROUTING_KEY, HEARTBEAT_TASK
-
-logger = logging.getLogger("gpuconfig.fleet")
+from gpuconfig_site.periodic import PeriodicThread
 
 
 def agent_version() -> str:
@@ -59,38 +56,28 @@ def heartbeat_send(app) -> None:
 
 
 class HeartbeatSender:
-    """A daemon thread that beats at once and then every interval; a beat that fails (broker
-    or database away) is logged and tried again at the next one. ``beat`` is what one beat
-    does: an agent publishes (``heartbeat_send``), the single-box worker writes its own host's
-    beat in-process."""
+    """A daemon thread that beats at once and then every ``GPUCONFIG_HEARTBEAT_INTERVAL``
+    seconds; a beat that fails (broker or database away) is logged and tried again at the next
+    one. ``beat`` is what one beat does: an agent publishes (``heartbeat_send``), the single-box
+    worker writes its own host's beat in-process."""
 
-    _thread: threading.Thread | None = None
-    _stop = threading.Event()
+    _thread: PeriodicThread | None = None
 
     @classmethod
     def start(cls, beat: Callable[[], object]) -> None:
-        if cls._thread is not None and cls._thread.is_alive():
-            return
-        cls._stop = threading.Event()
-        stop = cls._stop
-        interval = float(settings.GPUCONFIG_HEARTBEAT_INTERVAL)
-
-        def run() -> None:
-            while not stop.is_set():
-                try:
-                    beat()
-                except Exception:
-                    logger.warning(
-                        "Heartbeat not sent; trying again in %ss", interval, exc_info=True
-                    )
-                stop.wait(interval)
-
-        cls._thread = threading.Thread(target=run, name="gpuconfig-heartbeat", daemon=True)
+        if cls._thread is None:
+            cls._thread = PeriodicThread(
+                "gpuconfig-host-heartbeat",
+                beat,
+                lambda: float(settings.GPUCONFIG_HEARTBEAT_INTERVAL),
+                immediate=True,
+            )
         cls._thread.start()
 
     @classmethod
     def stop(cls) -> None:
-        cls._stop.set()
+        if cls._thread is not None:
+            cls._thread.stop()
 
 
 @worker_ready.connect

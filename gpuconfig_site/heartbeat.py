@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+
+from gpuconfig_site.periodic import PeriodicThread
 
 HEARTBEAT_KEY = "gpuconfig:worker-heartbeat"
 
@@ -28,8 +29,7 @@ def worker_alive() -> bool:
 class WorkerHeartbeat:
     """A thread in the worker's main process that records "alive" in the cache."""
 
-    _thread: threading.Thread | None = None
-    _stop = threading.Event()
+    _thread: PeriodicThread | None = None
 
     @classmethod
     def interval(cls) -> float:
@@ -49,18 +49,16 @@ class WorkerHeartbeat:
 
     @classmethod
     def start(cls, *, hostname: str = "") -> None:
-        if cls._thread and cls._thread.is_alive():
-            return
-        cls._stop.clear()
-
-        def run() -> None:
-            cls.beat(hostname=hostname)
-            while not cls._stop.wait(cls.interval()):
-                cls.beat(hostname=hostname)
-
-        cls._thread = threading.Thread(target=run, name="gpuconfig-heartbeat", daemon=True)
+        if cls._thread is None:
+            cls._thread = PeriodicThread(
+                "gpuconfig-heartbeat",
+                lambda: cls.beat(hostname=hostname),
+                cls.interval,
+                immediate=True,
+            )
         cls._thread.start()
 
     @classmethod
     def stop(cls) -> None:
-        cls._stop.set()
+        if cls._thread is not None:
+            cls._thread.stop()
