@@ -97,7 +97,11 @@ class RecoveryWatch:
 def _recover_on_worker_start(**_kwargs) -> None:
     """A worker that starts after a crash repairs what an interrupted apply left behind (a run
     whose worker may still live elsewhere is repaired by the watch once its heartbeat is
-    overdue) and rewrites generated files a save committed but did not put in place."""
+    overdue) and rewrites generated files a save committed but did not put in place. Not on a
+    fleet host's agent: it holds no database (this module is loaded there too, through the
+    URLs Celery's Django checks import)."""
+    if settings.GPUCONFIG_ROLE == "agent":
+        return
     db.close_old_connections()
     apply_recover()
     try:
@@ -108,7 +112,8 @@ def _recover_on_worker_start(**_kwargs) -> None:
 
 @worker_ready.connect
 def _start_recovery_watch(**_kwargs) -> None:
-    RecoveryWatch.start()
+    if settings.GPUCONFIG_ROLE != "agent":  # an agent holds no database to watch
+        RecoveryWatch.start()
 
 
 @worker_shutdown.connect
