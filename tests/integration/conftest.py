@@ -1,6 +1,7 @@
 """The engine-backed stack, once per engine: a test that takes ``engine_stack`` runs against the
 Docker engine under docker-compose and against Podman under podman-compose, so both runtimes
-go through the same scenarios."""
+go through the same scenarios. ``engine_stack_shared`` does the same with one stack per engine
+and module, for tests that only read it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ def engine_stack(request):
     """The five services up and healthy on GPU 0 on one engine (``.engine`` says which), with
     that engine's socket in the environment where ``auto`` looks first."""
     return request.getfixturevalue("compose_stack" if request.param == "docker" else "podman_stack")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("podman", marks=pytest.mark.podman),
+    ]
+)
+def engine_stack_shared(request):
+    """``engine_stack`` for tests that only read it: one stack per engine and module
+    (``compose_stack_shared``, ``podman_stack_shared``)."""
+    return request.getfixturevalue(
+        "compose_stack_shared" if request.param == "docker" else "podman_stack_shared"
+    )
 
 
 BROKEN = {  # a third card the test engine treats as broken: containers on it never get healthy

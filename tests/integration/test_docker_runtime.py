@@ -36,6 +36,12 @@ def runtime(compose_stack) -> DockerRuntime:
 
 
 @pytest.fixture
+def reading_runtime(compose_stack_shared) -> DockerRuntime:
+    """``runtime`` on the module's shared stack, for tests that only read it."""
+    return DockerRuntime(project=compose_stack_shared.project, health_timeout=20, health_grace=0.5)
+
+
+@pytest.fixture
 def engine(docker_engine):
     client = docker.from_env()
     yield client.api
@@ -68,8 +74,9 @@ def loose_containers(engine):
             pass
 
 
-def test_inspect_reads_the_gpu_request_and_budget(runtime, compose_stack):
+def test_inspect_reads_the_gpu_request_and_budget(reading_runtime, compose_stack_shared):
     """inspect reports the NVIDIA device ids from the compose override and VRAM_BUDGET_GB."""
+    runtime, compose_stack = reading_runtime, compose_stack_shared
     enrichment = runtime.inspect("ai-enrichment")
     llm = runtime.inspect("ai-llm")
 
@@ -83,8 +90,9 @@ def test_inspect_reads_the_gpu_request_and_budget(runtime, compose_stack):
     assert runtime.inspect("ai-nonexistent") is None
 
 
-def test_only_the_configured_compose_project_is_managed(compose_stack):
+def test_only_the_configured_compose_project_is_managed(compose_stack_shared):
     """With another compose project configured, the stack's containers are not found."""
+    compose_stack = compose_stack_shared
     other = DockerRuntime(project=f"not-{compose_stack.project}")
 
     assert other.inspect("ai-llm") is None

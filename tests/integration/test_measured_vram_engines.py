@@ -38,9 +38,9 @@ def as_reading(entry: dict) -> GpuReading:
 
 
 def test_each_container_is_attributed_to_its_service_and_a_host_process_is_other(
-    engine_stack, nvml_scan, settings, tmp_path, key_client
+    engine_stack_shared, nvml_scan, settings, tmp_path, key_client
 ):
-    stack = engine_stack
+    stack = engine_stack_shared
     settings.GPUCONFIG_COMPOSE_PROJECT = stack.project
     settings.GPUCONFIG_CONTAINER_RUNTIME = stack.engine
     ownership._listed.clear()
@@ -95,11 +95,11 @@ def test_each_container_is_attributed_to_its_service_and_a_host_process_is_other
 
 
 def test_a_container_of_another_project_is_other_with_its_name(
-    engine_stack, nvml_scan, settings, tmp_path
+    engine_stack_shared, nvml_scan, settings, tmp_path
 ):
     """The same containers, but gpuconfig manages another compose project: none is a
     service's; each keeps its container's name."""
-    stack = engine_stack
+    stack = engine_stack_shared
     settings.GPUCONFIG_COMPOSE_PROJECT = f"{stack.project}-not"
     settings.GPUCONFIG_CONTAINER_RUNTIME = stack.engine
     ownership._listed.clear()

@@ -4,6 +4,9 @@
 the one running) and points ``DOCKER_HOST`` at it. ``compose_stack`` brings the services of
 ``tests/fixtures/compose/base.yml`` up with an override that puts all of them on GPU 0, in a
 project of its own, with Debian's docker-compose, and removes everything afterwards.
+``compose_stack_shared`` is the same stack brought up once per test module, for tests that only
+read it: each test gets the engine's socket in its environment and fails if it leaves the
+stack's containers changed.
 
 Moving a service to GPU ``BROKEN_GPU`` gives it a container that never becomes healthy, to
 ``CRASHING_GPU`` one whose process exits at once.
@@ -186,6 +189,57 @@ def compose_stack(docker_engine, tmp_path, monkeypatch) -> ComposeStack:
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
     with running_stack(tmp_path / "stack") as stack:
         yield stack
+
+
+@contextlib.contextmanager
+def docker_env(host: str) -> Iterator[None]:
+    """``DOCKER_HOST`` set to ``host`` and ``CONTAINER_HOST`` cleared while inside."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", host)
+        patch.delenv("CONTAINER_HOST", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def compose_stack_module(docker_engine, tmp_path_factory) -> Iterator[ComposeStack]:
+    """``compose_stack`` brought up once for the module. The engine's socket is in the
+    environment only while the stack comes up and goes, so that other tests of the module keep
+    theirs; take ``compose_stack_shared``, which sets it for each test."""
+    stacks = contextlib.ExitStack()
+    with docker_env(docker_engine):
+        stack = stacks.enter_context(running_stack(tmp_path_factory.mktemp("stack")))
+    try:
+        yield stack
+    finally:
+        with docker_env(docker_engine):
+            stacks.close()
+
+
+@pytest.fixture
+def compose_stack_shared(
+    compose_stack_module, docker_engine, monkeypatch
+) -> Iterator[ComposeStack]:
+    """The module's stack for a test that only reads it (never recreates, stops, removes or
+    applies); fails the test that leaves its containers changed."""
+    monkeypatch.setenv("DOCKER_HOST", docker_engine)
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    before = untouched_state(compose_stack_module)
+    yield compose_stack_module
+    after = untouched_state(compose_stack_module)
+    if after != before:
+        raise AssertionError(
+            f"the shared stack {compose_stack_module.project} was changed by the test: "
+            f"{before} -> {after}"
+        )
+
+
+def untouched_state(stack) -> list[tuple[str, str, str]]:
+    """What a reading test must leave as it found it: each container of the project, its name
+    and its state (either engine's listing)."""
+    return sorted(
+        (listed["Id"], ",".join(sorted(listed.get("Names") or [])), listed["State"])
+        for listed in stack.containers()
+    )
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ PATH, and the CDI stand-in spec in /etc/cdi, which is removed when the session e
 GPU override as the Docker stack (podman-compose turns it into ``--device nvidia.com/gpu=0``),
 in a project of its own, and removes everything afterwards. It points ``CONTAINER_HOST`` at the
 service for the test (and clears ``DOCKER_HOST``), so ``auto`` finds Podman.
+``podman_stack_shared`` is the same stack brought up once per test module, for tests that only
+read it; like ``compose_stack_shared``, it fails a test that leaves the containers changed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from typing import Any
 import pytest
 from podman import PodmanClient
 
-from tests.plugins.dockerd import BASE_COMPOSE, PROJECT_LABEL, SERVICES, gpu_override, run_tool
+from tests.plugins.dockerd import (
+    BASE_COMPOSE,
+    PROJECT_LABEL,
+    SERVICES,
+    gpu_override,
+    run_tool,
+    untouched_state,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "test-podman.sh"
@@ -206,3 +215,27 @@ def podman_stack(podman_service, tmp_path, monkeypatch) -> Iterator[PodmanStack]
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     with running_podman_stack(podman_service, tmp_path / "stack") as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+def podman_stack_module(podman_service, tmp_path_factory) -> Iterator[PodmanStack]:
+    """``podman_stack`` brought up once for the module (its calls name the service's socket
+    themselves, so the environment is left alone); take ``podman_stack_shared``."""
+    with running_podman_stack(podman_service, tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def podman_stack_shared(podman_stack_module, podman_service, monkeypatch) -> Iterator[PodmanStack]:
+    """The module's stack for a test that only reads it, with ``CONTAINER_HOST`` pointing at
+    the service for the test; fails the test that leaves its containers changed."""
+    monkeypatch.setenv("CONTAINER_HOST", podman_service.host)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    before = untouched_state(podman_stack_module)
+    yield podman_stack_module
+    after = untouched_state(podman_stack_module)
+    if after != before:
+        raise AssertionError(
+            f"the shared stack {podman_stack_module.project} was changed by the test: "
+            f"{before} -> {after}"
+        )
