@@ -22,7 +22,7 @@ from assignments.services.history import (
     version_restore_prepare,
 )
 from assignments.services.rules import rules_replace
-from front.views import _refusal_status, page_login_required
+from front.views import VERSIONS_SHOWN, _refusal_status, page_login_required
 from gpuconfig_site.errors import ApplicationError
 from gpus.models import Gpu
 
@@ -115,7 +115,7 @@ def rules_panel(request):
 
 def _versions_context(request: HttpRequest, **extra) -> dict:
     return {
-        "versions": list(version_list(limit=20)),
+        "versions": list(version_list(limit=VERSIONS_SHOWN)),
         "can_change": _can_change(request),
         "versions_loaded": True,
         **extra,

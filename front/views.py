@@ -33,6 +33,7 @@ from assignments.selectors import (
     UnknownNeeds,
     needs_mode,
     planning_input_cached,
+    version_list,
 )
 from assignments.services import config_save, config_strategy_recorded
 from front import panels
@@ -45,6 +46,8 @@ from gpus.selectors import detection_mode
 from gpus.tasks import gpu_scan_request
 
 TEMPLATE = "settings/gpu.html"
+# How many saved versions the versions panel lists.
+VERSIONS_SHOWN = 20
 STOP_POLLING = 286
 NOT_STAFF = (
     "Changing the GPU configuration needs a staff account. "
@@ -414,6 +417,8 @@ def config_save_view(request):
         return redirect(f"{reverse('settings-gpu')}#assignments")
     context = _config_context(request, notice=notice)
     context["history"] = panels.history()
+    if result.changed:  # the versions panel lists the new version at once (out of band)
+        context.update(versions=list(version_list(limit=VERSIONS_SHOWN)), versions_loaded=True)
     return _render(request, "save-result", context)
 
 
@@ -452,9 +457,12 @@ def apply_view(request):
             )
         return redirect(f"{reverse('settings-gpu')}#apply")
     progress = panels.apply_progress(apply_status(snapshot=live_cached()))
-    response = _render(
-        request, "apply-started", {"apply": _apply_context(progress=progress), **_live_strip()}
-    )
+    context = {"apply": _apply_context(progress=progress), **_live_strip()}
+    if progress is not None and progress.finished:
+        # Done before this answer (nothing to restart, or a quick engine): no polling follows,
+        # so the history takes the new run now.
+        context["history"] = panels.history()
+    response = _render(request, "apply-started", context)
     trigger_client_event(response, APPLY_STARTED)
     return response
 

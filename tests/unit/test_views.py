@@ -291,6 +291,11 @@ def test_save_writes_the_assignment_and_both_files(
         in body
     )
     assert Assignment.objects.get(service__name="ai-enrichment").vram_budget_override == 3.5
+    # The versions panel lists the new version at once, out of band.
+    version = ConfigVersion.objects.order_by("-pk").first()
+    versions_oob = 'id="versions" aria-labelledby="versions-heading" hx-swap-oob="true">'
+    assert versions_oob in body
+    assert f'value="{version.pk}"' in body
     files = config_files(settings)
     assert "VRAM_BUDGET_GB=3.5" in files["docker-compose.gpu-override.yml"]
     assert "3.5" in files["gpu-assignments.yml"]
@@ -435,6 +440,29 @@ def test_apply_start_shows_polling_progress(staff, reference_inventory, settings
     assert re.search(r"Apply &amp; Restart Services", body)
     run = ApplyRun.objects.get()
     assert run.services == ["ai-enrichment"] and run.actor == "staff"
+
+
+def test_an_apply_done_before_its_answer_shows_the_run_in_the_history_at_once(
+    staff, reference_inventory, settings, monkeypatch
+):
+    """Nothing to wait for (a quick engine): the answer stops polling, so it carries the
+    history with the new run out of band, or the panel would say "0 apply runs"."""
+    from front import views
+
+    def done_at_once(run_id: int) -> None:  # the worker took it and finished before the answer
+        run = ApplyRun.objects.get(pk=run_id)
+        assert run.claim(worker="w@test") and run.finish(ApplyRun.Status.SUCCEEDED)
+
+    settings.GPUCONFIG_CONTAINER_RUNTIME = STUB_RUNTIME
+    monkeypatch.setattr(views, "apply_config_enqueue", done_at_once)
+    body = text(staff.post("/settings/gpu/apply/", **HTMX))
+    assert ApplyRun.objects.get().status == ApplyRun.Status.SUCCEEDED
+    assert "every 1s" not in body
+    assert (
+        '<section class="panel" id="history" aria-labelledby="history-heading" hx-swap-oob="true">'
+        in body
+    )
+    assert "1 apply run</span>" in body
 
 
 def test_apply_while_another_runs_is_refused(staff, reference_inventory, settings):
