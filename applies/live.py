@@ -19,10 +19,10 @@ from applies.runtime.base import EngineError, RuntimeUnavailable
 from applies.runtime.simulated import simulated_runtime_disable, simulated_runtime_enable
 from applies.selectors import apply_targets
 from assignments.selectors import planning_input
-from gpuconfig_site.read_memo import cache_read, forget, share
+from gpuconfig_site.read_memo import cache_read, forget, share, stored
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
-LIVE_KEY = share("runtime:live")  # read once per page render
+LIVE_KEY = share("runtime:live", per_host=True)  # read once per page render
 LIVE_REFRESH_LOCK = "runtime:live:refreshing"
 LIVE_STALE_S = 10
 HEALTH = ("healthy", "unhealthy", "starting", "none", "unknown")
@@ -71,7 +71,7 @@ def live_refresh() -> dict:
         setting = getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or "auto"
         snapshot.setdefault("runtime", None if setting == "auto" else setting)
         snapshot.setdefault("runtime_label", (snapshot["runtime"] or "").capitalize())
-    cache.set(LIVE_KEY, snapshot, 24 * 3600)
+    cache.set(stored(LIVE_KEY), snapshot, 24 * 3600)
     forget(LIVE_KEY)
     return snapshot
 

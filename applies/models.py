@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from applies.run_reads import runs_state_bump
 from assignments.models import ConfigVersion
+from gpuconfig_site.hosts import HostScopedManager, host_field
 
 
 class ApplyRun(models.Model):
@@ -30,6 +31,7 @@ class ApplyRun(models.Model):
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.INTERRUPTED)
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
+    host = host_field()
     operation_id = models.UUIDField("operation ID", default=uuid.uuid4, unique=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     config_version = models.ForeignKey(
@@ -68,16 +70,21 @@ class ApplyRun(models.Model):
         "before each engine step so that recovery knows what to undo.",
     )
 
+    all_hosts = models.Manager()
+    objects = HostScopedManager()
+
     class Meta:
+        default_manager_name = "all_hosts"
         # The table the assignments app created; the model moved without moving its rows.
         db_table = "assignments_applyrun"
         ordering = ["-created_at", "-pk"]
         verbose_name = "apply run"
         constraints = [
-            # One apply at a time, kept by the database: a second queued or running row is
-            # refused whoever inserts it, and the slot frees itself with the status change.
+            # One apply at a time on each host, kept by the database: a second queued or
+            # running row of a host is refused whoever inserts it, and the slot frees itself
+            # with the status change. Two hosts apply at the same time.
             models.UniqueConstraint(
-                models.Value(True),
+                "host",
                 condition=Q(status__in=["queued", "running"]),
                 name="applyrun_one_active",
                 violation_error_message="An apply is already queued or running.",
@@ -96,7 +103,7 @@ class ApplyRun(models.Model):
     def _move(self, leaving, **fields) -> bool:
         """Write ``fields`` only while the row is still in one of ``leaving``; returns whether
         it was. The instance follows the database either way."""
-        moved = ApplyRun.objects.filter(pk=self.pk, status__in=list(leaving)).update(**fields)
+        moved = ApplyRun.all_hosts.filter(pk=self.pk, status__in=list(leaving)).update(**fields)
         if moved:
             runs_state_bump()  # an update sends no signal
         if moved:

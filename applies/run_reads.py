@@ -16,6 +16,7 @@ from typing import TypeVar
 from django.core.cache import cache
 from django.db import transaction
 
+from gpuconfig_site.hosts import host_key
 from gpuconfig_site.read_memo import render_kept
 from gpuconfig_site.redis_health import REDIS_DOWN
 
@@ -28,9 +29,9 @@ T = TypeVar("T")
 def _bump() -> None:
     try:
         try:
-            cache.incr(RUNS_STATE_KEY)
+            cache.incr(host_key(RUNS_STATE_KEY))
         except ValueError:  # not set yet (or evicted)
-            cache.add(RUNS_STATE_KEY, 1, None)
+            cache.add(host_key(RUNS_STATE_KEY), 1, None)
     except REDIS_DOWN:
         pass
 
@@ -50,12 +51,12 @@ def runs_read_cached(name: str, build: Callable[[], T]) -> T:
 
 
 def _runs_read(name: str, build: Callable[[], T]) -> T:
-    key = f"assignments:runs-read:{name}"
+    key, runs = host_key(f"assignments:runs-read:{name}"), host_key(RUNS_STATE_KEY)
     try:
-        found = cache.get_many([RUNS_STATE_KEY, key])
+        found = cache.get_many([runs, key])
     except REDIS_DOWN:
         return build()
-    state = found.get(RUNS_STATE_KEY, 0)
+    state = found.get(runs, 0)
     kept = found.get(key)
     if kept is not None and kept[0] == state:
         return kept[1]

@@ -38,6 +38,7 @@ from applies.selectors import apply_targets
 from assignments.models import ConfigVersion
 from assignments.services.config import actor_name, config_files_write
 from gpuconfig_site.errors import ApplicationError
+from gpuconfig_site.hosts import host_scope
 
 logger = logging.getLogger(__name__)
 
@@ -519,8 +520,15 @@ def config_apply(*, run_id: int) -> ApplyRun:
     """Carry out one ApplyRun: regenerate the override file, recreate the changed containers
     (health-gated, rolled back on failure) with live progress, and record the outcome.
 
-    Safe to run twice: a run that is no longer queued returns at once.
+    Safe to run twice: a run that is no longer queued returns at once. It works on the run's
+    host, whatever host the caller was on.
     """
+    host = ApplyRun.all_hosts.filter(pk=run_id).values_list("host", flat=True).first()
+    with host_scope(host):
+        return _config_apply(run_id)
+
+
+def _config_apply(run_id: int) -> ApplyRun:
     run = _run_claim(run_id)
     if run is None:
         return ApplyRun.objects.get(pk=run_id)

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 
 from assignments.planner.registry import UnknownStrategy, get_strategy
+from gpuconfig_site.hosts import HostScopedManager, host_field, host_name
 from gpus.units import MB_PER_GB
 
 
@@ -134,8 +135,9 @@ class AiServicePart(models.Model):
 
 
 class GpuConfig(models.Model):
-    """The current strategy. There is exactly one row (pk 1)."""
+    """A host's current strategy: one row per host."""
 
+    host = host_field(unique=True)
     strategy = models.CharField(
         max_length=40,
         default="vram_based",
@@ -153,8 +155,11 @@ class GpuConfig(models.Model):
         verbose_name="updated by",
     )
 
+    all_hosts = models.Manager()
+    objects = HostScopedManager()
+
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(pk=1), name="gpuconfig_singleton")]
+        default_manager_name = "all_hosts"
         verbose_name = "GPU configuration"
         verbose_name_plural = "GPU configuration"
 
@@ -163,7 +168,8 @@ class GpuConfig(models.Model):
 
     @classmethod
     def load(cls) -> GpuConfig:
-        obj, _ = cls.objects.get_or_create(pk=1)
+        """The host at hand's row, made on first use."""
+        obj, _ = cls.all_hosts.get_or_create(host=host_name())
         return obj
 
 
@@ -179,8 +185,9 @@ class Assignment(models.Model):
 
     FALLBACK_FIELDS = ("fallback_gpu_index", "fallback_gpu_uuid", "lost_gpu_uuid", "fallback_since")
 
-    service = models.OneToOneField(
-        AiService, on_delete=models.CASCADE, related_name="assignment", verbose_name="service"
+    host = host_field()
+    service = models.ForeignKey(
+        AiService, on_delete=models.CASCADE, related_name="assignments", verbose_name="service"
     )
     gpu_index = models.PositiveSmallIntegerField(
         "GPU", null=True, blank=True, help_text="GPU index; empty: not on any GPU."
@@ -209,9 +216,17 @@ class Assignment(models.Model):
     fallback_since = models.DateTimeField("falling back since", null=True, blank=True)
     updated_at = models.DateTimeField("updated", auto_now=True)
 
+    all_hosts = models.Manager()
+    objects = HostScopedManager()
+
     class Meta:
+        default_manager_name = "all_hosts"
         ordering = ["service__sort_order", "service__name"]
         constraints = [
+            # One saved placement per service on each host.
+            models.UniqueConstraint(
+                fields=["host", "service"], name="assignment_unique_host_service"
+            ),
             models.CheckConstraint(
                 condition=Q(vram_budget_override__isnull=True) | Q(vram_budget_override__gt=0),
                 name="assignment_budget_positive",
@@ -265,6 +280,7 @@ class ConfigVersion(models.Model):
         ROLLBACK = "rollback", "Rolled back to an earlier version"
         IMPORT = "import", "Imported from a file"
 
+    host = host_field()
     created_at = models.DateTimeField("saved", auto_now_add=True, db_index=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -280,7 +296,11 @@ class ConfigVersion(models.Model):
     assignments = models.JSONField(default=list, help_text="Every service's GPU and budget.")
     warnings = models.JSONField(default=list, help_text="Warnings shown when it was saved.")
 
+    all_hosts = models.Manager()
+    objects = HostScopedManager()
+
     class Meta:
+        default_manager_name = "all_hosts"
         ordering = ["-created_at", "-pk"]
         get_latest_by = "created_at"
         verbose_name = "configuration version"

@@ -30,9 +30,10 @@ from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from gpuconfig_site.errors import ApplicationError, echo
+from gpuconfig_site.hosts import host_key
 from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu
-from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY, VramSummary, service_vram_summaries
+from gpus.selectors import VramSummary, inventory_state_keys, service_vram_summaries
 from gpus.units import MB_PER_GB
 
 T = TypeVar("T")
@@ -425,9 +426,9 @@ def config_state_bump() -> None:
 
     try:
         try:
-            cache.incr(CONFIG_STATE_KEY)
+            cache.incr(host_key(CONFIG_STATE_KEY))
         except ValueError:  # not set yet (or evicted)
-            cache.add(CONFIG_STATE_KEY, 1, None)
+            cache.add(host_key(CONFIG_STATE_KEY), 1, None)
     except REDIS_DOWN:
         pass
 
@@ -459,15 +460,16 @@ def config_state_read(name: str, build: Callable[[], T]) -> tuple[tuple, T]:
     state and the kept value together; the value is used when its state is the current one.
     Returns the state (empty without Redis, when it is built on every call) and the value."""
 
-    key = f"assignments:read:{name}"
+    key, config = host_key(f"assignments:read:{name}"), host_key(CONFIG_STATE_KEY)
+    version, last = inventory_state_keys()
     try:
-        found = cache.get_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
+        found = cache.get_many([config, version, last, key])
     except REDIS_DOWN:
         return (), build()
     state = (
-        found.get(CONFIG_STATE_KEY, 0),
-        found.get(INVENTORY_VERSION_KEY, 0),
-        (found.get(LAST_SCAN_KEY) or {}).get("seq", 0),
+        found.get(config, 0),
+        found.get(version, 0),
+        (found.get(last) or {}).get("seq", 0),
         _base_files_state(),
     )
     kept = found.get(key)

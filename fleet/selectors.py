@@ -3,36 +3,42 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.db.models import Count
 from django.utils import timezone
 
-from fleet.models import Host
+from fleet.models import Host, HostState
 from gpus.models import Gpu
-
-
-def default_host_name() -> str:
-    """The host an endpoint answers for when none is named: ``GPUCONFIG_DEFAULT_HOST``, else
-    this machine's own."""
-    return settings.GPUCONFIG_DEFAULT_HOST or settings.GPUCONFIG_HOST_NAME
 
 
 def host_list() -> list[dict]:
     """Every registered host with its state, for the API and the fleet overview.
 
-    ``gpus``: the GPUs detected on this machine's own host; hosts whose scans do not reach the
-    centre yet report None (unknown), never 0.
+    ``gpus``: the GPUs the host's scans have found (kept while lost, as on a host's page).
     """
     now = timezone.now()
     interval = settings.GPUCONFIG_HEARTBEAT_INTERVAL
-    local = settings.GPUCONFIG_HOST_NAME
-    local_gpus = Gpu.objects.count()
+    counts = dict(Gpu.all_hosts.values("host").annotate(n=Count("pk")).values_list("host", "n"))
     return [
         {
             "name": host.name,
             "display_name": host.display_name or host.name,
             "state": host.state_at(now, interval).value,
             "last_heartbeat": host.last_heartbeat,
-            "gpus": local_gpus if host.name == local else None,
+            "gpus": counts.get(host.name, 0),
             "agent_version": host.agent_version,
         }
         for host in Host.objects.all()
     ]
+
+
+def host_for_request(name: str) -> Host | None:
+    """The registered host named ``name``, or None (the request is a 404)."""
+    return Host.objects.filter(name=name).first()
+
+
+def host_state(host: Host) -> HostState:
+    """``host``'s state now. This machine's own host is served by its own worker: it is
+    online as that worker is, which ``/readyz`` reports, so it is never refused here."""
+    if host.name == settings.GPUCONFIG_HOST_NAME:
+        return HostState.ONLINE
+    return host.state_at(timezone.now(), settings.GPUCONFIG_HEARTBEAT_INTERVAL)

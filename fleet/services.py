@@ -17,15 +17,45 @@ from django.utils import timezone
 from fleet.agent import agent_version
 from fleet.identity import BrokerIdentity, SenderRefused, check_sender
 from fleet.messages import Heartbeat, MessageInvalid
-from fleet.models import HOST_NAME_PATTERN, Host
+from fleet.models import HOST_NAME_PATTERN, Host, HostState
 from fleet.routing import broker_user_for
+from fleet.selectors import host_state
 from gpuconfig_site.errors import ApplicationError
+from gpuconfig_site.hosts import host_name
 
 logger = logging.getLogger("gpuconfig.fleet")
 
 
 class HostInvalid(ApplicationError):
     """A host registration that cannot be made (bad name, taken name)."""
+
+
+class HostUnreachable(ApplicationError):
+    """The host's agent is not online: nothing is queued for it (a 503 naming the host)."""
+
+    code = "host_offline"
+
+
+def host_acting_check() -> Host:
+    """The host at hand, when its agent can act now; ``HostUnreachable`` (naming the host and
+    when it was last seen) when it is offline or never seen."""
+    name = host_name()
+    host = Host.objects.filter(name=name).first()
+    if host is None:
+        if name == settings.GPUCONFIG_HOST_NAME:
+            return local_host_ensure()
+        raise HostUnreachable(f"Host {name!r} is not registered; nothing was queued.")
+    state = host_state(host)
+    if state == HostState.ONLINE:
+        return host
+    if state == HostState.NEVER_SEEN:
+        seen = "its agent has never been seen"
+    else:
+        seen = f"its agent was last seen {host.last_heartbeat:%Y-%m-%d %H:%M:%S %Z}"
+    raise HostUnreachable(
+        f"Host {host.name!r} is offline ({seen}); nothing was queued. Start its agent "
+        "(gpuconfig agent) and try again.",
+    )
 
 
 def broker_identity() -> BrokerIdentity:

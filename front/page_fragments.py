@@ -17,6 +17,7 @@ import hashlib
 from django.core.cache import cache
 
 from assignments.selectors import PlanningInput
+from gpuconfig_site.hosts import host_key
 from gpuconfig_site.redis_health import REDIS_DOWN
 
 FRAGMENT_TTL = 60  # at most, in case a bump was lost while Redis was away
@@ -36,13 +37,13 @@ def config_fragment_key(
 
 def fragment_get(name: str, key: str) -> str | None:
     try:
-        return cache.get(f"{_PREFIX}{name}:{key}")
+        return cache.get(host_key(f"{_PREFIX}{name}:{key}"))
     except REDIS_DOWN:
         return None
 
 
 def fragment_set(name: str, key: str, html: str) -> None:
     try:
-        cache.set(f"{_PREFIX}{name}:{key}", html, FRAGMENT_TTL)
+        cache.set(host_key(f"{_PREFIX}{name}:{key}"), html, FRAGMENT_TTL)
     except REDIS_DOWN:
         pass

@@ -3,7 +3,13 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import (
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpuconfig_site.settings")
 
@@ -45,6 +51,40 @@ def _stop_heartbeat(**_kwargs) -> None:
     from gpuconfig_site.heartbeat import WorkerHeartbeat  # as above: before Django is set up
 
     WorkerHeartbeat.stop()
+
+
+# --- The host a task works on travels with it -----------------------------------------------
+# A task enqueued while a request (or another task) works on a host carries that host's name in
+# a message header, and runs on that host at the other end: an apply of host B started from
+# ``?host=b`` is carried out for B. A message without the header (beat's, an older version's)
+# runs on the default host.
+HOST_HEADER = "gpuconfig_host"
+_host_tokens: dict[str, object] = {}
+
+
+@before_task_publish.connect
+def _publish_host(headers=None, **_kwargs) -> None:
+    from gpuconfig_site.hosts import host_name  # as above: before Django is set up
+
+    if headers is not None and HOST_HEADER not in headers:
+        headers[HOST_HEADER] = host_name()
+
+
+@task_prerun.connect
+def _enter_host(task_id=None, task=None, **_kwargs) -> None:
+    from gpuconfig_site.hosts import host_set  # as above: before Django is set up
+
+    name = getattr(task.request, HOST_HEADER, None) if task is not None else None
+    _host_tokens[task_id] = host_set(name if isinstance(name, str) else None)
+
+
+@task_postrun.connect
+def _leave_host(task_id=None, **_kwargs) -> None:
+    from gpuconfig_site.hosts import host_reset  # as above: before Django is set up
+
+    token = _host_tokens.pop(task_id, None)
+    if token is not None:
+        host_reset(token)
 
 
 def _connect_log_context() -> None:

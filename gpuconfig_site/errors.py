@@ -64,6 +64,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "engine_refused": HTTPStatus.BAD_GATEWAY,
     "engine_unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
     "files_unwritable": HTTPStatus.SERVICE_UNAVAILABLE,
+    "host_offline": HTTPStatus.SERVICE_UNAVAILABLE,
     "version_not_found": HTTPStatus.NOT_FOUND,
 }
 

@@ -19,17 +19,29 @@ from contextlib import ContextDecorator
 
 from django.core.cache import cache
 
+from gpuconfig_site.hosts import host_key
+
 # The entries a page render reads several times; registered by the modules that own them.
 SHARED_KEYS: list[str] = []
+# Those of them that belong to one host: read under ``host_key`` (a render is for one host).
+PER_HOST_KEYS: set[str] = set()
 _MISSING = object()
 _shared: contextvars.ContextVar[dict | None] = contextvars.ContextVar("read_memo", default=None)
 
 
-def share(key: str) -> str:
-    """Register ``key`` as read once per render; returns it (for the owner's constant)."""
+def share(key: str, *, per_host: bool = False) -> str:
+    """Register ``key`` as read once per render; returns it (for the owner's constant).
+    ``per_host``: the entry belongs to one host, and is read and written as ``stored(key)``."""
     if key not in SHARED_KEYS:
         SHARED_KEYS.append(key)
+    if per_host:
+        PER_HOST_KEYS.add(key)
     return key
+
+
+def stored(key: str) -> str:
+    """The cache key ``key`` is kept under for the host at hand."""
+    return host_key(key) if key in PER_HOST_KEYS else key
 
 
 class reads_shared(ContextDecorator):  # noqa: N801 - used as a decorator, like contextlib's
@@ -52,12 +64,13 @@ def cache_read(key: str):
     """``cache.get(key)``, answered from the render's shared read when inside one."""
     kept = _shared.get()
     if kept is None or key not in SHARED_KEYS:
-        return cache.get(key)
+        return cache.get(stored(key))
     value = kept.get(key, _MISSING)
     if value is _MISSING:
-        found = cache.get_many(SHARED_KEYS)  # raises while Redis is down: nothing is kept
-        for name in SHARED_KEYS:
-            kept.setdefault(name, found.get(name))
+        names = {stored(name): name for name in SHARED_KEYS}
+        found = cache.get_many(list(names))  # raises while Redis is down: nothing is kept
+        for actual, name in names.items():
+            kept.setdefault(name, found.get(actual))
         value = kept[key]
     return value
 

@@ -171,6 +171,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # ?host=<name>: the GPU host the request works on (404 unknown, 503 offline for actions).
+    "fleet.middleware.HostMiddleware",
     "gpuconfig_site.api.ApiErrorMiddleware",
     # Last, as django-axes asks: it turns a lockout flagged during the request into a 429.
     "axes.middleware.AxesMiddleware",

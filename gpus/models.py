@@ -5,13 +5,15 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from gpuconfig_site.hosts import HostScopedManager, host_field
 from gpus.units import MB_PER_GB
 
 
 class Gpu(models.Model):
     """One NVIDIA GPU, identified by its UUID. Kept when it disappears (``available`` False)."""
 
-    uuid = models.CharField("UUID", max_length=96, unique=True)
+    host = host_field()
+    uuid = models.CharField("UUID", max_length=96)
     index = models.PositiveSmallIntegerField(help_text="Index at the last scan that saw it.")
     name = models.CharField(max_length=200)
     pci_bus_id = models.CharField("PCI bus ID", max_length=32, blank=True)
@@ -39,12 +41,19 @@ class Gpu(models.Model):
     backend = models.CharField(max_length=32, blank=True, help_text="Backend of the last scan.")
     updated_at = models.DateTimeField("updated", auto_now=True)
 
+    all_hosts = models.Manager()
+    objects = HostScopedManager()
+
     class Meta:
         ordering = ["-available", "index", "uuid"]
+        default_manager_name = "all_hosts"
         constraints = [
-            # Two present GPUs never share an index; a lost one may keep its old index.
+            models.UniqueConstraint(fields=["host", "uuid"], name="gpu_unique_host_uuid"),
+            # Two present GPUs of a host never share an index; a lost one may keep its old one.
             models.UniqueConstraint(
-                fields=["index"], condition=Q(available=True), name="gpu_unique_available_index"
+                fields=["host", "index"],
+                condition=Q(available=True),
+                name="gpu_unique_available_index",
             ),
             models.CheckConstraint(
                 condition=Q(utilization_percent__isnull=True) | Q(utilization_percent__lte=100),
@@ -74,6 +83,12 @@ class Gpu(models.Model):
         return min(self.vram_used_mb / self.vram_total_mb, 1.0)
 
 
+class GpuScopedManager(HostScopedManager):
+    """Rows of the GPUs on the host at hand."""
+
+    through = "gpu"
+
+
 class GpuSample(models.Model):
     """A utilisation/VRAM reading of one GPU at one scan, kept for a bounded time for charts."""
 
@@ -84,7 +99,11 @@ class GpuSample(models.Model):
     utilization_percent = models.PositiveSmallIntegerField("utilisation (%)", null=True, blank=True)
     vram_used_mb = models.PositiveIntegerField("VRAM used (MB)", null=True, blank=True)
 
+    all_hosts = models.Manager()
+    objects = GpuScopedManager()
+
     class Meta:
+        default_manager_name = "all_hosts"
         ordering = ["gpu", "taken_at"]
         indexes = [models.Index(fields=["gpu", "taken_at"], name="gpusample_gpu_time")]
         verbose_name = "GPU sample"
@@ -118,7 +137,11 @@ class GpuProcess(models.Model):
     )
     seen_at = models.DateTimeField("seen")
 
+    all_hosts = models.Manager()
+    objects = GpuScopedManager()
+
     class Meta:
+        default_manager_name = "all_hosts"
         ordering = ["gpu", "-used_mb", "pid"]
         constraints = [
             models.UniqueConstraint(fields=["gpu", "pid"], name="gpuprocess_unique_gpu_pid")
@@ -137,12 +160,17 @@ class ServiceVramSample(models.Model):
     nothing of the catalog.
     """
 
+    host = host_field()
     service = models.CharField(max_length=64)
     gpu_uuid = models.CharField("GPU UUID", max_length=96)
     used_mb = models.PositiveIntegerField("VRAM used (MB)")
     taken_at = models.DateTimeField("taken", db_index=True)
 
+    all_hosts = models.Manager()
+    objects = HostScopedManager()
+
     class Meta:
+        default_manager_name = "all_hosts"
         ordering = ["service", "taken_at"]
         indexes = [models.Index(fields=["service", "taken_at"], name="servicevram_service_time")]
         verbose_name = "service VRAM sample"

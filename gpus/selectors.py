@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from gpuconfig_site.hosts import host_key
 from gpuconfig_site.read_memo import cache_read, share
 from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
 from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
@@ -26,7 +27,7 @@ TROUBLESHOOTING = (
     "(deploy.resources.reservations.devices with driver: nvidia).",
     'Click "Re-scan GPUs" to run detection again.',
 )
-LAST_SCAN_KEY = share("gpus:last-scan")  # read once per page render
+LAST_SCAN_KEY = share("gpus:last-scan", per_host=True)  # read once per page render
 # Bumped once a change to a GPU row has committed (``gpus.services.inventory_version_bump``).
 INVENTORY_VERSION_KEY = "gpus:inventory-version"
 # A read model stays at most this long, in case a bump was lost while Redis was away.
@@ -76,6 +77,12 @@ def last_scan_stored() -> dict | None:
     return cache_read(LAST_SCAN_KEY)
 
 
+def inventory_state_keys() -> tuple[str, str]:
+    """The host at hand's inventory version and last scan keys (what its cached reads are
+    kept under)."""
+    return host_key(INVENTORY_VERSION_KEY), host_key(LAST_SCAN_KEY)
+
+
 @unknown_while_redis_is_down()
 def last_scan() -> dict | None:
     """``last_scan_stored()`` for display: unknown (None) while Redis is down."""
@@ -91,12 +98,12 @@ def inventory_read_cached(
     only). One cache round trip reads the state and the kept value together; the value is used
     when its state is the current one. ``ttl(value)``: seconds it stays right without a change,
     when less than ``INVENTORY_READ_TTL``. Without Redis it is built on every call."""
-    key = f"gpus:read:{name}"
+    key, version, last = host_key(f"gpus:read:{name}"), *inventory_state_keys()
     try:
-        found = cache.get_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
+        found = cache.get_many([version, last, key])
     except REDIS_DOWN:
         return build()
-    state = (found.get(INVENTORY_VERSION_KEY, 0), (found.get(LAST_SCAN_KEY) or {}).get("seq", 0))
+    state = (found.get(version, 0), (found.get(last) or {}).get("seq", 0))
     kept = found.get(key)
     if kept is not None and kept[0] == state:
         return kept[1]

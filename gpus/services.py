@@ -15,6 +15,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from gpuconfig_site.errors import ApplicationError
+from gpuconfig_site.hosts import host_is_local, host_key, host_name
 from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus import attribution, backends
 from gpus.attribution import ProcessUse
@@ -255,13 +256,22 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0, manual: bool
     than the inventory's, changes nothing and reports why in ``error``.
     Returns the scan summary (sequence number, backend, notes, error, what changed, duration).
     """
+    if not host_is_local():
+        # Another host's GPUs are scanned by its own agent; this machine's NVML is not theirs.
+        return {
+            "backend": None,
+            "notes": [],
+            "changes": {},
+            "error": f"Host {host_name()!r} is scanned by its own agent, not from this machine.",
+        }
     token = uuidlib.uuid4().hex
-    if not cache.add(SCAN_LOCK_KEY, token, timeout=max(int(wait), 60)):
+    lock = host_key(SCAN_LOCK_KEY)
+    if not cache.add(lock, token, timeout=max(int(wait), 60)):
         before = (last_scan_stored() or {}).get("seq", 0)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             summary = last_scan_stored()
-            if cache.get(SCAN_LOCK_KEY) is None or (summary and summary.get("seq", 0) > before):
+            if cache.get(lock) is None or (summary and summary.get("seq", 0) > before):
                 return summary or {}
             time.sleep(0.05)
         return last_scan_stored() or {}
@@ -275,11 +285,11 @@ def gpu_scan_run(*, backend: str | None = None, wait: float = 30.0, manual: bool
         summary["seq"] = _scan_seq_next()
         summary["duration_s"] = round(time.monotonic() - started, 4)
         summary["finished_at"] = timezone.now().isoformat()
-        cache.set(LAST_SCAN_KEY, summary, timeout=None)
+        cache.set(host_key(LAST_SCAN_KEY), summary, timeout=None)
         return summary
     finally:
-        if cache.get(SCAN_LOCK_KEY) == token:
-            cache.delete(SCAN_LOCK_KEY)
+        if cache.get(lock) == token:
+            cache.delete(lock)
 
 
 def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
@@ -305,10 +315,18 @@ def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
         "unresolved": sum(1 for use in uses if not use.resolved),
         "proc_root": settings.GPUCONFIG_PROC_ROOT,
     }
+    return _sync_announced(summary, result.readings, result.backend or "", processes)
+
+
+def _sync_announced(
+    summary: dict,
+    readings: list[GpuReading],
+    backend: str,
+    processes: Mapping[str, Sequence[ProcessUse]] | None,
+) -> dict:
+    """Sync one scan's readings into the host at hand's inventory and announce the change."""
     try:
-        sync = gpu_inventory_sync(
-            readings=result.readings, backend=result.backend or "", processes=processes
-        )
+        sync = gpu_inventory_sync(readings=readings, backend=backend, processes=processes)
         summary["changes"] = {
             "added": sync.added,
             "lost": sync.lost,
@@ -322,6 +340,30 @@ def _scan_and_sync(backend: str | None, *, manual: bool = False) -> dict:
         # Reported like a backend failure (detect and the page show it), not lost in a log.
         summary["error"] = f"The scan could not be saved to the database: {exc}"
         logger.exception("GPU scan could not be saved")
+    return summary
+
+
+def scan_report_ingest(
+    *,
+    readings: list[GpuReading],
+    backend: str,
+    notes: Sequence[str] = (),
+    error: str | None = None,
+    processes: Mapping[str, Sequence[ProcessUse]] | None = None,
+) -> dict:
+    """Take in a scan another machine made (a host's agent) for the host at hand, as this
+    machine's own scans are taken in: the inventory synced, the change announced (fallbacks
+    follow), the summary kept as the host's last scan. A scan that failed there (``error``)
+    changes no GPU row: a host whose NVML broke keeps its inventory, reported."""
+    started = time.monotonic()
+    summary: dict = {"backend": backend or None, "notes": list(notes), "error": error}
+    summary["changes"] = {}
+    if error is None:
+        _sync_announced(summary, readings, backend, processes)
+    summary["seq"] = _scan_seq_next()
+    summary["duration_s"] = round(time.monotonic() - started, 4)
+    summary["finished_at"] = timezone.now().isoformat()
+    cache.set(host_key(LAST_SCAN_KEY), summary, timeout=None)
     return summary
 
 
@@ -344,7 +386,7 @@ def _counter_next(key: str) -> int:
 
 
 def _scan_seq_next() -> int:
-    return _counter_next(SCAN_SEQ_KEY)
+    return _counter_next(host_key(SCAN_SEQ_KEY))
 
 
 def inventory_version_bump(**_) -> None:
@@ -354,7 +396,7 @@ def inventory_version_bump(**_) -> None:
 
     def bump() -> None:
         try:
-            _counter_next(INVENTORY_VERSION_KEY)
+            _counter_next(host_key(INVENTORY_VERSION_KEY))
         except REDIS_DOWN as exc:
             logger.warning("Redis is not reachable (%s); cached GPU reads expire on their own", exc)
 

@@ -113,7 +113,7 @@ def _on_task_prerun(task_id=None, task=None, args=None, kwargs=None, **_kw) -> N
 
         run_id = (args or [None])[0] if args else (kwargs or {}).get("run_id")
         operation_id = (
-            ApplyRun.objects.filter(pk=run_id).values_list("operation_id", flat=True).first()
+            ApplyRun.all_hosts.filter(pk=run_id).values_list("operation_id", flat=True).first()
         )
     operation_id_var.set(str(operation_id) if operation_id else None)
 

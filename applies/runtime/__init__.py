@@ -7,6 +7,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from gpuconfig_site.hosts import host_is_local, host_name
+
 from .base import (
     ContainerRuntime,
     ContainerState,
@@ -53,8 +55,14 @@ def get_runtime(name: str | None = None) -> ContainerRuntime:
     ``ContainerRuntime`` subclass. Settings are read here, on every call, never at import.
     ``auto`` raises ``RuntimeUnavailable`` when no engine answers.
     """
+    # Another host's engine is reached by its own agent only: no engine socket crosses the
+    # network, and this machine's engine is never taken for another host's.
+    if not host_is_local():
+        raise RuntimeUnavailable(
+            f"The containers of host {host_name()!r} are reached through its agent only, "
+            "not from this machine."
+        )
     # The demo runtime, when switched on, stands in only for an engine that does not answer.
-
     choice = name or getattr(settings, "GPUCONFIG_CONTAINER_RUNTIME", None) or AUTO
     options = {
         "project": getattr(settings, "GPUCONFIG_COMPOSE_PROJECT", None) or None,

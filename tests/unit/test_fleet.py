@@ -172,7 +172,7 @@ def test_the_hosts_api_lists_each_host_with_its_state(viewer_client, settings, r
         "display_name": "Lab box",
         "state": "never_seen",
         "last_heartbeat": None,
-        "gpus": None,
+        "gpus": 0,
         "agent_version": "",
     }
     assert rows[settings.GPUCONFIG_HOST_NAME]["gpus"] == 2  # the reference inventory's
