@@ -27,6 +27,8 @@ from django.core.management import (
     load_command_class,
 )
 
+from gpuconfig_site.hosts import host_scope
+
 # gunicorn's processes and threads for `gpuconfig serve` (and `make bench`, which measures it).
 SERVE_WORKERS = 2
 SERVE_THREADS = 4
@@ -42,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent", "run this GPU host's agent (its host's queue only, no database)"),
     "host": ("host", "register a GPU host (host add) or list the hosts (host list)"),
 }
+# The commands that work on one GPU host take ``--host <name>`` (default: the default host);
+# those that make the host's agent act refuse at once, naming it, when it is offline.
+HOST_COMMANDS = {"detect", "plan", "apply", "status"}
+ACTING_COMMANDS = {"detect", "apply"}
 
 
 def _django() -> None:
@@ -63,16 +69,41 @@ def run_command(name: str, argv: list[str]) -> int:
     command = load_command_class(get_commands()[command_name], command_name)
     # As BaseCommand.run_from_argv does: argparse errors exit with the usage, not a CommandError.
     command._called_from_command_line = True
-    options = vars(command.create_parser("gpuconfig", name).parse_args(argv))
+    parser = command.create_parser("gpuconfig", name)
+    if name in HOST_COMMANDS:
+        parser.add_argument(
+            "--host", default=None, help="the GPU host to work on (default: the default host)"
+        )
+    options = vars(parser.parse_args(argv))
     args = options.pop("args", ())
+    host = options.pop("host", None)
     # No system checks, as with call_command: the site's checks are `manage.py check`'s job.
     options["skip_checks"] = True
     try:
-        command.execute(*args, **options)
+        with host_scope(_host_checked(host, acting=name in ACTING_COMMANDS)):
+            command.execute(*args, **options)
     except CommandError as exc:
         print(f"gpuconfig {name}: {exc}", file=sys.stderr)
         return exc.returncode
     return 0
+
+
+def _host_checked(name: str | None, *, acting: bool) -> str | None:
+    """``--host``'s value once known to be registered (and online, for an action); a
+    ``CommandError`` naming it otherwise."""
+    # Imported here: the apps load in _django(), after this module.
+    from fleet.selectors import host_for_request
+    from fleet.services import HostUnreachable, host_acting_check
+
+    if name is not None and host_for_request(name) is None:
+        raise CommandError(f"unknown host {name!r} (gpuconfig host list shows them)")
+    if acting:
+        with host_scope(name):
+            try:
+                host_acting_check()
+            except HostUnreachable as exc:
+                raise CommandError(exc.message) from exc
+    return name
 
 
 # --- processes -----------------------------------------------------------------------------

@@ -298,3 +298,38 @@ def test_every_gpuconfig_command_is_a_management_command():
         "agent": "fleet",
         "host": "fleet",
     }
+
+
+# --host ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_gpuconfig_host_option_works_on_that_host_and_refuses_an_unknown_or_offline_one(
+    reference_inventory, capsys
+):
+    from fleet.services import host_register
+    from gpuconfig_site.hosts import host_scope
+    from gpus.backends.base import GpuReading
+    from gpus.services import scan_report_ingest
+
+    host_register(name="gpu-b")
+    with host_scope("gpu-b"):
+        scan_report_ingest(
+            readings=[GpuReading(index=0, uuid="GPU-b0", name="NVIDIA L4", vram_total_mb=23034)],
+            backend="nvml",
+        )
+    assert cli.main(["plan", "--host", "gpu-b", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert {p["gpu_index"] for p in planned["placements"]} <= {0, None}  # B has one GPU
+    assert cli.main(["plan", "--json"]) == 0  # the default host has two
+    assert {p["gpu_index"] for p in json.loads(capsys.readouterr().out)["placements"]} == {0, 1}
+    assert cli.main(["status", "--host", "nowhere"]) == 1
+    assert capsys.readouterr().err == (
+        "gpuconfig status: unknown host 'nowhere' (gpuconfig host list shows them)\n"
+    )
+    assert cli.main(["apply", "--host", "gpu-b"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "gpuconfig apply: Host 'gpu-b' is offline (its agent has never been seen)"
+    )
+    assert not ApplyRun.all_hosts.exists()
