@@ -329,7 +329,5 @@ def test_gpuconfig_host_option_works_on_that_host_and_refuses_an_unknown_or_offl
     )
     assert cli.main(["apply", "--host", "gpu-b"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(
-        "gpuconfig apply: Host 'gpu-b' is offline (its agent has never been seen)"
-    )
+    assert err.startswith("gpuconfig apply: Host 'gpu-b' is offline (its agent has never been")
     assert not ApplyRun.all_hosts.exists()
