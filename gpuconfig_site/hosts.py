@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from django.conf import settings
 from django.db import models
@@ -61,6 +62,15 @@ def host_set(name: str | None) -> contextvars.Token:
 
 def host_reset(token: contextvars.Token) -> None:
     _current.reset(token)
+
+
+def host_config_dir() -> Path:
+    """Where the host at hand's generated files go: ``GPUCONFIG_CONFIG_DIR`` for this machine's
+    own host (its compose stack reads them there), ``hosts/<name>/`` under it for another host
+    (the centre's copy: that host's stack is on that host, and this machine's is never touched
+    by another host's plan)."""
+    base = Path(settings.GPUCONFIG_CONFIG_DIR)
+    return base if host_is_local() else base / "hosts" / host_name()
 
 
 def host_key(key: str) -> str:

@@ -9,13 +9,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from django.conf import settings
-
 from assignments.files import rendering
 from assignments.files.entries import FileEntry
 from assignments.files.model import dump
 from assignments.files.project import files_render
 from assignments.files.staging import TEMP_PREFIX, TEMP_SUFFIX, stage_files
+from gpuconfig_site.hosts import host_config_dir
 
 ASSIGNMENTS_NAME = "gpu-assignments.yml"
 ASSIGNMENTS_HEADER = (
@@ -69,7 +68,7 @@ def render_config_files(
     form needed and this one does not (a reset file, an env file, a base patch) map to None:
     they are removed when the files are put in place."""
 
-    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR)
+    config_dir = host_config_dir()
     rendered = files_render(entries)
     texts: dict[str, str | None] = dict.fromkeys(rendering.GENERATED_NAMES)
     texts.update(rendered.files)

@@ -17,6 +17,7 @@ from dotenv import dotenv_values
 
 from assignments.files.entries import FileEntry, device_id
 from assignments.files.staging import stage_files
+from gpuconfig_site.hosts import host_config_dir
 
 from . import model, rendering, tools
 from .lint import cdi_findings, stack_lint
@@ -182,7 +183,7 @@ def _describe_problem(assigned: list[str], effective: list[str], requests: int) 
 
 
 def _preview_folder(kind: str) -> Path:
-    return Path(settings.GPUCONFIG_CONFIG_DIR).resolve() / "preview" / kind
+    return host_config_dir().resolve() / "preview" / kind
 
 
 def _preview_write(rendered: rendering.Rendered, folder: Path) -> None:
@@ -212,7 +213,7 @@ def compose_check(entries: list[FileEntry], *, tool_name: str | None = None) -> 
     id_format = settings.GPUCONFIG_DEVICE_ID_FORMAT
     rendered = rendering.render(entries, stack=stack, tool=kind, id_format=id_format)
     shown = tool or tools.ComposeTool(kind, _DEFAULT_ARGV[kind], "")
-    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR).resolve()
+    config_dir = host_config_dir().resolve()
     folder = config_dir
     preview = ""
     if kind != in_use and stack is not None:
@@ -329,7 +330,7 @@ def config_labels(entries: list[FileEntry]) -> dict[str, dict[str, str]]:
     rendered = rendering.render(
         entries, stack=stack, tool=kind, id_format=settings.GPUCONFIG_DEVICE_ID_FORMAT
     )
-    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR).resolve()
+    config_dir = host_config_dir().resolve()
     try:
         hashes = tool.config_hashes(
             cwd=stack.project_dir,

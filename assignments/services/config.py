@@ -10,10 +10,8 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,6 +30,7 @@ from assignments.selectors import (
     strategy_plan,
 )
 from gpuconfig_site.errors import ApplicationError, echo
+from gpuconfig_site.hosts import host_config_dir, host_name, host_scope
 from gpus.models import Gpu
 
 logger = logging.getLogger(__name__)
@@ -245,12 +244,13 @@ def config_version_record(
             raise error from exc
         logger.error("%s The next sync writes them.", error.message)
         return version, warnings
-    transaction.on_commit(lambda: _staged_commit(staged, version))
+    host = host_name()  # the commit may come after the caller's host scope has ended
+    transaction.on_commit(lambda: _staged_commit(staged, version, host=host))
     return version, warnings
 
 
 def _unwritable(exc: OSError) -> FilesUnwritable:
-    folder = Path(settings.GPUCONFIG_CONFIG_DIR)
+    folder = host_config_dir()
     return FilesUnwritable(
         f"Cannot write the generated files in {folder} ({exc.strerror or exc}); nothing was "
         "saved. Make the folder writable (GPUCONFIG_CONFIG_DIR) and save again.",
@@ -272,7 +272,7 @@ def _files_render(data: PlanningInput, *, strategy: str, version: ConfigVersion 
 @contextmanager
 def _files_lock():
     """One writer of the generated files at a time, across processes (a lock on the folder)."""
-    folder = Path(settings.GPUCONFIG_CONFIG_DIR)
+    folder = host_config_dir()
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -286,12 +286,12 @@ def _latest_version() -> ConfigVersion | None:
     return ConfigVersion.objects.order_by("-created_at", "-pk").first()
 
 
-def _staged_commit(staged: staging.StagedFiles, version: ConfigVersion) -> None:
-    """After commit: move the staged files into place, unless a newer version was saved
-    meanwhile (its own files are the right ones). A failure here leaves the database ahead of
-    the files; ``config_files_sync`` (worker start, then periodically) writes them again."""
+def _staged_commit(staged: staging.StagedFiles, version: ConfigVersion, *, host: str) -> None:
+    """After commit: move the staged files into place, unless a newer version of ``host`` was
+    saved meanwhile (its own files are the right ones). A failure here leaves the database ahead
+    of the files; ``config_files_sync`` (worker start, then periodically) writes them again."""
     try:
-        with _files_lock():
+        with host_scope(host), _files_lock():
             latest = _latest_version()
             if latest is not None and latest.pk != version.pk:
                 staged.discard()
@@ -490,9 +490,7 @@ def config_files_sync() -> dict:
     """Repair the generated files from the database: after a crash between a save's commit and
     its rename, or a folder that was unwritable for a while. Removes temp files no save owns.
     Runs when a worker starts and periodically under beat; safe at any time."""
-    removed = generated.stale_temp_files_remove(
-        Path(settings.GPUCONFIG_CONFIG_DIR), older_than_s=STALE_TEMP_S
-    )
+    removed = generated.stale_temp_files_remove(host_config_dir(), older_than_s=STALE_TEMP_S)
     return {**config_files_write(), "removed": removed}
 
 

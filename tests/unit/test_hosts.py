@@ -6,6 +6,7 @@ would be (``scan_report_ingest``)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -75,12 +76,8 @@ def test_a_request_names_its_host_and_an_unknown_one_is_a_404(host_b, viewer_cli
     assert answer.json() == {"detail": "Unknown host 'nowhere'."}
 
 
-@pytest.mark.django_db
-def test_a_save_on_one_host_leaves_the_other_as_it_was(host_b, staff_client, settings):
-    before = list(Assignment.objects.values_list("service__name", "gpu_uuid"))
-    with host_scope("gpu-b"):
-        versions = ConfigVersion.objects.count()
-    answer = staff_client.put(
+def _save_on_b(client):
+    return client.put(
         "/api/system/gpu-config?host=gpu-b",
         {
             "strategy": "manual",
@@ -94,17 +91,34 @@ def test_a_save_on_one_host_leaves_the_other_as_it_was(host_b, staff_client, set
         },
         format="json",
     )
+
+
+@pytest.mark.django_db
+def test_a_save_on_one_host_leaves_the_other_as_it_was(
+    host_b, staff_client, settings, django_capture_on_commit_callbacks
+):
+    before = list(Assignment.objects.values_list("service__name", "gpu_uuid"))
+    local_strategy = GpuConfig.load().strategy
+    with host_scope("gpu-b"):
+        versions = ConfigVersion.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = _save_on_b(staff_client)
     assert answer.status_code == 200, answer.content
     assert list(Assignment.objects.values_list("service__name", "gpu_uuid")) == before
-    assert GpuConfig.load().strategy != "manual" or before  # the local row was not touched
+    assert GpuConfig.load().strategy == local_strategy != "manual"
     with host_scope("gpu-b"):
         saved = dict(Assignment.objects.values_list("service__name", "gpu_uuid"))
         assert saved["ai-yolo26"] == "GPU-b1"
         assert GpuConfig.load().strategy == "manual"
         assert ConfigVersion.objects.count() == versions + 1
+    # B's files are the centre's copy, apart: this machine's stack never reads B's plan.
+    config_dir = Path(settings.GPUCONFIG_CONFIG_DIR)
+    assert "GPU-b1" in (config_dir / "hosts" / "gpu-b" / "gpu-assignments.yml").read_text()
+    local = config_dir / "gpu-assignments.yml"
+    assert not local.exists() or "GPU-b" not in local.read_text()
     shown = staff_client.get("/api/system/gpu-config?host=gpu-b").json()
     assert shown["strategy"] == "manual"
-    assert staff_client.get("/api/system/gpu-config").json()["strategy"] != "manual"
+    assert staff_client.get("/api/system/gpu-config").json()["strategy"] == local_strategy
 
 
 @pytest.mark.django_db
