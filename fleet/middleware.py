@@ -15,7 +15,7 @@ from django.http import HttpResponse, JsonResponse
 from fleet.selectors import host_for_request
 from fleet.services import HostUnreachable, host_acting_check
 from gpuconfig_site.errors import http_status
-from gpuconfig_site.hosts import host_reset, host_set
+from gpuconfig_site.hosts import default_host_name, host_reset, host_set
 
 HOST_HEADER = "X-GPUConfig-Host"
 # The views that make a host's agent do something on its machine.
@@ -48,7 +48,7 @@ class HostMiddleware:
             if host is None:
                 return _refusal(request, 404, f"Unknown host {name[:63]!r}.")
             request.gpu_host_name = host.name
-        token = host_set(request.gpu_host_name)
+        token = host_set(request.gpu_host_name or default_host_name())
         try:
             return self.get_response(request)
         finally:

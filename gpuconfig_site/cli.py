@@ -27,7 +27,7 @@ from django.core.management import (
     load_command_class,
 )
 
-from gpuconfig_site.hosts import host_scope
+from gpuconfig_site.hosts import default_host_name, host_scope
 
 # gunicorn's processes and threads for `gpuconfig serve` (and `make bench`, which measures it).
 SERVE_WORKERS = 2
@@ -80,7 +80,9 @@ def run_command(name: str, argv: list[str]) -> int:
     # No system checks, as with call_command: the site's checks are `manage.py check`'s job.
     options["skip_checks"] = True
     try:
-        with host_scope(_host_checked(host, acting=name in ACTING_COMMANDS)):
+        if name in HOST_COMMANDS:
+            host = _host_checked(host or default_host_name(), acting=name in ACTING_COMMANDS)
+        with host_scope(host):
             command.execute(*args, **options)
     except CommandError as exc:
         print(f"gpuconfig {name}: {exc}", file=sys.stderr)
@@ -88,14 +90,14 @@ def run_command(name: str, argv: list[str]) -> int:
     return 0
 
 
-def _host_checked(name: str | None, *, acting: bool) -> str | None:
+def _host_checked(name: str, *, acting: bool) -> str:
     """``--host``'s value once known to be registered (and online, for an action); a
     ``CommandError`` naming it otherwise."""
     # Imported here: the apps load in _django(), after this module.
     from fleet.selectors import host_for_request
     from fleet.services import HostUnreachable, host_acting_check
 
-    if name is not None and host_for_request(name) is None:
+    if name != settings.GPUCONFIG_HOST_NAME and host_for_request(name) is None:
         raise CommandError(f"unknown host {name!r} (gpuconfig host list shows them)")
     if acting:
         with host_scope(name):

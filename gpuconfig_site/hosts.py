@@ -2,13 +2,16 @@
 
 Every GPU, saved configuration, assignment, version and apply run belongs to one host (a
 ``host`` column holding the host's name). The host a request, a task or a command works on is
-held in a context variable, set at the edges: by ``HostMiddleware`` from ``?host=``, by the
-tasks from the run or scan they carry, by ``--host`` in the commands. Code in between reads
-``host_name()`` and never passes hosts around; ``HostScopedManager`` (each model's ``objects``)
-keeps its queries to that host, and ``all_hosts`` is the unscoped manager for fleet-wide reads.
+held in a context variable, set at the edges: by ``fleet.middleware.HostMiddleware`` from
+``?host=`` (else the default host), by the tasks from the message that carried them, by
+``--host`` in the commands. Code in between reads ``host_name()`` and never passes hosts
+around; ``HostScopedManager`` (each model's ``objects``) keeps its queries to that host, and
+``all_hosts`` is the unscoped manager for fleet-wide reads.
 
-With nothing set, the default host answers: ``GPUCONFIG_DEFAULT_HOST``, else this machine's
-own (``GPUCONFIG_HOST_NAME``). A single box never sets anything, so it works as it always did.
+With nothing set, the code works on this machine's own host (``GPUCONFIG_HOST_NAME``): the
+worker's periodic scans, repairs and file syncs are this machine's. Requests and commands that
+name no host get the default host (``GPUCONFIG_DEFAULT_HOST``, else this machine's). A single
+box never sets anything, so it works as it always did, cache keys included.
 """
 
 from __future__ import annotations
@@ -32,11 +35,7 @@ def default_host_name() -> str:
 
 def host_name() -> str:
     """The host the code at hand works on (the model's default for the ``host`` column)."""
-    return _current.get() or default_host_name()
-
-
-def host_is_default() -> bool:
-    return host_name() == default_host_name()
+    return _current.get() or settings.GPUCONFIG_HOST_NAME
 
 
 def host_is_local() -> bool:
@@ -46,7 +45,7 @@ def host_is_local() -> bool:
 
 @contextmanager
 def host_scope(name: str | None) -> Iterator[str]:
-    """Work on ``name`` inside the block (None: the default host)."""
+    """Work on ``name`` inside the block (None: this machine's own host)."""
     token = _current.set(name or None)
     try:
         yield host_name()
@@ -74,10 +73,10 @@ def host_config_dir() -> Path:
 
 
 def host_key(key: str) -> str:
-    """A cache key for state that belongs to one host. The default host keeps the bare key, so
-    a single box's cache is what it always was."""
+    """A cache key for state that belongs to one host. This machine's own host keeps the bare
+    key, so a single box's cache is what it always was."""
     name = host_name()
-    return key if name == default_host_name() else f"{key}@{name}"
+    return key if name == settings.GPUCONFIG_HOST_NAME else f"{key}@{name}"
 
 
 def host_field(**kwargs) -> models.CharField:

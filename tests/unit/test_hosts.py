@@ -196,3 +196,19 @@ def test_a_task_runs_on_the_host_it_was_enqueued_for():
     finally:
         _leave_host(task_id="t1")
     assert host_name() != "gpu-b"
+
+
+@pytest.mark.django_db
+def test_requests_naming_no_host_get_the_default_host_and_background_work_this_machine(
+    host_b, viewer_client, settings
+):
+    settings.GPUCONFIG_DEFAULT_HOST = "gpu-b"
+    answer = viewer_client.get("/api/system/gpus")
+    assert {g["uuid"] for g in answer.json()["gpus"]} == {"GPU-b0", "GPU-b1"}
+    # A task or thread with no host set (beat's scans, repairs, file syncs) is this machine's.
+    assert host_name() == settings.GPUCONFIG_HOST_NAME
+    _enter_host(task_id="t2", task=None)
+    try:
+        assert host_name() == settings.GPUCONFIG_HOST_NAME
+    finally:
+        _leave_host(task_id="t2")
