@@ -8,5 +8,5 @@ from assignments.admin import ReadOnlyAdmin
 
 @admin.register(ApplyRun)
 class ApplyRunAdmin(ReadOnlyAdmin):
-    list_display = ["operation_id", "status", "created_at", "finished_at", "actor"]
-    list_filter = ["status"]
+    list_display = ["operation_id", "host", "status", "created_at", "finished_at", "actor"]
+    list_filter = ["host", "status"]

@@ -205,8 +205,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class ConfigVersionAdmin(ReadOnlyAdmin):
     """History: every save and automatic fallback, never edited."""
 
-    list_display = ["pk", "created_at", "actor", "source", "strategy"]
-    list_filter = ["source", "strategy"]
+    list_display = ["pk", "host", "created_at", "actor", "source", "strategy"]
+    list_filter = ["host", "source", "strategy"]
 
 
 class ServiceRuleForm(forms.ModelForm):

@@ -12,9 +12,18 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 
 from gpuconfig_site.errors import ApplicationError
+from gpuconfig_site.hosts import host_name
 
 
 class ServiceSavedAdmin(admin.ModelAdmin):
+    def get_queryset(self, request):
+        # A per-host model is edited for the host the request works on (the default host, or
+        # ``?host=``), the host its save's service works on too: never another host's rows.
+        queryset = super().get_queryset(request)
+        if any(field.name == "host" for field in self.model._meta.fields):
+            queryset = queryset.filter(host=host_name())
+        return queryset
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return self._refusal_shown(
             request, super().changeform_view, request, object_id, form_url, extra_context

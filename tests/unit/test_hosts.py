@@ -212,3 +212,16 @@ def test_requests_naming_no_host_get_the_default_host_and_background_work_this_m
         assert host_name() == settings.GPUCONFIG_HOST_NAME
     finally:
         _leave_host(task_id="t2")
+
+
+@pytest.mark.django_db
+def test_the_admin_edits_the_host_the_request_works_on(host_b, client, django_user_model):
+    admin_user = django_user_model.objects.create_superuser("root", password="pw-root-12345")
+    client.force_login(admin_user)
+    assert client.get("/admin/assignments/assignment/?host=gpu-b").status_code == 200
+    with host_scope("gpu-b"):
+        b_row = Assignment.objects.first()
+    page = f"/admin/assignments/assignment/{b_row.pk}/change/"
+    # Another host's row is not found from the default host (the admin sends back to the list).
+    assert client.get(page).status_code == 302
+    assert client.get(f"{page}?host=gpu-b").status_code == 200
