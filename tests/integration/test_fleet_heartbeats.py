@@ -126,7 +126,7 @@ def test_two_agents_beat_through_rabbitmq_and_one_killed_goes_offline(
     assert hosts[a]["state"] == hosts[b]["state"] == "online"
     assert hosts[a]["display_name"] == a.upper()
     assert hosts[a]["agent_version"]  # the package's version, reported by the agent
-    assert hosts[a]["gpus"] is None  # its scans do not reach the centre yet: unknown, not 0
+    assert hosts[a]["gpus"] == 0  # no scan of its has reached the centre in this test
 
     # An agent is killed: offline after three missed beats; the other stays online.
     agent_b.kill()
