@@ -16,7 +16,7 @@ from typing import TypeVar
 from django.core.cache import cache
 from django.db import transaction
 
-from gpuconfig_site.read_memo import render_kept
+from gpuconfig_site.read_memo import cache_read_many, render_kept
 from gpuconfig_site.redis_health import REDIS_DOWN
 
 RUNS_STATE_KEY = "assignments:runs-state"
@@ -52,7 +52,7 @@ def runs_read_cached(name: str, build: Callable[[], T]) -> T:
 def _runs_read(name: str, build: Callable[[], T]) -> T:
     key = f"assignments:runs-read:{name}"
     try:
-        found = cache.get_many([RUNS_STATE_KEY, key])
+        found = cache_read_many([RUNS_STATE_KEY, key])
     except REDIS_DOWN:
         return build()
     state = found.get(RUNS_STATE_KEY, 0)

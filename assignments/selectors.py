@@ -30,6 +30,7 @@ from assignments.planner.needs import CATALOG, MEASURED, NEEDS, measured_need_mb
 from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from gpuconfig_site.errors import ApplicationError, echo
+from gpuconfig_site.read_memo import cache_read_many
 from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu
 from gpus.selectors import INVENTORY_VERSION_KEY, LAST_SCAN_KEY, VramSummary, service_vram_summaries
@@ -461,7 +462,7 @@ def config_state_read(name: str, build: Callable[[], T]) -> tuple[tuple, T]:
 
     key = f"assignments:read:{name}"
     try:
-        found = cache.get_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
+        found = cache_read_many([CONFIG_STATE_KEY, INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
     except REDIS_DOWN:
         return (), build()
     state = (

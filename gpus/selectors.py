@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from gpuconfig_site.read_memo import cache_read, share
+from gpuconfig_site.read_memo import cache_read, cache_read_many, share
 from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
 from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 
@@ -93,7 +93,7 @@ def inventory_read_cached(
     when less than ``INVENTORY_READ_TTL``. Without Redis it is built on every call."""
     key = f"gpus:read:{name}"
     try:
-        found = cache.get_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
+        found = cache_read_many([INVENTORY_VERSION_KEY, LAST_SCAN_KEY, key])
     except REDIS_DOWN:
         return build()
     state = (found.get(INVENTORY_VERSION_KEY, 0), (found.get(LAST_SCAN_KEY) or {}).get("seq", 0))
