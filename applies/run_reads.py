@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from gpuconfig_site.hosts import host_key
-from gpuconfig_site.read_memo import render_kept
+from gpuconfig_site.read_memo import cache_read_many, render_kept
 from gpuconfig_site.redis_health import REDIS_DOWN
 
 RUNS_STATE_KEY = "assignments:runs-state"
@@ -53,7 +53,7 @@ def runs_read_cached(name: str, build: Callable[[], T]) -> T:
 def _runs_read(name: str, build: Callable[[], T]) -> T:
     key, runs = host_key(f"assignments:runs-read:{name}"), host_key(RUNS_STATE_KEY)
     try:
-        found = cache.get_many([runs, key])
+        found = cache_read_many([runs, key])
     except REDIS_DOWN:
         return build()
     state = found.get(runs, 0)

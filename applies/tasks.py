@@ -25,7 +25,7 @@ from applies.services import apply_recover, apply_repair_pending, config_apply
 from assignments.services import config_files_sync
 from gpuconfig_site.hosts import host_key
 from gpuconfig_site.periodic import PeriodicThread
-from gpuconfig_site.read_memo import stored
+from gpuconfig_site.read_memo import cache_read, stored
 from gpuconfig_site.redis_health import unknown_while_redis_is_down
 
 logger = logging.getLogger(__name__)
@@ -130,18 +130,24 @@ def live_refresh_request() -> None:
     snapshot = live_cached()
     if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
         return
-    if cache.add(host_key(LIVE_REFRESH_LOCK), 1, LIVE_STALE_S):
+    if not _refresh_asked() and cache.add(host_key(LIVE_REFRESH_LOCK), 1, LIVE_STALE_S):
         live_refresh_task.delay()
+
+
+def _refresh_asked() -> bool:
+    """Whether a refresh was asked less than ``LIVE_STALE_S`` ago, as the request's shared read
+    saw it: then ``cache.add`` of the lock would fail, and needs no round trip of its own."""
+    return cache_read(host_key(LIVE_REFRESH_LOCK)) is not None
 
 
 def live_stored() -> dict | None:
     """The stored state for a request that must not wait on the engine: read once (raising
     while Redis is away), with a refresh asked of the worker when it is stale (one request at
     a time, as ``live_refresh_request``)."""
-    snapshot = cache.get(stored(LIVE_KEY))
+    snapshot = cache_read(LIVE_KEY)
     if snapshot and time.time() - snapshot["checked_at"] < LIVE_STALE_S:
         return snapshot
-    if cache.add(host_key(LIVE_REFRESH_LOCK), 1, LIVE_STALE_S):
+    if not _refresh_asked() and cache.add(host_key(LIVE_REFRESH_LOCK), 1, LIVE_STALE_S):
         live_refresh_task.delay()
         # A worker that ran it inline (tests, or no broker) has stored a fresh copy already.
         snapshot = cache.get(stored(LIVE_KEY)) or snapshot

@@ -31,6 +31,7 @@ from assignments.planner.placing import need_mb
 from assignments.planner.types import GpuView, Issue, Placement, ServiceDemand
 from gpuconfig_site.errors import ApplicationError, echo
 from gpuconfig_site.hosts import host_key
+from gpuconfig_site.read_memo import cache_read_many
 from gpuconfig_site.redis_health import REDIS_DOWN
 from gpus.models import Gpu
 from gpus.selectors import VramSummary, inventory_state_keys, service_vram_summaries
@@ -463,7 +464,7 @@ def config_state_read(name: str, build: Callable[[], T]) -> tuple[tuple, T]:
     key, config = host_key(f"assignments:read:{name}"), host_key(CONFIG_STATE_KEY)
     version, last = inventory_state_keys()
     try:
-        found = cache.get_many([config, version, last, key])
+        found = cache_read_many([config, version, last, key])
     except REDIS_DOWN:
         return (), build()
     state = (

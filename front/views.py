@@ -38,7 +38,7 @@ from assignments.selectors import (
 from assignments.services import config_save, config_strategy_recorded
 from front import panels
 from front.forms import ConfigForm, budget_field_name, gpu_field_name
-from front.page_fragments import config_fragment_key
+from front.page_fragments import config_fragment_key, plan_fragments_get, problem_count_set
 from gpuconfig_site.errors import ApplicationError, http_status
 from gpuconfig_site.read_memo import reads_shared
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
@@ -202,7 +202,30 @@ def _render(
     return _page(request, context, status=status)
 
 
-@reads_shared()  # the parts of the page read the stored engine state, last scan, ... once
+def _saved_plan_context(request: HttpRequest, *, planning: PlanningInput, can_change: bool) -> dict:
+    """The saved plan for the page. Its rendered parts (problems, assignments) and their problem
+    count are kept under the plan's state (``front.page_fragments``): while all are kept, the
+    form and the table they were rendered from are not built again."""
+    saved_strategy = panels.current_strategy()
+    key = config_fragment_key(
+        planning=planning, can_change=can_change, saved_strategy=saved_strategy
+    )
+    kept = plan_fragments_get(key) if key else None
+    if kept is not None:
+        html, problem_count = kept
+        return {
+            "config_fragment": key,
+            "kept_fragments": html,
+            "saved_strategy": saved_strategy,
+            "strip": panels.status_strip(problem_count=problem_count),
+        }
+    context = _config_context(request, planning=planning)
+    if key:
+        problem_count_set(key, len(context["problems"]))
+    return {**context, "config_fragment": key}
+
+
+@reads_shared("settings-page")  # the parts of the page share one fetch from the cache
 def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole page: the sections ``context`` does not bring are read as saved."""
     live_refresh_request()
@@ -212,13 +235,7 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     applying = apply_status(snapshot=live_cached(), data=planning)
     page.setdefault("inventory", panels.gpu_cards())
     if "form" not in page:
-        page.update(_config_context(request, planning=planning))
-        # The saved plan, as this request read it: its rendered parts may come from the cache.
-        page["config_fragment"] = config_fragment_key(
-            planning=planning,
-            can_change=page["can_change"],
-            saved_strategy=page["saved_strategy"],
-        )
+        page.update(_saved_plan_context(request, planning=planning, can_change=page["can_change"]))
     page.setdefault("preview", None)
     page.setdefault("apply", _apply_context(status=applying))
     page.setdefault("history", panels.history())

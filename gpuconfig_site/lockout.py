@@ -10,6 +10,9 @@ The database stays the record: failures, lockouts and resets are django-axes' ow
 does not answer, the check goes to the database as before. Redis losing its data (a restart:
 it keeps nothing on disk here) forgets the notes: an address already locked out is let
 through until its next failure, which notes it again and finds the lockout in the database.
+
+The note is read with the request's other cache reads, in one round trip
+(``gpuconfig_site.read_memo``); a failure noted during the request is read back from Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_cool_off
 from django.core.cache import cache
 
+from gpuconfig_site.read_memo import cache_read, forget
 from gpuconfig_site.redis_health import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
@@ -38,7 +42,7 @@ class CachedLockoutHandler(AxesDatabaseHandler):
         key = _note_key(request)
         if key is not None:
             try:
-                if cache.get(key) is None:
+                if cache_read(key) is None:
                     return 0
             except REDIS_DOWN:
                 pass  # the database answers alone
@@ -53,6 +57,7 @@ class CachedLockoutHandler(AxesDatabaseHandler):
             timeout = None if cool_off is None else int(cool_off.total_seconds()) + 60
             try:
                 cache.set(key, 1, timeout)
+                forget(key)  # read again, from Redis, by the lockout decision below
             except REDIS_DOWN:
                 logger.warning("Redis is down: a failed sign-in is recorded in the database only")
         return super().user_login_failed(sender, credentials, request, **kwargs)

@@ -162,6 +162,9 @@ if django.VERSION < (6, 0):
     INSTALLED_APPS.append("template_partials")
 
 MIDDLEWARE = [
+    # A GET's parts (the lockout check, the kept reads, the page's fragments) share one fetch
+    # from Redis (gpuconfig_site.read_memo).
+    "gpuconfig_site.read_memo.SharedReadsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

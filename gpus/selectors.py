@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from gpuconfig_site.hosts import host_key
-from gpuconfig_site.read_memo import cache_read, share
+from gpuconfig_site.read_memo import cache_read, cache_read_many, share
 from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
 from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
 
@@ -100,7 +100,7 @@ def inventory_read_cached(
     when less than ``INVENTORY_READ_TTL``. Without Redis it is built on every call."""
     key, version, last = host_key(f"gpus:read:{name}"), *inventory_state_keys()
     try:
-        found = cache.get_many([version, last, key])
+        found = cache_read_many([version, last, key])
     except REDIS_DOWN:
         return build()
     state = (found.get(version, 0), (found.get(last) or {}).get("seq", 0))

@@ -117,7 +117,10 @@ class _FragmentCachedNode(template.Node):
         key = self.key.resolve(context)
         if not key:
             return self.nodelist.render(context)
-        html = fragment_get(self.name, key)
+        # Read by the view already when it built the page around the kept parts.
+        html = (context.get("kept_fragments") or {}).get(self.name)
+        if html is None:
+            html = fragment_get(self.name, key)
         if html is None:
             html = self.nodelist.render(context)
             fragment_set(self.name, key, str(html))

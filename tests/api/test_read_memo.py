@@ -85,3 +85,33 @@ def test_the_page_reads_each_shared_entry_once(staff_user, reference_inventory, 
     for key in SHARED_KEYS:
         assert f":{key}" in shared[0]
         assert not [c for c in round_trips if c.startswith("GET ") and c.endswith(f":{key}")]
+
+
+def test_a_key_read_of_the_gpus_costs_one_round_trip(key_client, reference_inventory, round_trips):
+    """The lockout check of the key and the inventory are fetched together (the request before
+    taught which entries the path reads)."""
+    key_client.get("/api/system/gpus")
+    round_trips.clear()
+    assert key_client.get("/api/system/gpus").status_code == 200
+    assert _names(round_trips) == ["MGET"], round_trips
+    assert "axes:failed:" in round_trips[0]
+
+
+def test_an_unchanged_page_costs_one_round_trip(staff_user, reference_inventory, round_trips):
+    client = Client()
+    client.force_login(staff_user)
+    client.get("/settings/gpu/")
+    client.get("/settings/gpu/")
+    round_trips.clear()
+    assert client.get("/settings/gpu/").status_code == 200
+    assert _names(round_trips) == ["MGET"], round_trips
+
+
+def test_a_failure_noted_in_the_request_is_read_back(round_trips):
+    """A write in the request (``forget``) sends the next read of it to Redis again."""
+    cache.delete("read-memo-test")
+    with reads_shared("a-path"):
+        assert cache_read("read-memo-test") is None
+        cache.set("read-memo-test", 1)
+        forget("read-memo-test")
+        assert cache_read("read-memo-test") == 1
