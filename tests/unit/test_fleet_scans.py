@@ -335,3 +335,25 @@ def test_detect_api_for_a_remote_host_answers_with_its_fresh_scan(
     assert sorted(g["uuid"] for g in body["gpus"]) == ["GPU-b-0", "GPU-b-1"]
     assert published[0]["routing_key"] == "gpu-b"
     cache.clear()
+
+
+@pytest.mark.django_db
+def test_detect_for_another_host_without_a_broker_says_why_and_scans_nothing_here(fleet):
+    from kombu.exceptions import OperationalError
+
+    from fleet.scans import scan_request_send
+
+    def broker_away(**_kwargs):
+        raise OperationalError("connection refused")
+
+    remote_scan_sender_register(broker_away)
+    try:
+        with host_scope("gpu-b"):
+            summary, fresh = gpu_scan_request(wait=5)
+    finally:
+        remote_scan_sender_register(scan_request_send)
+    assert not fresh
+    assert summary["error"] == (
+        "Host 'gpu-b''s agent could not be asked for a scan: connection refused"
+    )
+    assert not Gpu.all_hosts.exists()
