@@ -14,6 +14,7 @@ SECTIONS = [
     ("API latency", "bench.api"),
     ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),
     ("Downtime per move, by mode (real Docker engine)", "bench.moves"),
+    ("Fleet: scan reports taken in by the central worker (PostgreSQL, RabbitMQ)", "bench.fleet"),
 ]
 
 

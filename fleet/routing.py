@@ -79,3 +79,8 @@ def topology_declare(connection, hosts: list[str]) -> None:
     central_queue()(channel).declare()
     for host in hosts:
         host_queue(host)(channel).declare()
+
+
+# --- Scans: the centre asks a host's agent for one; the agent reports each one it makes ---------
+SCAN_TASK = "fleet.scan"
+SCAN_REPORT_TASK = "fleet.scan_report"

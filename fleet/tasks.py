@@ -31,3 +31,8 @@ def _start_local_heartbeat(sender=None, **_kwargs) -> None:
 @worker_shutdown.connect
 def _stop_local_heartbeat(**_kwargs) -> None:
     HeartbeatSender.stop()
+
+
+# The scans' tasks (the agent's ``fleet.scan``, the centre's ``fleet.scan_report``) live with
+# the rest of the scans; imported here so that the workers' task discovery finds them.
+from fleet import scans  # noqa: E402, F401

@@ -63,6 +63,7 @@ def _mark_missing_lost(existing: dict[str, Gpu], present_uuids: set[str], result
 
 
 def _reading_apply(gpu: Gpu, reading: GpuReading, *, backend: str, now) -> None:
+    """Set ``gpu``'s fields from ``reading`` (the caller saves it)."""
     cc = reading.compute_capability
     gpu.index = reading.index
     gpu.name = reading.name
@@ -78,7 +79,27 @@ def _reading_apply(gpu: Gpu, reading: GpuReading, *, backend: str, now) -> None:
     gpu.available = True
     gpu.last_seen = now
     gpu.backend = backend
-    gpu.save()
+    gpu.updated_at = now
+
+
+# What a scan rewrites of a GPU that stays where it was.
+_READING_FIELDS = [
+    "index",
+    "name",
+    "pci_bus_id",
+    "vram_total_mb",
+    "vram_used_mb",
+    "processes_used_mb",
+    "compute_capability_major",
+    "compute_capability_minor",
+    "utilization_percent",
+    "temperature_c",
+    "power_w",
+    "available",
+    "last_seen",
+    "backend",
+    "updated_at",
+]
 
 
 def _mark_reported_lost(
@@ -106,8 +127,10 @@ def _unattributed(readings: Sequence[GpuReading]) -> dict[str, list[ProcessUse]]
     }
 
 
-def _processes_record(gpu: Gpu, uses: Sequence[ProcessUse], *, now) -> None:
-    GpuProcess.objects.filter(gpu=gpu).delete()
+def _processes_record(gpus: Sequence[Gpu], processes: Mapping[str, Sequence[ProcessUse]], *, now):
+    """Replace the host at hand's GPU processes with those of ``gpus`` (the present ones): a GPU
+    gone from the scan holds no process gpuconfig can vouch for. One delete, one insert."""
+    GpuProcess.objects.all().delete()
     GpuProcess.objects.bulk_create(
         GpuProcess(
             gpu=gpu,
@@ -121,7 +144,8 @@ def _processes_record(gpu: Gpu, uses: Sequence[ProcessUse], *, now) -> None:
             resolved=use.resolved,
             seen_at=now,
         )
-        for use in {use.pid: use for use in uses}.values()
+        for gpu in gpus
+        for use in {use.pid: use for use in processes.get(gpu.uuid, ())}.values()
     )
 
 
@@ -166,8 +190,14 @@ def gpu_inventory_sync(
     if moving:
         Gpu.objects.filter(pk__in=[g.pk for g in moving]).update(available=False)
 
+    # A GPU that stays at its index is rewritten by a plain UPDATE (the cached reads made stale
+    # once for all of them); one that is new, returns or moves is saved, in scan order, as the
+    # index constraint needs.
+    stayed: list[Gpu] = []
+    synced: list[Gpu] = []
     for reading in present:
         gpu = existing.get(reading.uuid)
+        alone = True
         if gpu is None:
             gpu = Gpu(uuid=reading.uuid)
             result.added.append(reading.uuid)
@@ -175,18 +205,32 @@ def gpu_inventory_sync(
             result.returned.append(reading.uuid)
         elif gpu.index != reading.index:
             result.reindexed.append(reading.uuid)
+        else:
+            alone = False
         _reading_apply(gpu, reading, backend=backend, now=now)
-        GpuSample.objects.create(
+        if alone:
+            gpu.save()
+        else:
+            stayed.append(gpu)
+        synced.append(gpu)
+    for gpu in stayed:
+        fields = {name: getattr(gpu, name) for name in _READING_FIELDS}
+        Gpu.objects.filter(pk=gpu.pk).update(**fields)
+    if stayed:
+        # What a save of each would have done (an update sends no post_save), once.
+        inventory_version_bump()
+    GpuSample.objects.bulk_create(
+        GpuSample(
             gpu=gpu,
             taken_at=now,
-            utilization_percent=reading.utilization_percent,
-            vram_used_mb=reading.vram_used_mb,
+            utilization_percent=gpu.utilization_percent,
+            vram_used_mb=gpu.vram_used_mb,
         )
-        _processes_record(gpu, processes.get(reading.uuid, ()), now=now)
+        for gpu in synced
+    )
+    _processes_record(synced, processes, now=now)
 
     _mark_reported_lost(existing, readings, result)
-    # A GPU gone from the scan holds no process gpuconfig can vouch for.
-    GpuProcess.objects.exclude(gpu__uuid__in=[r.uuid for r in present]).delete()
     _service_samples_record(processes, now=now)
     GpuSample.objects.filter(
         taken_at__lt=now - timedelta(seconds=settings.GPUCONFIG_SAMPLE_RETENTION)
