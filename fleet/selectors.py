@@ -71,6 +71,9 @@ def fleet_last_applies() -> dict[str, ApplyRun]:
     whole fleet."""
     latest = ApplyRun.all_hosts.values("host").annotate(last=Max("pk")).order_by()
     ids = [row["last"] for row in latest]
-    return {run.host: run for run in ApplyRun.all_hosts.filter(pk__in=ids).only(
-        "pk", "host", "status", "created_at", "started_at", "finished_at"
-    )}
+    return {
+        run.host: run
+        for run in ApplyRun.all_hosts.filter(pk__in=ids).only(
+            "pk", "host", "status", "created_at", "started_at", "finished_at"
+        )
+    }

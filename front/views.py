@@ -36,11 +36,11 @@ from assignments.selectors import (
     version_list,
 )
 from assignments.services import config_save, config_strategy_recorded
+from fleet.services import HostUnreachable, host_acting_check
 from front import panels
 from front.forms import ConfigForm, budget_field_name, gpu_field_name
 from front.page_fragments import config_fragment_key
 from front.panels.fleet import host_switcher
-from fleet.services import HostUnreachable, host_acting_check
 from gpuconfig_site.errors import ApplicationError, http_status
 from gpuconfig_site.hosts import host_is_local, host_name
 from gpuconfig_site.read_memo import reads_shared

@@ -174,8 +174,7 @@ def host_switcher(current: str) -> HostSwitcher:
         state=state.value,
         last_seen=found.last_heartbeat if found else None,
         hosts=tuple(
-            SwitcherHost(h.name, h.display_name or h.name, host_state(h).value)
-            for h in hosts
+            SwitcherHost(h.name, h.display_name or h.name, host_state(h).value) for h in hosts
         )
         if len(hosts) > 1
         else (),

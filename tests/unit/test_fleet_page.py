@@ -103,7 +103,7 @@ def test_the_overview_lists_each_host_with_its_state_gpus_vram_and_problems(
     assert "<strong>0.3</strong> / 15.0 GB" in b
     assert "Over-committed: GPU 1 (T4)" in b
     assert "Falling back: ai-llm" in b
-    assert f'href="/settings/gpu/?host=gpu-b"' in b
+    assert 'href="/settings/gpu/?host=gpu-b"' in b
     assert "never applied" in b
 
     here = _row(body, local)
@@ -134,9 +134,7 @@ def test_the_overview_shows_each_hosts_last_apply(host_b, staff):
     assert "never applied" in _row(body, Host.objects.exclude(name="gpu-b").get().name)
 
 
-def test_the_overview_reads_a_fixed_number_of_queries_however_many_hosts(
-    host_b, staff, settings
-):
+def test_the_overview_reads_a_fixed_number_of_queries_however_many_hosts(host_b, staff, settings):
     def queries() -> int:
         staff.get(FLEET)  # fills each host's problems in the cache
         with CaptureQueriesContext(connection) as captured:
@@ -180,7 +178,9 @@ def test_a_single_box_page_has_no_switcher_no_fleet_tab_and_no_host_header(
 
 def test_the_switcher_lists_every_host_and_reloads_the_page_for_the_chosen_one(host_b, staff):
     body = text(staff.get(f"{PAGE}?host=gpu-b"))
-    switcher = re.search(r'<form class="host-switcher" method="get" action="/settings/gpu/".*?</form>', body)
+    switcher = re.search(
+        r'<form class="host-switcher" method="get" action="/settings/gpu/".*?</form>', body
+    )
     assert switcher
     options = re.findall(r'<option value="([^"]+)"( selected)?>', switcher.group(0))
     local = Host.objects.exclude(name="gpu-b").get().name
