@@ -236,6 +236,8 @@ def test_an_offline_hosts_page_says_so_and_shows_its_gpus_as_stale(host_b, staff
 def test_an_online_hosts_page_has_no_offline_banner(host_b, staff):
     body = text(staff.get(f"{PAGE}?host=gpu-b"))
     assert "host-offline" not in body and "is-stale" not in body
+    # B's GPUs are as its agent's scan reported them: real, read through NVML.
+    assert "Real GPUs · nvml" in body
 
 
 def test_the_cards_poll_of_an_offline_host_keeps_them_stale(host_b, staff):
