@@ -12,6 +12,7 @@ SECTIONS = [
     ("GPU detection (NVML stand-in)", "bench.detection"),
     ("Measured VRAM: attributing 8 GPUs x 64 processes", "bench.attribution"),
     ("API latency", "bench.api"),
+    ("Fleet page render (50 hosts × 4 GPUs)", "bench.fleet_page"),
     ("Apply / restart (real Docker engine and Podman service)", "bench.apply"),
     ("Downtime per move, by mode (real Docker engine)", "bench.moves"),
     ("Fleet: scan reports taken in by the central worker (PostgreSQL, RabbitMQ)", "bench.fleet"),

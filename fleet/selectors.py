@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
+from applies.models import ApplyRun
 from fleet.models import Host, HostState
 from gpus.models import Gpu
 
@@ -42,3 +43,37 @@ def host_state(host: Host) -> HostState:
     if host.name == settings.GPUCONFIG_HOST_NAME:
         return HostState.ONLINE
     return host.state_at(timezone.now(), settings.GPUCONFIG_HEARTBEAT_INTERVAL)
+
+
+def fleet_gpu_totals() -> dict[str, dict]:
+    """Each host's GPUs in one grouped read, by host name: ``present`` and ``lost`` (kept
+    while missing from scans), and the VRAM ``used_mb`` / ``total_mb`` of the present ones."""
+    present = Q(available=True)
+    rows = Gpu.all_hosts.values("host").annotate(
+        present=Count("pk", filter=present),
+        lost=Count("pk", filter=~present),
+        used_mb=Sum("vram_used_mb", filter=present),
+        total_mb=Sum("vram_total_mb", filter=present),
+    )
+    return {
+        row["host"]: {
+            "present": row["present"],
+            "lost": row["lost"],
+            "used_mb": row["used_mb"] or 0,
+            "total_mb": row["total_mb"] or 0,
+        }
+        for row in rows.order_by()
+    }
+
+
+def fleet_last_applies() -> dict[str, ApplyRun]:
+    """Each host's latest apply run (the newest requested), by host name: two reads for the
+    whole fleet."""
+    latest = ApplyRun.all_hosts.values("host").annotate(last=Max("pk")).order_by()
+    ids = [row["last"] for row in latest]
+    return {
+        run.host: run
+        for run in ApplyRun.all_hosts.filter(pk__in=ids).only(
+            "pk", "host", "status", "created_at", "started_at", "finished_at"
+        )
+    }

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from assignments.files.catalog import OfferInvalid, catalog_offers, catalog_service_add
 from assignments.files.tools import KINDS, UnknownTool
 from assignments.selectors import catalog_parts, compose_report, lint_report
-from front.views import page_login_required
+from front.views import gpu_page_url, page_login_required
 
 TEMPLATE = "settings/_compose.html"
 
@@ -49,7 +49,7 @@ def compose_panel(request):
 def compose_service_add(request):
     if not can_change(request):
         messages.error(request, "Adding a service to the catalog needs a staff account.")
-        return redirect("settings-gpu")
+        return redirect(gpu_page_url(request))
     name = request.POST.get("service", "")
     try:
         catalog_service_add(name=name, vram_gb=request.POST.get("vram_gb"), user=request.user)
@@ -57,4 +57,4 @@ def compose_service_add(request):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{name} is in the catalog now; assign it a GPU and save.")
-    return redirect("settings-gpu")
+    return redirect(gpu_page_url(request))

@@ -2,11 +2,12 @@
 
 from django.urls import path
 
-from front import compose_views, rules_views, views
+from front import compose_views, fleet_views, rules_views, views
 
 urlpatterns = [
     path("", views.settings_index, name="settings"),
     path("gpu/", views.gpu_settings, name="settings-gpu"),
+    path("fleet/", fleet_views.fleet_overview, name="settings-fleet"),
     path("gpu/cards/", views.gpu_cards, name="settings-gpu-cards"),
     path("gpu/rescan/", views.gpu_rescan, name="settings-gpu-rescan"),
     path("gpu/preview/", views.config_preview, name="settings-gpu-preview"),

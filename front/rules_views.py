@@ -22,7 +22,7 @@ from assignments.services.history import (
     version_restore_prepare,
 )
 from assignments.services.rules import rules_replace
-from front.views import VERSIONS_SHOWN, _refusal_status, page_login_required
+from front.views import VERSIONS_SHOWN, _refusal_status, gpu_page_url, page_login_required
 from gpuconfig_site.errors import ApplicationError
 from gpus.models import Gpu
 
@@ -38,8 +38,8 @@ def _can_change(request: HttpRequest) -> bool:
 def _reload(request: HttpRequest):
     """Back to the whole page (an HTMX request is told to load it)."""
     if request.htmx:
-        return HttpResponseClientRedirect(request.build_absolute_uri("/settings/gpu/"))
-    return redirect("settings-gpu")
+        return HttpResponseClientRedirect(request.build_absolute_uri(gpu_page_url(request)))
+    return redirect(gpu_page_url(request))
 
 
 # --- rules ---------------------------------------------------------------------------------

@@ -36,10 +36,13 @@ from assignments.selectors import (
     version_list,
 )
 from assignments.services import config_save, config_strategy_recorded
+from fleet.services import HostUnreachable, host_acting_check
 from front import panels
 from front.forms import ConfigForm, budget_field_name, gpu_field_name
 from front.page_fragments import config_fragment_key, plan_fragments_get, problem_count_set
+from front.panels.fleet import host_switcher
 from gpuconfig_site.errors import ApplicationError, http_status
+from gpuconfig_site.hosts import host_is_local, host_name
 from gpuconfig_site.read_memo import reads_shared
 from gpuconfig_site.redis_health import REDIS_DOWN, redis_down_detail
 from gpus.selectors import detection_mode
@@ -81,11 +84,21 @@ def page_login_required(view):
         if request.user.is_authenticated:
             return view(request, *args, **kwargs)
         if request.htmx:
-            query = urlencode({"next": reverse("settings-gpu")})
+            query = urlencode({"next": gpu_page_url(request)})
             return HttpResponseClientRedirect(f"{resolve_url(settings.LOGIN_URL)}?{query}")
         return redirect_to_login(request.get_full_path())
 
     return wrapper
+
+
+def gpu_page_url(request: HttpRequest, anchor: str = "") -> str:
+    """The GPU Configuration page of the host the request is on (``?host=`` when it named
+    one), at ``anchor``."""
+    url = reverse("settings-gpu")
+    host = getattr(request, "gpu_host_name", None)
+    if host:
+        url = f"{url}?{urlencode({'host': host})}"
+    return f"{url}#{anchor}" if anchor else url
 
 
 def _can_change(request: HttpRequest) -> bool:
@@ -233,6 +246,7 @@ def _page(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResp
     # Read once for the whole page: the table, the apply panel and the services panel share them.
     planning = _planning(request)
     applying = apply_status(snapshot=live_cached(), data=planning)
+    page.setdefault("host", host_switcher(host_name()))
     page.setdefault("inventory", panels.gpu_cards())
     if "form" not in page:
         page.update(_saved_plan_context(request, planning=planning, can_change=page["can_change"]))
@@ -254,7 +268,7 @@ def _services_context() -> dict:
 
 @page_login_required
 def settings_index(request):
-    return redirect("settings-gpu")
+    return redirect(gpu_page_url(request))
 
 
 @page_login_required
@@ -271,7 +285,8 @@ def gpu_settings(request):
 @require_GET
 def gpu_cards(request):
     """The GPU cards alone; the page polls this while it is open (database reads only)."""
-    return _render(request, "gpu-cards", {"inventory": panels.gpu_cards()})
+    context = {"inventory": panels.gpu_cards(), "host": host_switcher(host_name())}
+    return _render(request, "gpu-cards", context)
 
 
 def _scan_now() -> dict:
@@ -304,9 +319,10 @@ def gpu_rescan(request):
         notice = "GPUs re-scanned."
     if not request.htmx:
         (messages.error if failed else messages.success)(request, notice)
-        return redirect("settings-gpu")
+        return redirect(gpu_page_url(request))
     context = {
         "inventory": panels.gpu_cards(),
+        "host": host_switcher(host_name()),
         "scan_notice": notice,
         "scan_failed": failed,
     }
@@ -431,7 +447,7 @@ def config_save_view(request):
         notice = " ".join([notice, *result.notices])
     if not request.htmx:
         messages.success(request, notice)
-        return redirect(f"{reverse('settings-gpu')}#assignments")
+        return redirect(gpu_page_url(request, "assignments"))
     context = _config_context(request, notice=notice)
     context["history"] = panels.history()
     if result.changed:  # the versions panel lists the new version at once (out of band)
@@ -447,6 +463,15 @@ def config_save_view(request):
 def apply_view(request):
     """GET: which services Apply would restart (asks the engine). POST: start the apply."""
     if request.method == "GET":
+        try:
+            # An offline host's agent could neither be asked what would restart nor apply it:
+            # the same refusal the middleware answers to the POST. (This machine's own host is
+            # served by its own worker and never refused.)
+            if not host_is_local():
+                host_acting_check()
+        except HostUnreachable as exc:
+            context = {"apply": _apply_context(error=exc.message)}
+            return _render(request, "apply-confirm", context, status=http_status(exc))
         return _render(
             request,
             "apply-confirm",
@@ -472,7 +497,7 @@ def apply_view(request):
             messages.success(
                 request, "Apply started: every service already runs with its assignment."
             )
-        return redirect(f"{reverse('settings-gpu')}#apply")
+        return redirect(gpu_page_url(request, "apply"))
     progress = panels.apply_progress(apply_status(snapshot=live_cached()))
     context = {"apply": _apply_context(progress=progress), **_live_strip()}
     if progress is not None and progress.finished:
@@ -535,5 +560,5 @@ def demo_runtime_view(request):
     else:
         demo_runtime_disable()
     if not request.htmx:
-        return redirect(f"{reverse('settings-gpu')}#services")
+        return redirect(gpu_page_url(request, "services"))
     return _render(request, "services", {"services": _services_context(), **_live_strip()})

@@ -6,6 +6,10 @@ apply history), not events counted in one process, so every gunicorn worker answ
 with the same values and no multiprocess directory is needed. (``django-prometheus`` counts
 requests and queries per process: useful elsewhere, but it needs that multiprocess setup under
 gunicorn and none of these values would come from it.)
+
+Every per-GPU, per-service, per-apply and per-scan metric carries a ``host`` label: one scrape
+of the central site answers for the whole fleet (the GPUs and runs read over ``all_hosts``, the
+plan and the last scan of each host under ``host_scope``).
 """
 
 from __future__ import annotations
@@ -13,20 +17,34 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
+from django.db.models import Max
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from applies import progress
 from applies.models import ApplyRun
 from assignments.selectors import config_issues, planning_input
-from gpus.selectors import gpu_list, last_scan
+from fleet.models import Host
+from gpuconfig_site.hosts import default_host_name, host_scope
+from gpus.models import Gpu
+from gpus.selectors import last_scan
 
 MB = 1024 * 1024
-GPU_LABELS = ["uuid", "index", "name"]
+GPU_LABELS = ["host", "uuid", "index", "name"]
 APPLY_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
-def _gpu_metrics():
+def host_names() -> list[str]:
+    """Every host the metrics speak for: the registered ones, any that holds rows, and the
+    default host (a single box that registered none)."""
+    names = set(Host.objects.values_list("name", flat=True))
+    names.update(Gpu.all_hosts.order_by().values_list("host", flat=True).distinct())
+    names.update(ApplyRun.all_hosts.order_by().values_list("host", flat=True).distinct())
+    names.add(default_host_name())
+    return sorted(names)
+
+
+def _gpu_metrics(hosts: list[str]):
 
     families = {
         "memory_used": GaugeMetricFamily(
@@ -51,21 +69,24 @@ def _gpu_metrics():
     service_used = GaugeMetricFamily(
         "gpuconfig_service_vram_used_bytes",
         "VRAM the processes of a managed service held on a GPU at the last scan",
-        labels=["service", "gpu_uuid"],
+        labels=["host", "service", "gpu_uuid"],
     )
-    lost = 0
-    for gpu in gpu_list():
-        labels = [gpu.uuid, str(gpu.index), gpu.name]
+    lost: Counter[str] = Counter()
+    gpus = Gpu.all_hosts.prefetch_related("processes").order_by(
+        "host", "-available", "index", "uuid"
+    )
+    for gpu in gpus:
+        labels = [gpu.host, gpu.uuid, str(gpu.index), gpu.name]
         families["available"].add_metric(labels, 1.0 if gpu.available else 0.0)
         if not gpu.available:
-            lost += 1
+            lost[gpu.host] += 1
             continue
         per_service: Counter[str] = Counter()
         for process in gpu.processes.all():
             if process.service:
                 per_service[process.service] += process.used_mb
         for service, used in sorted(per_service.items()):
-            service_used.add_metric([service, gpu.uuid], float(used) * MB)
+            service_used.add_metric([gpu.host, service, gpu.uuid], float(used) * MB)
         for key, value, scale in (
             ("memory_used", gpu.vram_used_mb, MB),
             ("memory_total", gpu.vram_total_mb, MB),
@@ -77,118 +98,154 @@ def _gpu_metrics():
                 families[key].add_metric(labels, float(value) * scale)
     yield from families.values()
     yield service_used
-    yield GaugeMetricFamily("gpuconfig_gpus_lost", "GPUs known but missing from scans", value=lost)
+    gpus_lost = GaugeMetricFamily(
+        "gpuconfig_gpus_lost", "GPUs known but missing from scans", labels=["host"]
+    )
+    for host in hosts:
+        gpus_lost.add_metric([host], float(lost[host]))
+    yield gpus_lost
 
 
-def _plan_metrics():
+def _plan_metrics(hosts: list[str]):
 
-    data = planning_input()
     assigned = GaugeMetricFamily(
         "gpuconfig_service_assigned_gpu",
         "GPU index each AI service is assigned to (-1: none)",
-        labels=["service"],
+        labels=["host", "service"],
     )
     planned = GaugeMetricFamily(
         "gpuconfig_service_planned_memory_bytes",
         "VRAM planned for each AI service (its budget when one is set)",
-        labels=["service"],
+        labels=["host", "service"],
     )
-    for demand in data.services:
-        gpu = demand.current_gpu
-        assigned.add_metric([demand.name], float(-1 if gpu is None else gpu))
-        planned.add_metric([demand.name], float(demand.effective_mb * MB))
+    warnings = GaugeMetricFamily(
+        "gpuconfig_plan_warnings", "Warnings of the saved plan, by code", labels=["host", "code"]
+    )
+    for host in hosts:
+        with host_scope(host):
+            data = planning_input()
+            issues = config_issues(data)
+        for demand in data.services:
+            gpu = demand.current_gpu
+            assigned.add_metric([host, demand.name], float(-1 if gpu is None else gpu))
+            planned.add_metric([host, demand.name], float(demand.effective_mb * MB))
+        for code, count in sorted(Counter(i.code for i in issues).items()):
+            warnings.add_metric([host, code], float(count))
     yield assigned
     yield planned
-    warnings = GaugeMetricFamily(
-        "gpuconfig_plan_warnings", "Warnings of the saved plan, by code", labels=["code"]
-    )
-    for code, count in sorted(Counter(i.code for i in config_issues(data)).items()):
-        warnings.add_metric([code], float(count))
     yield warnings
 
 
-def _apply_metrics():
+def _apply_metrics(hosts: list[str]):
 
-    runs = ApplyRun.objects.order_by("created_at", "pk")
-    by_status = Counter(runs.values_list("status", flat=True))
-    total = CounterMetricFamily(
-        "gpuconfig_apply_runs", "Apply runs, by outcome", labels=["outcome"]
+    rows = ApplyRun.all_hosts.order_by("host", "created_at", "pk").values_list(
+        "host", "status", "started_at", "finished_at", "results"
     )
-    for status in ApplyRun.Status.values:
-        total.add_metric([status], float(by_status.get(status, 0)))
-    yield total
-
-    durations = []
-    rollbacks = 0
-    for started, finished, results in runs.values_list("started_at", "finished_at", "results"):
+    by_status: dict[str, Counter[str]] = {host: Counter() for host in hosts}
+    durations: dict[str, list[float]] = {host: [] for host in hosts}
+    rollbacks: Counter[str] = Counter()
+    for host, status, started, finished, results in rows:
+        by_status.setdefault(host, Counter())[status] += 1
         if started and finished:
-            durations.append((finished - started).total_seconds())
-        rollbacks += sum(1 for r in (results or {}).values() if r.get("outcome") == "rolled_back")
-    buckets = [(str(b), float(sum(1 for d in durations if d <= b))) for b in APPLY_BUCKETS]
-    buckets.append(("+Inf", float(len(durations))))
-    yield HistogramMetricFamily(
-        "gpuconfig_apply_duration_seconds",
-        "Duration of finished apply runs",
-        buckets=buckets,
-        sum_value=sum(durations),
+            durations.setdefault(host, []).append((finished - started).total_seconds())
+        rollbacks[host] += sum(
+            1 for r in (results or {}).values() if r.get("outcome") == "rolled_back"
+        )
+    total = CounterMetricFamily(
+        "gpuconfig_apply_runs", "Apply runs, by outcome", labels=["host", "outcome"]
     )
-    yield CounterMetricFamily(
-        "gpuconfig_apply_rollbacks", "Services rolled back by an apply", value=rollbacks
+    duration = HistogramMetricFamily(
+        "gpuconfig_apply_duration_seconds", "Duration of finished apply runs", labels=["host"]
     )
+    rolled_back = CounterMetricFamily(
+        "gpuconfig_apply_rollbacks", "Services rolled back by an apply", labels=["host"]
+    )
+    for host in sorted(by_status):
+        for status in ApplyRun.Status.values:
+            total.add_metric([host, status], float(by_status[host].get(status, 0)))
+        spent = durations.get(host, [])
+        buckets = [(str(b), float(sum(1 for d in spent if d <= b))) for b in APPLY_BUCKETS]
+        buckets.append(("+Inf", float(len(spent))))
+        duration.add_metric([host], buckets, sum_value=sum(spent))
+        rolled_back.add_metric([host], float(rollbacks[host]))
+    yield total
+    yield duration
+    yield rolled_back
+    yield from _last_apply_metrics()
 
-    last = runs.filter(status__in=ApplyRun.FINISHED).last()
+
+def _last_apply_metrics():
+    """Each host's last finished apply: when it ended, how long it took, each recreate."""
+    ended = GaugeMetricFamily(
+        "gpuconfig_last_apply_timestamp_seconds",
+        "When the last finished apply ended",
+        labels=["host"],
+    )
+    took = GaugeMetricFamily(
+        "gpuconfig_last_apply_duration_seconds",
+        "Duration of the last finished apply",
+        labels=["host"],
+    )
     recreate = GaugeMetricFamily(
         "gpuconfig_last_apply_recreate_seconds",
         "How long each service's recreate took in the last finished apply",
-        labels=["service", "outcome"],
+        labels=["host", "service", "outcome"],
     )
-    if last is not None:
+    finished = ApplyRun.all_hosts.filter(status__in=ApplyRun.FINISHED)
+    last_ids = finished.values("host").annotate(last=Max("pk")).order_by().values("last")
+    for last in finished.filter(pk__in=last_ids).order_by("host"):
         for entry in progress.progress_get(str(last.operation_id)):
             if entry["status"] in progress.TERMINAL and entry["status"] != "unchanged":
-                recreate.add_metric([entry["service"], entry["status"]], entry["elapsed_s"])
-        yield GaugeMetricFamily(
-            "gpuconfig_last_apply_timestamp_seconds",
-            "When the last finished apply ended",
-            value=last.finished_at.timestamp(),
+                recreate.add_metric(
+                    [last.host, entry["service"], entry["status"]], entry["elapsed_s"]
+                )
+        ended.add_metric([last.host], last.finished_at.timestamp())
+        took.add_metric(
+            [last.host],
+            (last.finished_at - (last.started_at or last.finished_at)).total_seconds(),
         )
-        yield GaugeMetricFamily(
-            "gpuconfig_last_apply_duration_seconds",
-            "Duration of the last finished apply",
-            value=(last.finished_at - (last.started_at or last.finished_at)).total_seconds(),
-        )
+    yield ended
+    yield took
     yield recreate
 
 
-def _scan_metrics():
+def _scan_metrics(hosts: list[str]):
 
-    summary = last_scan() or {}
-    if summary.get("finished_at"):
-        yield GaugeMetricFamily(
-            "gpuconfig_last_scan_timestamp_seconds",
-            "When the last GPU scan finished",
-            value=datetime.fromisoformat(summary["finished_at"]).timestamp(),
-        )
-    if summary.get("duration_s") is not None:
-        yield GaugeMetricFamily(
-            "gpuconfig_scan_duration_seconds",
-            "How long the last GPU scan took",
-            value=float(summary["duration_s"]),
-        )
-    yield GaugeMetricFamily(
+    finished = GaugeMetricFamily(
+        "gpuconfig_last_scan_timestamp_seconds",
+        "When the last GPU scan finished",
+        labels=["host"],
+    )
+    duration = GaugeMetricFamily(
+        "gpuconfig_scan_duration_seconds", "How long the last GPU scan took", labels=["host"]
+    )
+    success = GaugeMetricFamily(
         "gpuconfig_last_scan_success",
         "1 when the last GPU scan ran without error",
-        value=0.0 if summary.get("error") or not summary else 1.0,
+        labels=["host"],
     )
+    for host in hosts:
+        with host_scope(host):
+            summary = last_scan() or {}
+        if summary.get("finished_at"):
+            finished.add_metric([host], datetime.fromisoformat(summary["finished_at"]).timestamp())
+        if summary.get("duration_s") is not None:
+            duration.add_metric([host], float(summary["duration_s"]))
+        success.add_metric([host], 0.0 if summary.get("error") or not summary else 1.0)
+    yield finished
+    yield duration
+    yield success
 
 
 class GpuconfigCollector:
     """Collects every gpuconfig metric at scrape time, from the database and the cache."""
 
     def collect(self):
-        yield from _gpu_metrics()
-        yield from _plan_metrics()
-        yield from _apply_metrics()
-        yield from _scan_metrics()
+        hosts = host_names()
+        yield from _gpu_metrics(hosts)
+        yield from _plan_metrics(hosts)
+        yield from _apply_metrics(hosts)
+        yield from _scan_metrics(hosts)
 
 
 def metrics_render() -> bytes:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from applies.live import live_cached
 from applies.models import ApplyRun
 from applies.selectors import apply_run_latest, run_stall
+from gpuconfig_site.hosts import host_is_local
 from gpus.selectors import (
     detection_mode,
     gpu_list,
@@ -60,10 +61,13 @@ def _gpu_counts() -> tuple[int, int]:
 def status_strip(*, problem_count: int) -> StatusStrip:
 
     mode = detection_mode()
+    # This machine's settings say whether its own GPUs are simulated; another host's are as
+    # its agent's last scan reported them.
+    simulated = mode["simulated"] if host_is_local() else mode["backend"] == "simulated"
     present, lost = inventory_read_cached("counts", _gpu_counts)
     live = live_cached() or {}
     return StatusStrip(
-        simulated=mode["simulated"],
+        simulated=simulated,
         backend=mode["backend"] or "",
         gpus_present=present,
         gpus_lost=lost,

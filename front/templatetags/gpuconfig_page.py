@@ -9,9 +9,11 @@ page template does not depend on the Django version.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 import django
 from django import template
+from django.urls import reverse
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
@@ -138,3 +140,16 @@ def fragment_cached(parser, token):
     nodelist = parser.parse(("endfragment_cached",))
     parser.delete_first_token()
     return _FragmentCachedNode(bits[1], parser.compile_filter(bits[2]), nodelist)
+
+
+@register.simple_tag(takes_context=True)
+def host_url(context, name: str, *args, **query) -> str:
+    """``{% url name *args %}`` for the host the page is on: with ``?host=<name>`` when the
+    request named one (``HostMiddleware``), so plain links and forms stay on that host.
+    ``query``: further parameters (``poll=1``)."""
+    request = context.get("request")
+    host = getattr(request, "gpu_host_name", None)
+    if host:
+        query["host"] = host
+    url = reverse(name, args=args)
+    return f"{url}?{urlencode(query)}" if query else url

@@ -24,6 +24,29 @@
     box.hidden = false;
   }
 
+  // A refusal answered as plain text (the host middleware's 503 for an offline host, a 404
+  // for an unknown one) is a message, not a fragment: show it instead of swapping it in.
+  function plainRefusal(xhr) {
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    return xhr.status >= 400 && type.indexOf("text/plain") === 0;
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (plainRefusal(xhr)) {
+      event.detail.shouldSwap = false;
+      event.detail.isError = false;
+      showError(xhr.responseText);
+    }
+  });
+
+  // The host switcher loads the chosen host's page at once (its button does without JavaScript).
+  document.addEventListener("change", function (event) {
+    if (event.target.matches && event.target.matches("select[data-autosubmit]")) {
+      event.target.form.submit();
+    }
+  });
+
   document.addEventListener("htmx:responseError", function (event) {
     showError("The server could not complete that request (HTTP " + event.detail.xhr.status + "). Reload the page and try again.");
   });
@@ -32,7 +55,7 @@
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     var box = document.getElementById("page-error");
-    if (box && event.detail.successful) box.hidden = true;
+    if (box && event.detail.successful && !plainRefusal(event.detail.xhr)) box.hidden = true;
   });
 })();
 

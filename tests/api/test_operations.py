@@ -94,7 +94,7 @@ def test_metrics_need_the_key_or_an_allowed_address(anon_client, settings, db):
 
 
 @pytest.mark.django_db
-def test_metrics_equal_the_inventory_and_the_last_apply(anon_client, reference_inventory):
+def test_metrics_equal_the_inventory_and_the_last_apply(anon_client, reference_inventory, settings):
     Gpu.objects.filter(index=1).update(temperature_c=61, power_w=17.5)
     now = timezone.now()
     ApplyRun.objects.create(
@@ -119,56 +119,62 @@ def test_metrics_equal_the_inventory_and_the_last_apply(anon_client, reference_i
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     got = samples(response.content.decode())
+    host = ("host", settings.GPUCONFIG_HOST_NAME)
 
     gpus = list(Gpu.objects.filter(available=True))
     assert len(gpus) == 2
     for gpu in gpus:
-        labels = (("index", str(gpu.index)), ("name", gpu.name), ("uuid", gpu.uuid))
+        labels = (host, ("index", str(gpu.index)), ("name", gpu.name), ("uuid", gpu.uuid))
+        labels = tuple(sorted(labels))
         assert got[("gpuconfig_gpu_memory_used_bytes", labels)] == gpu.vram_used_mb * MB
         assert got[("gpuconfig_gpu_memory_total_bytes", labels)] == gpu.vram_total_mb * MB
         assert got[("gpuconfig_gpu_utilization_percent", labels)] == gpu.utilization_percent
         assert got[("gpuconfig_gpu_temperature_celsius", labels)] == gpu.temperature_c
         assert got[("gpuconfig_gpu_power_watts", labels)] == gpu.power_w
         assert got[("gpuconfig_gpu_available", labels)] == 1
-    assert got[("gpuconfig_gpus_lost", ())] == 0
+    assert got[("gpuconfig_gpus_lost", (host,))] == 0
 
     from assignments.selectors import config_issues, planning_input
 
     data = planning_input()
     for demand in data.services:
-        key = (("service", demand.name),)
+        key = (host, ("service", demand.name))
         expected_gpu = -1 if demand.current_gpu is None else demand.current_gpu
         assert got[("gpuconfig_service_assigned_gpu", key)] == expected_gpu
         assert got[("gpuconfig_service_planned_memory_bytes", key)] == demand.effective_mb * MB
     codes = [i.code for i in config_issues(data)]
     for code in set(codes):
-        assert got[("gpuconfig_plan_warnings", (("code", code),))] == codes.count(code)
+        assert got[("gpuconfig_plan_warnings", (("code", code), host))] == codes.count(code)
 
-    assert got[("gpuconfig_apply_runs_total", (("outcome", "partial"),))] == 1
-    assert got[("gpuconfig_apply_runs_total", (("outcome", "failed"),))] == 1
-    assert got[("gpuconfig_apply_runs_total", (("outcome", "succeeded"),))] == 0
-    assert got[("gpuconfig_apply_rollbacks_total", ())] == 1
-    assert got[("gpuconfig_apply_duration_seconds_count", ())] == 2
-    assert got[("gpuconfig_apply_duration_seconds_sum", ())] == pytest.approx(132)
-    assert got[("gpuconfig_apply_duration_seconds_bucket", (("le", "60"),))] == 1
-    assert got[("gpuconfig_last_apply_duration_seconds", ())] == pytest.approx(42)
-    assert got[("gpuconfig_last_apply_timestamp_seconds", ())] == pytest.approx(now.timestamp())
+    assert got[("gpuconfig_apply_runs_total", (host, ("outcome", "partial")))] == 1
+    assert got[("gpuconfig_apply_runs_total", (host, ("outcome", "failed")))] == 1
+    assert got[("gpuconfig_apply_runs_total", (host, ("outcome", "succeeded")))] == 0
+    assert got[("gpuconfig_apply_rollbacks_total", (host,))] == 1
+    assert got[("gpuconfig_apply_duration_seconds_count", (host,))] == 2
+    assert got[("gpuconfig_apply_duration_seconds_sum", (host,))] == pytest.approx(132)
+    assert got[("gpuconfig_apply_duration_seconds_bucket", (host, ("le", "60")))] == 1
+    assert got[("gpuconfig_last_apply_duration_seconds", (host,))] == pytest.approx(42)
+    assert got[("gpuconfig_last_apply_timestamp_seconds", (host,))] == pytest.approx(
+        now.timestamp()
+    )
     for service, outcome in (("ai-llm", "healthy"), ("ai-clip", "rolled_back")):
-        key = (("outcome", outcome), ("service", service))
+        key = (host, ("outcome", outcome), ("service", service))
         assert got[("gpuconfig_last_apply_recreate_seconds", key)] >= 0
 
     from gpus.selectors import last_scan
 
     scan = last_scan()
-    assert got[("gpuconfig_scan_duration_seconds", ())] == scan["duration_s"]
-    assert got[("gpuconfig_last_scan_success", ())] == 1
+    assert got[("gpuconfig_scan_duration_seconds", (host,))] == scan["duration_s"]
+    assert got[("gpuconfig_last_scan_success", (host,))] == 1
 
 
 @pytest.mark.django_db
-def test_a_lost_gpu_is_counted_and_keeps_no_stale_readings(anon_client, reference_inventory):
+def test_a_lost_gpu_is_counted_and_keeps_no_stale_readings(
+    anon_client, reference_inventory, settings
+):
     Gpu.objects.filter(index=1).update(available=False)
     got = samples(anon_client.get("/metrics", HTTP_X_API_KEY=API_KEY).content.decode())
-    assert got[("gpuconfig_gpus_lost", ())] == 1
+    assert got[("gpuconfig_gpus_lost", (("host", settings.GPUCONFIG_HOST_NAME),))] == 1
     lost = [k for k in got if k[0] == "gpuconfig_gpu_memory_used_bytes" and ("index", "1") in k[1]]
     assert lost == []
 

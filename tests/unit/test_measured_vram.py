@@ -341,7 +341,10 @@ def test_metrics_give_each_services_vram_per_gpu(reference_inventory, key_client
             gpu=gpu, pid=pid, used_mb=used, service="ai-llm", seen_at=timezone.now()
         )
     text = key_client.get("/metrics").content.decode()
-    prefix = f'gpuconfig_service_vram_used_bytes{{gpu_uuid="{gpu.uuid}",service="ai-llm"}} '
+    prefix = (
+        f'gpuconfig_service_vram_used_bytes{{gpu_uuid="{gpu.uuid}",'
+        f'host="{gpu.host}",service="ai-llm"}} '
+    )
     (line,) = [x for x in text.splitlines() if x.startswith(prefix)]
     assert float(line.removeprefix(prefix)) == 18600 * 2**20
 
