@@ -23,6 +23,7 @@ from applies.applying import diff, execute
 from applies.live import live_refresh
 from applies.models import ApplyRun
 from applies.moves import MoveDecision, apply_move_modes
+from applies.remote import remote_apply_send, remote_pending
 from applies.run_reads import runs_state_bump
 from applies.runtime import get_runtime
 from applies.runtime.base import (
@@ -38,7 +39,7 @@ from applies.selectors import apply_targets
 from assignments.models import ConfigVersion
 from assignments.services.config import actor_name, config_files_write
 from gpuconfig_site.errors import ApplicationError
-from gpuconfig_site.hosts import host_scope
+from gpuconfig_site.hosts import host_is_local, host_scope
 
 logger = logging.getLogger(__name__)
 
@@ -346,8 +347,11 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     if active is not None:
         raise _busy(active)
     try:
-        changes = diff(get_runtime(), apply_targets())
-        pending = [c.service for c in changes if c.needs_recreate]
+        if host_is_local():
+            changes = diff(get_runtime(), apply_targets())
+            pending = [c.service for c in changes if c.needs_recreate]
+        else:  # its agent sees the containers (applies.remote)
+            pending = remote_pending()
     except (RuntimeUnavailable, EngineError) as exc:
         error = _engine_error(exc)
         ApplyRun.objects.create(
@@ -525,6 +529,8 @@ def config_apply(*, run_id: int) -> ApplyRun:
     """
     host = ApplyRun.all_hosts.filter(pk=run_id).values_list("host", flat=True).first()
     with host_scope(host):
+        if not host_is_local():  # carried out by the host's own agent (applies.remote)
+            return remote_apply_send(run_id=run_id)
         return _config_apply(run_id)
 
 

@@ -79,3 +79,10 @@ def topology_declare(connection, hosts: list[str]) -> None:
     central_queue()(channel).declare()
     for host in hosts:
         host_queue(host)(channel).declare()
+
+
+# Applies carried out by a host's agent: the plan goes to the host's queue, progress and the
+# outcome come back to the central one.
+APPLY_TASK = "fleet.apply"
+APPLY_PROGRESS_TASK = "fleet.apply_progress"
+APPLY_OUTCOME_TASK = "fleet.apply_outcome"

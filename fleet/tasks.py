@@ -31,3 +31,21 @@ def _start_local_heartbeat(sender=None, **_kwargs) -> None:
 @worker_shutdown.connect
 def _stop_local_heartbeat(**_kwargs) -> None:
     HeartbeatSender.stop()
+
+
+# --- applies carried out by a host's agent ------------------------------------------------
+# The agent's own task (fleet.apply) lives with the agent's side, registered here so that the
+# agent, which loads this module only, knows it.
+from applies.remote import remote_outcome_receive, remote_progress_receive
+from fleet import applying as _agent_applying  # noqa: F401
+from fleet.routing import APPLY_OUTCOME_TASK, APPLY_PROGRESS_TASK
+
+
+@shared_task(name=APPLY_PROGRESS_TASK, bind=True, ignore_result=True, acks_late=False)
+def apply_progress_task(self, payload: dict) -> None:
+    remote_progress_receive(payload, sender=(self.request.properties or {}).get("user_id"))
+
+
+@shared_task(name=APPLY_OUTCOME_TASK, bind=True, ignore_result=True)
+def apply_outcome_task(self, payload: dict) -> None:
+    remote_outcome_receive(payload, sender=(self.request.properties or {}).get("user_id"))
