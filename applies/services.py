@@ -181,6 +181,11 @@ def apply_recover(*, runtime=None) -> list[str]:
         if found is None:
             return []
         dead, broken = found
+        if runtime is None and not host_is_local():
+            # Another host's containers are its agent's to repair, from the agent's own
+            # journal when it starts again (fleet.applying); here the dead runs only close.
+            _close_dead(dead, restored=[], settled=False, problem="", note=REMOTE_REPAIR_NOTE)
+            return []
         try:
             return _recover(runtime or get_runtime(), dead, broken)
         except (RuntimeUnavailable, EngineError) as exc:
@@ -256,8 +261,14 @@ def _recover(runtime, dead: list[tuple[ApplyRun, str]], broken: list[ApplyRun]) 
     return restored
 
 
-def _close_dead(dead, *, restored: list[str], settled: bool, problem: str = "") -> None:
+REMOTE_REPAIR_NOTE = "; its agent repairs the containers from its own journal when it starts"
+
+
+def _close_dead(
+    dead, *, restored: list[str], settled: bool, problem: str = "", note: str = ""
+) -> None:
     for run, reason in dead:
+        reason += note
         if restored:
             reason += f"; restored the previous container of: {', '.join(restored)}"
         if problem:

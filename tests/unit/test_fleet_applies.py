@@ -211,6 +211,26 @@ def test_an_interrupted_outcome_ends_the_run_and_its_pending_services(two_hosts)
     assert remote_outcome_receive(again, sender=broker_user_for("gpu-b")).status == "interrupted"
 
 
+@pytest.mark.django_db
+def test_a_dead_run_on_another_host_is_closed_for_the_next_apply_and_left_to_its_agent(
+    two_hosts, settings, caplog
+):
+    """Its agent stopped beating: the next apply on that host closes it (no engine of this
+    machine is asked; the agent repairs from its own journal when it starts again)."""
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "no.such.Runtime"
+    dead = running_run("gpu-b")
+    ApplyRun.all_hosts.filter(pk=dead.pk).update(heartbeat_at=timezone.now().replace(year=2020))
+
+    with host_scope("gpu-b"):
+        run, _ = apply_start(actor="test")
+
+    dead.refresh_from_db()
+    assert dead.status == ApplyRun.Status.INTERRUPTED
+    assert "its agent repairs the containers from its own journal" in dead.error
+    assert run.status == ApplyRun.Status.QUEUED and run.host == "gpu-b"
+    assert not [r for r in caplog.records if "Cannot repair" in r.getMessage()]
+
+
 # --- the agent's journal and repair ------------------------------------------------------------
 
 
