@@ -273,8 +273,18 @@ def apply_carry_out(plan: dict, *, app=None) -> ApplyOutcome:
         raise ValueError(
             f"a plan for host {plan.get('host')!r} reached {settings.GPUCONFIG_HOST_NAME!r}"
         )
-    journal = ApplyJournal.begin(plan)
-    ids = {k: journal.record[k] for k in ("host", "run_id", "operation_id")}
+    ids = {
+        "host": plan["host"],
+        "run_id": int(plan["run_id"]),
+        "operation_id": plan["operation_id"],
+    }
+    try:
+        journal = ApplyJournal.begin(plan)
+    except OSError as exc:  # no journal, no engine step: refused before touching anything
+        logger.error("Apply %s refused: cannot write its journal: %s", ids["operation_id"], exc)
+        done = ApplyOutcome(**ids, status="failed", error=f"Cannot write the apply journal: {exc}")
+        central_send(app, APPLY_OUTCOME_TASK, done.as_payload(), retry=True)
+        return done
     results: dict[str, dict] = {}
     with _Reporter(app, plan) as report:
         try:

@@ -338,3 +338,18 @@ def test_a_plan_for_another_host_is_not_carried_out(settings, tmp_path):
     with pytest.raises(ValueError, match="gpu-b"):
         applying.apply_carry_out(plan_for(), app=SentTasks())
     assert not (tmp_path / applying.JOURNAL_FOLDER).exists()
+
+
+def test_a_plan_whose_journal_cannot_be_written_fails_before_any_engine_step(settings, tmp_path):
+    blocked = tmp_path / "var"
+    blocked.write_text("a file where the agent's folder should be")
+    settings.VAR_DIR = blocked
+    settings.GPUCONFIG_HOST_NAME = "gpu-b"
+    settings.GPUCONFIG_CONTAINER_RUNTIME = "no.such.Runtime"  # never built
+    app = SentTasks()
+
+    outcome = applying.apply_carry_out({**plan_for(), "services": []}, app=app)
+
+    assert outcome.status == "failed" and "journal" in outcome.error
+    ((name, payload, _options),) = app.sent
+    assert name == APPLY_OUTCOME_TASK and payload["status"] == "failed"
