@@ -23,6 +23,7 @@ from applies.applying import diff, execute
 from applies.live import live_refresh
 from applies.models import ApplyRun
 from applies.moves import MoveDecision, apply_move_modes
+from applies.remote import remote_apply_send, remote_pending
 from applies.run_reads import runs_state_bump
 from applies.runtime import get_runtime
 from applies.runtime.base import (
@@ -38,7 +39,7 @@ from applies.selectors import apply_targets
 from assignments.models import ConfigVersion
 from assignments.services.config import actor_name, config_files_write
 from gpuconfig_site.errors import ApplicationError
-from gpuconfig_site.hosts import host_scope
+from gpuconfig_site.hosts import host_is_local, host_scope
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,11 @@ def apply_recover(*, runtime=None) -> list[str]:
         if found is None:
             return []
         dead, broken = found
+        if runtime is None and not host_is_local():
+            # Another host's containers are its agent's to repair, from the agent's own
+            # journal when it starts again (fleet.applying); here the dead runs only close.
+            _close_dead(dead, restored=[], settled=False, problem="", note=REMOTE_REPAIR_NOTE)
+            return []
         try:
             return _recover(runtime or get_runtime(), dead, broken)
         except (RuntimeUnavailable, EngineError) as exc:
@@ -255,8 +261,14 @@ def _recover(runtime, dead: list[tuple[ApplyRun, str]], broken: list[ApplyRun]) 
     return restored
 
 
-def _close_dead(dead, *, restored: list[str], settled: bool, problem: str = "") -> None:
+REMOTE_REPAIR_NOTE = "; its agent repairs the containers from its own journal when it starts"
+
+
+def _close_dead(
+    dead, *, restored: list[str], settled: bool, problem: str = "", note: str = ""
+) -> None:
     for run, reason in dead:
+        reason += note
         if restored:
             reason += f"; restored the previous container of: {', '.join(restored)}"
         if problem:
@@ -346,8 +358,11 @@ def apply_start(*, user=None, actor: str = "") -> tuple[ApplyRun, list[str]]:
     if active is not None:
         raise _busy(active)
     try:
-        changes = diff(get_runtime(), apply_targets())
-        pending = [c.service for c in changes if c.needs_recreate]
+        if host_is_local():
+            changes = diff(get_runtime(), apply_targets())
+            pending = [c.service for c in changes if c.needs_recreate]
+        else:  # its agent sees the containers (applies.remote)
+            pending = remote_pending()
     except (RuntimeUnavailable, EngineError) as exc:
         error = _engine_error(exc)
         ApplyRun.objects.create(
@@ -525,6 +540,8 @@ def config_apply(*, run_id: int) -> ApplyRun:
     """
     host = ApplyRun.all_hosts.filter(pk=run_id).values_list("host", flat=True).first()
     with host_scope(host):
+        if not host_is_local():  # carried out by the host's own agent (applies.remote)
+            return remote_apply_send(run_id=run_id)
         return _config_apply(run_id)
 
 

@@ -84,3 +84,8 @@ def topology_declare(connection, hosts: list[str]) -> None:
 # --- Scans: the centre asks a host's agent for one; the agent reports each one it makes ---------
 SCAN_TASK = "fleet.scan"
 SCAN_REPORT_TASK = "fleet.scan_report"
+# Applies carried out by a host's agent: the plan goes to the host's queue, progress and the
+# outcome come back to the central one.
+APPLY_TASK = "fleet.apply"
+APPLY_PROGRESS_TASK = "fleet.apply_progress"
+APPLY_OUTCOME_TASK = "fleet.apply_outcome"

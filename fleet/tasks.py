@@ -10,8 +10,15 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
+# The agent's own tasks live with its side of each flow and are imported here, so that the
+# workers' task discovery (which loads this module, and only it on an agent) finds them: the
+# scans (``fleet.scan`` on the agent, ``fleet.scan_report`` at the centre) and the applies
+# (``fleet.apply`` on the agent).
+from applies.remote import remote_outcome_receive, remote_progress_receive
+from fleet import applying as _agent_applying  # noqa: F401
+from fleet import scans as _scans  # noqa: F401
 from fleet.agent import HeartbeatSender
-from fleet.routing import HEARTBEAT_TASK
+from fleet.routing import APPLY_OUTCOME_TASK, APPLY_PROGRESS_TASK, HEARTBEAT_TASK
 from fleet.services import heartbeat_receive, local_heartbeat_record
 
 
@@ -33,6 +40,14 @@ def _stop_local_heartbeat(**_kwargs) -> None:
     HeartbeatSender.stop()
 
 
-# The scans' tasks (the agent's ``fleet.scan``, the centre's ``fleet.scan_report``) live with
-# the rest of the scans; imported here so that the workers' task discovery finds them.
-from fleet import scans  # noqa: E402, F401
+# --- applies carried out by a host's agent: its reports --------------------------------------
+
+
+@shared_task(name=APPLY_PROGRESS_TASK, bind=True, ignore_result=True, acks_late=False)
+def apply_progress_task(self, payload: dict) -> None:
+    remote_progress_receive(payload, sender=(self.request.properties or {}).get("user_id"))
+
+
+@shared_task(name=APPLY_OUTCOME_TASK, bind=True, ignore_result=True)
+def apply_outcome_task(self, payload: dict) -> None:
+    remote_outcome_receive(payload, sender=(self.request.properties or {}).get("user_id"))
