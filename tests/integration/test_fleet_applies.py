@@ -25,7 +25,6 @@ from kombu import Connection
 from applies.models import ApplyRun
 from applies.services import apply_start
 from applies.tasks import apply_config_task
-from assignments.models import GpuConfig
 from assignments.services import config_save
 from fleet.routing import (
     APPLY_OUTCOME_TASK,
@@ -162,7 +161,6 @@ def fleet(fleet_broker, celery_worker_factory, tmp_path, settings, monkeypatch):
     """Hosts A and B registered (with broker users and their first scan taken in), each with
     the five services on GPU 0 on its own engine, saved as its configuration; the central
     worker on the test vhost. Agents are started by the test (``Site.start_agent``)."""
-    _sequences_past_seeded_rows()
     suffix = secrets.token_hex(3)
     names = {key: f"fa-{key}-{suffix}" for key in ENGINE_DIRS}
     engines = {key: private_engine(path) for key, path in ENGINE_DIRS.items()}
@@ -200,17 +198,6 @@ def fleet(fleet_broker, celery_worker_factory, tmp_path, settings, monkeypatch):
         finally:
             for site in sites.values():
                 site.kill_agent()
-
-
-def _sequences_past_seeded_rows() -> None:
-    """The seeded catalog writes the first GpuConfig row with an explicit id, which leaves
-    PostgreSQL's sequence behind it: move it past, so other hosts' rows can be made."""
-    from django.core.management.color import no_style
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        for sql in connection.ops.sequence_reset_sql(no_style(), [GpuConfig]):
-            cursor.execute(sql)
 
 
 def apply_on(host: str, broker_url: str) -> ApplyRun:
