@@ -58,6 +58,21 @@ READINGS = [
 HEALTH_TIMEOUT = 30
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _engines_stopped_after():
+    """The module's two engines are started by its first test and reused; stopped at its end,
+    so nothing of this module outlives it."""
+    yield
+    for directory in ENGINE_DIRS.values():
+        subprocess.run(
+            [str(SCRIPT), "stop"],
+            env={**os.environ, "GPUCONFIG_DOCKERD_DIR": directory},
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+
 def private_engine(directory: str) -> str:
     """Start (or reuse) a private dockerd under ``directory``; its DOCKER_HOST."""
     result = subprocess.run(
