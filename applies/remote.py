@@ -31,11 +31,10 @@ from applies.selectors import apply_targets
 from assignments.files import generated
 from assignments.models import ConfigVersion, GpuConfig
 from assignments.selectors import config_entries, config_issues, planning_input
-from fleet.identity import SenderRefused, check_sender
+from fleet.identity import SenderRefused
 from fleet.messages import ApplyOutcome, ApplyProgress, MessageInvalid
-from fleet.models import Host
 from fleet.routing import APPLY_TASK, HOSTS_EXCHANGE
-from fleet.services import broker_identity
+from fleet.services import sender_host
 from gpuconfig_site.hosts import host_name, host_scope
 
 logger = logging.getLogger("gpuconfig.fleet")
@@ -125,15 +124,8 @@ def _run_for(message: ApplyProgress | ApplyOutcome, *, sender: str | None, kind:
     """The run a message from a host's agent speaks of, once its sender is checked: None (the
     refusal logged) when the sender is not the broker user of the host it names, or the run
     is not that host's."""
-    host = Host.objects.filter(name=message.host).first()
     try:
-        check_sender(
-            claimed_host=message.host,
-            host_broker_user=None if host is None else host.broker_user,
-            local_host=settings.GPUCONFIG_HOST_NAME,
-            sender=sender,
-            broker=broker_identity(),
-        )
+        sender_host(message.host, sender=sender)
         run = ApplyRun.all_hosts.filter(pk=message.run_id).first()
         if run is None or str(run.operation_id) != message.operation_id:
             raise SenderRefused(f"no apply run {message.run_id} ({message.operation_id})")

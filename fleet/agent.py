@@ -9,7 +9,6 @@ Nothing here reads or writes the database.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
@@ -55,29 +54,16 @@ def heartbeat_send(app) -> None:
     )
 
 
-class HeartbeatSender:
-    """A daemon thread that beats at once and then every ``GPUCONFIG_HEARTBEAT_INTERVAL``
-    seconds; a beat that fails (broker or database away) is logged and tried again at the next
-    one. ``beat`` is what one beat does: an agent publishes (``heartbeat_send``), the single-box
-    worker writes its own host's beat in-process."""
-
-    _thread: PeriodicThread | None = None
-
-    @classmethod
-    def start(cls, beat: Callable[[], object]) -> None:
-        if cls._thread is None:
-            cls._thread = PeriodicThread(
-                "gpuconfig-host-heartbeat",
-                beat,
-                lambda: float(settings.GPUCONFIG_HEARTBEAT_INTERVAL),
-                immediate=True,
-            )
-        cls._thread.start()
-
-    @classmethod
-    def stop(cls) -> None:
-        if cls._thread is not None:
-            cls._thread.stop()
+# A daemon thread that beats at once and then every ``GPUCONFIG_HEARTBEAT_INTERVAL`` seconds; a
+# beat that fails (broker or database away) is logged and tried again at the next one. Its tick
+# is what one beat does: an agent publishes (``heartbeat_send``), the single-box worker writes
+# its own host's beat in-process.
+HeartbeatSender = PeriodicThread(
+    "gpuconfig-host-heartbeat",
+    None,
+    lambda: float(settings.GPUCONFIG_HEARTBEAT_INTERVAL),
+    immediate=True,
+)
 
 
 @worker_ready.connect

@@ -414,26 +414,8 @@ def outbox_flush(app, *, grace_s: float = OUTBOX_GRACE_S) -> int:
     return sent
 
 
-class Outbox:
-    """A daemon thread of the agent's main process: ``outbox_flush`` every few seconds."""
-
-    _thread: PeriodicThread | None = None
-
-    @classmethod
-    def start(cls, app) -> None:
-        if cls._thread is None:
-            cls._thread = PeriodicThread(
-                "gpuconfig-apply-outbox",
-                lambda: outbox_flush(app),
-                lambda: OUTBOX_INTERVAL_S,
-                immediate=True,
-            )
-        cls._thread.start()
-
-    @classmethod
-    def stop(cls) -> None:
-        if cls._thread is not None:
-            cls._thread.stop()
+# A daemon thread of the agent's main process: ``outbox_flush`` every few seconds.
+Outbox = PeriodicThread("gpuconfig-apply-outbox", None, lambda: OUTBOX_INTERVAL_S, immediate=True)
 
 
 @worker_init.connect
@@ -449,7 +431,8 @@ def _repair_on_agent_start(**_kwargs) -> None:
 @worker_ready.connect
 def _start_outbox(sender=None, **_kwargs) -> None:
     if settings.GPUCONFIG_ROLE == "agent":
-        Outbox.start(getattr(sender, "app", None) or current_app)
+        app = getattr(sender, "app", None) or current_app
+        Outbox.start(lambda: outbox_flush(app))
 
 
 @worker_shutdown.connect

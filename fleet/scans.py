@@ -29,9 +29,9 @@ from celery import current_app, shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
-from fleet.identity import BrokerIdentity, SenderRefused, check_sender
+from fleet.identity import BrokerIdentity, SenderRefused
 from fleet.messages import MessageInvalid
-from fleet.models import HOST_NAME_PATTERN, Host
+from fleet.models import HOST_NAME_PATTERN
 from fleet.routing import (
     CENTRAL_EXCHANGE,
     CENTRAL_ROUTING_KEY,
@@ -39,7 +39,7 @@ from fleet.routing import (
     SCAN_REPORT_TASK,
     SCAN_TASK,
 )
-from fleet.services import broker_identity, local_host_ensure
+from fleet.services import sender_host
 from gpuconfig_site.hosts import host_name, host_scope
 from gpuconfig_site.periodic import PeriodicThread
 from gpus import backends
@@ -377,34 +377,22 @@ def scan_report_send(app, report: ScanReport | None = None) -> ScanReport:
     return report
 
 
-class ScanSender:
-    """A daemon thread of the agent's main process that scans and reports at once and then
-    every ``GPUCONFIG_SCAN_INTERVAL`` seconds; a scan or publish that fails is logged and tried
-    again at the next one."""
-
-    _thread: PeriodicThread | None = None
-
-    @classmethod
-    def start(cls, app) -> None:
-        if cls._thread is None:
-            cls._thread = PeriodicThread(
-                "gpuconfig-host-scan",
-                lambda: scan_report_send(app),
-                lambda: float(max(settings.GPUCONFIG_SCAN_INTERVAL, 1)),
-                immediate=True,
-            )
-        cls._thread.start()
-
-    @classmethod
-    def stop(cls) -> None:
-        if cls._thread is not None:
-            cls._thread.stop()
+# A daemon thread of the agent's main process that scans and reports at once and then every
+# ``GPUCONFIG_SCAN_INTERVAL`` seconds; a scan or publish that fails is logged and tried again at
+# the next one.
+ScanSender = PeriodicThread(
+    "gpuconfig-host-scan",
+    None,
+    lambda: float(max(settings.GPUCONFIG_SCAN_INTERVAL, 1)),
+    immediate=True,
+)
 
 
 @worker_ready.connect
 def _start_agent_scans(sender=None, **_kwargs) -> None:
     if settings.GPUCONFIG_ROLE == "agent":
-        ScanSender.start(getattr(sender, "app", None) or current_app)
+        app = getattr(sender, "app", None) or current_app
+        ScanSender.start(lambda: scan_report_send(app))
 
 
 @worker_shutdown.connect
@@ -439,16 +427,7 @@ def scan_report_receive(payload: dict, *, sender: str | None) -> dict | None:
     host's inventory is synced and its last scan kept. Returns the scan summary, or None."""
     try:
         report = ScanReport.from_payload(payload)
-        host = Host.objects.filter(name=report.host).first()
-        if host is None and report.host == settings.GPUCONFIG_HOST_NAME:
-            host = local_host_ensure()
-        check_sender(
-            claimed_host=report.host,
-            host_broker_user=None if host is None else host.broker_user,
-            local_host=settings.GPUCONFIG_HOST_NAME,
-            sender=sender,
-            broker=broker_identity(),
-        )
+        host = sender_host(report.host, sender=sender)
     except (MessageInvalid, SenderRefused) as exc:
         claimed = payload.get("host", "") if isinstance(payload, dict) else ""
         logger.warning(

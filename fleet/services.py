@@ -106,21 +106,30 @@ def local_heartbeat_record() -> Host:
         close_old_connections()
 
 
+def sender_host(claimed_host: str, *, sender: str | None) -> Host:
+    """The registered host a message names, once its sender may speak for it (the host's own
+    broker user, as the broker stamped it; over Redis, only this machine's own host): every
+    message from an agent goes through here before anything is written. Raises
+    ``SenderRefused`` (the caller logs it and writes nothing)."""
+    host = Host.objects.filter(name=claimed_host).first()
+    if host is None and claimed_host == settings.GPUCONFIG_HOST_NAME:
+        host = local_host_ensure()
+    check_sender(
+        claimed_host=claimed_host,
+        host_broker_user=None if host is None else host.broker_user,
+        local_host=settings.GPUCONFIG_HOST_NAME,
+        sender=sender,
+        broker=broker_identity(),
+    )
+    return host
+
+
 def heartbeat_receive(payload: dict, *, sender: str | None) -> Host | None:
     """Take in one heartbeat: refused (logged, nothing written) when malformed or when its
     sender may not speak for the host it names; else the host's last heartbeat moves."""
     try:
         beat = Heartbeat.from_payload(payload)
-        host = Host.objects.filter(name=beat.host).first()
-        if host is None and beat.host == settings.GPUCONFIG_HOST_NAME:
-            host = local_host_ensure()
-        check_sender(
-            claimed_host=beat.host,
-            host_broker_user=None if host is None else host.broker_user,
-            local_host=settings.GPUCONFIG_HOST_NAME,
-            sender=sender,
-            broker=broker_identity(),
-        )
+        host = sender_host(beat.host, sender=sender)
     except (MessageInvalid, SenderRefused) as exc:
         claimed = payload.get("host", "") if isinstance(payload, dict) else ""
         logger.warning(

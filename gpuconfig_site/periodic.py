@@ -16,12 +16,15 @@ logger = logging.getLogger(__name__)
 
 class PeriodicThread:
     """Calls ``tick()`` every ``interval()`` seconds (first at once when ``immediate``) in one
-    daemon thread, until ``stop()``; ``start()`` again while it runs does nothing."""
+    daemon thread, until ``stop()``; ``start()`` again while it runs does nothing.
+
+    Made once per kind of work at import; ``start(tick)`` gives the tick when it depends on what
+    the worker's start brings (its Celery app)."""
 
     def __init__(
         self,
         name: str,
-        tick: Callable[[], object],
+        tick: Callable[[], object] | None,
         interval: Callable[[], float],
         *,
         immediate: bool = False,
@@ -47,9 +50,13 @@ class PeriodicThread:
         while not stop.wait(self.interval()):
             self._tick()
 
-    def start(self) -> None:
+    def start(self, tick: Callable[[], object] | None = None) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        if tick is not None:
+            self.tick = tick
+        if self.tick is None:
+            raise ValueError(f"{self.name}: nothing to do every interval (no tick)")
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(self._stop,), name=self.name, daemon=True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from gpuconfig_site.periodic import PeriodicThread
 
 
@@ -39,3 +41,15 @@ def test_stopped_it_ticks_no_more_and_starts_again():
     thread.start()
     assert ticked.wait(5)
     thread.stop()
+
+
+def test_a_thread_made_at_import_takes_its_tick_when_started_and_refuses_to_start_without_one():
+    ticked = threading.Event()
+    thread = PeriodicThread("test-periodic-3", None, lambda: 0.01, immediate=True)
+    with pytest.raises(ValueError, match="no tick"):
+        thread.start()
+    thread.start(ticked.set)
+    try:
+        assert ticked.wait(2)
+    finally:
+        thread.stop()
