@@ -39,7 +39,7 @@ from applies.selectors import apply_targets
 from assignments.models import ConfigVersion
 from assignments.services.config import actor_name, config_files_write
 from gpuconfig_site.errors import ApplicationError
-from gpuconfig_site.hosts import host_is_local, host_scope
+from gpuconfig_site.hosts import host_is_local, host_name, host_scope
 
 logger = logging.getLogger(__name__)
 
@@ -317,11 +317,17 @@ class ApplyPreview:
     runtime_label: str = ""
     runtime_where: str = ""
     error: str = ""
+    # Another host's apply: its agent compares and recreates; these are what it is sent.
+    agent_host: str = ""
+    targets: list = field(default_factory=list)
 
 
 def apply_preview() -> ApplyPreview:
     """Compare the saved configuration with the running containers (asks the engine; writes
-    nothing). An engine that cannot be asked is said in ``error``, not raised."""
+    nothing). An engine that cannot be asked is said in ``error``, not raised. For another
+    host, whose containers only its agent sees, the targets it would be sent."""
+    if not host_is_local():
+        return ApplyPreview(agent_host=host_name(), targets=apply_targets())
     try:
         runtime = get_runtime()
         changes = diff(runtime, apply_targets())

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from gpuconfig_site.hosts import host_key
+from gpuconfig_site.hosts import host_is_local, host_key
 from gpuconfig_site.read_memo import cache_read, cache_read_many, share
 from gpuconfig_site.redis_health import REDIS_DOWN, unknown_while_redis_is_down
 from gpus.models import Gpu, GpuProcess, GpuSample, ServiceVramSample
@@ -120,6 +120,10 @@ def inventory_read_cached(
 def detection_mode() -> dict:
     """Which backend the inventory comes from and whether it is simulated (not this machine's
     drivers). The configured backend until a scan has reported the one it used."""
+    if not host_is_local():
+        # Another host's GPUs are what its agent's last scan said, whatever this machine is set to.
+        backend = (last_scan() or {}).get("backend")
+        return {"backend": backend, "simulated": backend == "simulated"}
     backend = (last_scan() or {}).get("backend") or settings.GPUCONFIG_GPU_BACKEND
     simulated = (
         bool(settings.GPUCONFIG_SIMULATED_GPUS)

@@ -6,7 +6,7 @@ Nothing here writes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from applies.applying import devices_differ
 from applies.models import ApplyRun
@@ -55,6 +55,8 @@ class ApplyPlan:
     changes: list[ApplyChange]
     error: str = ""
     runtime: str = ""  # the engine that would do it, in words ("Podman at unix://...")
+    agent_host: str = ""  # another host: its agent compares and recreates
+    targets: list = field(default_factory=list)  # what that agent is sent, per service
 
     @property
     def restarts(self) -> list[ApplyChange]:
@@ -70,6 +72,8 @@ def apply_plan(preview: ApplyPreview) -> ApplyPlan:
     compared with the running containers (``applies.services.apply_preview``)."""
     if preview.error:
         return ApplyPlan(changes=[], error=preview.error)
+    if preview.agent_host:
+        return ApplyPlan(changes=[], agent_host=preview.agent_host, targets=preview.targets)
     changes, modes = preview.changes, preview.modes
     return ApplyPlan(
         changes=[

@@ -263,3 +263,23 @@ def test_rescan_and_apply_on_an_offline_host_are_refused_with_the_reason(host_b,
     started = staff.post("/settings/gpu/apply/", **headers)
     assert started.status_code == 503
     assert not ApplyRun.all_hosts.filter(host="gpu-b").exists()
+
+
+def test_an_online_hosts_apply_asks_for_its_agent_and_lists_what_it_is_sent(host_b, staff):
+    headers = {"HTTP_X_GPUCONFIG_HOST": "gpu-b", **HTMX}
+    confirm = staff.get("/settings/gpu/apply/", **headers)
+    assert confirm.status_code == 200
+    body = text(confirm)
+    assert "Apply on gpu-b?" in body and "reached through its agent only" in body
+    assert "Cannot reach the container engine" not in body
+    # Every enabled service with its saved GPU on B (the L4 is lost: all on the T4, GPU 0 now).
+    targets = re.search(r'<ul class="diff-list agent-targets">(.*?)</ul>', body).group(1)
+    assert plain(targets).count("GPU ") == 5
+    assert 'hx-post="/settings/gpu/apply/?host=gpu-b"' in body
+
+
+def test_another_hosts_page_is_simulated_only_when_its_own_scans_are(host_b, staff, settings):
+    assert settings.GPUCONFIG_GPU_BACKEND == "simulated"  # this machine's, not B's
+    body = text(staff.get(f"{PAGE}?host=gpu-b"))
+    assert "Simulated GPUs." not in body
+    assert "Simulated GPUs." in text(staff.get(PAGE))
