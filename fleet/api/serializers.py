@@ -11,7 +11,6 @@ class HostSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=HostState.choices)
     last_heartbeat = serializers.DateTimeField(allow_null=True)
     gpus = serializers.IntegerField(
-        allow_null=True,
-        help_text="GPUs detected on the host; null while its scans do not reach the centre",
+        help_text="GPUs the host's scans have found (kept while lost); 0 before its first scan",
     )
     agent_version = serializers.CharField(allow_blank=True)
