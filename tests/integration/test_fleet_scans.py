@@ -8,6 +8,7 @@ on the test database. Detect for host B goes through the API of this process, wh
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from pathlib import Path
@@ -81,6 +82,8 @@ def test_each_host_s_scans_land_under_it_and_a_killed_host_keeps_its_gpus(
     settings,
     staff_client,
     viewer_client,
+    client,
+    plain_user,
     tmp_path,
     agent_env,
 ):
@@ -123,6 +126,13 @@ def test_each_host_s_scans_land_under_it_and_a_killed_host_keeps_its_gpus(
         assert (hosts[a]["gpus"], hosts[b]["gpus"]) == (2, 3)
         listed = viewer_client.get(f"/api/system/gpus?host={b}").json()
         assert listed, listed
+        # Both hosts on the fleet page, online, with the GPUs their agents reported.
+        client.force_login(plain_user)
+        page = _fleet_page(client)
+        for name, count in ((a, 2), (b, 3)):
+            row = _fleet_row(page, name)
+            assert "Online" in row, row
+            assert re.search(rf'class="num gpu-count">{count}<', row), row
 
         # Detect for B: the centre asks B's agent, which scans now; the answer is that scan.
         with host_scope(b):
@@ -155,6 +165,9 @@ def test_each_host_s_scans_land_under_it_and_a_killed_host_keeps_its_gpus(
         print(f"offline {started - killed_at:.1f} s after the kill; refused in {took:.2f} s")
         hosts = {h["name"]: h for h in viewer_client.get("/api/system/hosts").json()}
         assert (hosts[b]["state"], hosts[b]["gpus"]) == ("offline", 3)
+        page = _fleet_page(client)
+        assert "Offline" in _fleet_row(page, b) and "last seen" in _fleet_row(page, b)
+        assert "Online" in _fleet_row(page, a)
         assert Gpu.all_hosts.filter(host=b, available=True).count() == 3
 
         # The agents never reached for the database or the cache; the centre refused nothing.
@@ -165,3 +178,15 @@ def test_each_host_s_scans_land_under_it_and_a_killed_host_keeps_its_gpus(
     finally:
         for agent in agents:
             agent.kill()
+
+
+def _fleet_page(client) -> str:
+    response = client.get("/settings/fleet/")
+    assert response.status_code == 200, response.status_code
+    return response.content.decode()
+
+
+def _fleet_row(page: str, name: str) -> str:
+    match = re.search(rf'<tr class="fleet-row[^"]*" id="host-{name}">(.*?)</tr>', page, re.S)
+    assert match, f"no fleet row for {name}"
+    return match.group(1)
