@@ -353,7 +353,7 @@ def apply_task(plan: dict) -> str:
 # --- repair at start, and the outbox ---------------------------------------------------------
 
 
-def apply_repair(*, runtime_factory: Callable = get_runtime) -> list[str]:
+def apply_repair(*, runtime_factory: Callable | None = None) -> list[str]:
     """Repair every run this host's journal says was left running (or whose repair waited for
     the engine): the runtime's recovery finishes or undoes each service's recreate, and the
     run's outcome, ``interrupted``, is kept to send. Called when the agent starts, before it
@@ -362,7 +362,7 @@ def apply_repair(*, runtime_factory: Callable = get_runtime) -> list[str]:
     if not pending:
         return []
     try:
-        runtime = runtime_factory()
+        runtime = (runtime_factory or get_runtime)()
         journal: dict[str, dict] = {}
         for run in pending:
             journal.update(run.unsettled())

@@ -314,7 +314,7 @@ def test_a_run_left_running_is_repaired_at_start_and_its_outcome_kept_until_sent
     assert applying.apply_repair(runtime_factory=lambda: RecordingRuntime()) == []
 
 
-def test_repair_waits_for_an_engine_that_does_not_answer(settings, tmp_path):
+def test_repair_waits_for_an_engine_that_does_not_answer(settings, tmp_path, monkeypatch):
     settings.VAR_DIR = tmp_path
     journal = applying.ApplyJournal.begin(plan_for())
     journal("ai-clip", {"step": "stopping", "name": "c", "old_id": "o", "new_id": None})
@@ -324,7 +324,10 @@ def test_repair_waits_for_an_engine_that_does_not_answer(settings, tmp_path):
 
     assert applying.apply_repair(runtime_factory=no_engine) == []
     assert json.loads(journal.path.read_text())["state"] == "repair_pending"
-    assert applying.outbox_flush(SentTasks(), grace_s=0) == 0  # nothing sent before the repair
+    # Whatever engine this machine has, the agent's is still away: the outbox's own retry of
+    # the repair fails as well, and nothing is sent before the repair.
+    monkeypatch.setattr(applying, "get_runtime", no_engine)
+    assert applying.outbox_flush(SentTasks(), grace_s=0) == 0
 
     runtime = RecordingRuntime()
     applying.apply_repair(runtime_factory=lambda: runtime)
