@@ -37,10 +37,7 @@ def seed(apps, schema_editor):
                 "sort_order": order,
             },
         )
-    # No explicit key: PostgreSQL's sequence would stay behind it, and the next row (another
-    # host's configuration) would collide with it.
-    if not GpuConfig.objects.exists():
-        GpuConfig.objects.create(strategy="vram_based")
+    GpuConfig.objects.get_or_create(pk=1, defaults={"strategy": "vram_based"})
 
 
 def unseed(apps, schema_editor):
