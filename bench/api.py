@@ -3,11 +3,18 @@
 Serves the project through gunicorn (as many workers and threads as `gpuconfig serve` runs)
 with a fresh SQLite database and the simulated reference inventory (one scan at start). The
 load comes from wrk (Debian's ``wrk``, written in C), not from Python threads competing with
-the server for the same cores. Each endpoint is driven at 50 connections for a few seconds;
-``/healthz`` (the cheapest answer the stack can give: no database, no cache) is measured in
-the same run, before and after, and each endpoint is reported as a ratio to that floor, so a
-figure reads the same on a busy or an idle box. The request paths read the database and the
-cache only; neither NVML nor the container engine is called on them.
+the server for the same cores. Each gunicorn worker takes its share of the connections:
+uncapped, one worker may accept all of them when wrk opens them at once while the other idles,
+halving a window at random.
+
+``/healthz`` (the cheapest answer the stack can give: no database, no cache) is the floor.
+The run goes in rounds (3 by default): each round drives the floor, then every endpoint, for
+a few seconds each at 50 connections, and the floor once more at the end. An endpoint's
+ratio in a round is its rate over the mean of the floors measured just before and just after
+that round, so a drift of the box during the run (another process, a CPU slowed down) weighs
+on both sides alike; the figures reported are the medians over the rounds. The request paths
+read the database and the cache only; neither NVML nor the container engine is called on
+them.
 
 Goals: ``/api/system/gpus`` >= 0.6 of the floor, ``/api/system/gpu-config`` >= 0.3,
 ``/api/system/gpu-config/status`` and ``/api/system/gpu-config/services`` >= 500 req/s, the
@@ -22,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,19 +154,20 @@ ENDPOINTS = [
 FLOOR = ("GET /healthz (floor)", "/healthz")
 
 
-def _verdict(goal, rps: float, floor: float) -> str:
+def _verdict(goal, figures: dict[str, float]) -> str:
     if goal is None:
         return ""
     kind, value = goal
     if kind == "ratio":
-        return f"goal >= {value:g}: {'met' if rps / floor >= value else 'MISSED'}"
-    return f"goal >= {value:g} req/s: {'met' if rps >= value else 'MISSED'}"
+        return f"goal >= {value:g}: {'met' if figures['ratio'] >= value else 'MISSED'}"
+    return f"goal >= {value:g} req/s: {'met' if figures['rps'] >= value else 'MISSED'}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every endpoint")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="gpuconfig-bench-api-") as tmp:
@@ -201,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
                 str(THREADS),
                 "--backlog",
                 "256",
+                # Each worker takes its share of wrk's connections and no more: wrk opens them
+                # all at once, and uncapped one worker could accept every one of them while the
+                # other idles, halving a window at random.
+                "--worker-connections",
+                str(-(-args.connections // WORKERS)),
             ],
             cwd=REPO_ROOT,
             env=env,
@@ -208,42 +222,98 @@ def main(argv: list[str] | None = None) -> None:
             stderr=subprocess.DEVNULL,
         )
         n, seconds = args.connections, args.seconds
-        results = []
+        floors: list[dict[str, float]] = []
+        rounds: list[list[dict[str, float]]] = []
         try:
             _wait_up(port, FLOOR[1], {})
             for _, path, kind, _goal in ENDPOINTS:
                 _wait_up(port, path, headers[kind])
                 wrk(port, path, headers[kind], connections=4, seconds=1)  # warm both workers
-            floors = [wrk(port, FLOOR[1], {}, connections=n, seconds=seconds)]
-            for title, path, kind, goal in ENDPOINTS:
-                figures = wrk(port, path, headers[kind], connections=n, seconds=seconds)
-                results.append((title, goal, figures))
+            for _ in range(args.rounds):
+                floors.append(wrk(port, FLOOR[1], {}, connections=n, seconds=seconds))
+                rounds.append(
+                    [
+                        wrk(port, path, headers[kind], connections=n, seconds=seconds)
+                        for _, path, kind, _goal in ENDPOINTS
+                    ]
+                )
             floors.append(wrk(port, FLOOR[1], {}, connections=n, seconds=seconds))
         finally:
             server.terminate()
             server.wait(10)
 
-    floor = sum(f["rps"] for f in floors) / len(floors)
     print(
-        f"wrk, {n} connections, {seconds:g} s each; gunicorn {WORKERS} workers x {THREADS} "
-        f"threads, SQLite; {os.cpu_count()} CPUs shared by server and wrk"
+        f"wrk, {n} connections, {args.rounds} rounds of {seconds:g} s per request; gunicorn "
+        f"{WORKERS} workers x {THREADS} threads, SQLite; {os.cpu_count()} CPUs shared by "
+        "server and wrk"
     )
-    print(
-        f"floor: GET /healthz {floors[0]['rps']:.0f} req/s before, {floors[1]['rps']:.0f} after "
-        f"(mean {floor:.0f})"
-    )
+    print("floor: GET /healthz " + ", ".join(f"{f['rps']:.0f}" for f in floors) + " req/s")
+    report(floors, rounds)
+
+
+def summarize(
+    floors: list[dict[str, float]], rounds: list[list[dict[str, float]]]
+) -> list[dict[str, float]]:
+    """Per endpoint, over the rounds: total requests and errors, the medians of p50, p99 and
+    req/s, and the median of its ratio to the floor around its round (``floors[r]`` was
+    measured before round ``r``, ``floors[r + 1]`` after it)."""
+    out = []
+    for i in range(len(rounds[0])):
+        runs = [round_[i] for round_ in rounds]
+        ratios = [
+            run["rps"] / ((floors[r]["rps"] + floors[r + 1]["rps"]) / 2)
+            for r, run in enumerate(runs)
+        ]
+        out.append(
+            {
+                "requests": sum(run["requests"] for run in runs),
+                "errors": sum(run["errors"] for run in runs),
+                "p50": statistics.median(run["p50"] for run in runs),
+                "p99": statistics.median(run["p99"] for run in runs),
+                "rps": statistics.median(run["rps"] for run in runs),
+                "ratio": statistics.median(ratios),
+                "ratio_low": min(ratios),
+                "ratio_high": max(ratios),
+            }
+        )
+    return out
+
+
+def report(floors: list[dict[str, float]], rounds: list[list[dict[str, float]]]) -> list[str]:
+    """Prints the table; returns the titles of the endpoints that missed their goal."""
     columns = ("requests", "errors", "p50 ms", "p99 ms", "req/s", "x floor")
     widths = (8, 6, 8, 8, 7, 7)
-    print(f"  {'request':<36} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
-    for title, goal, f in [(FLOOR[0], None, floors[0]), *results]:
+    print(
+        f"  {'request (medians over rounds)':<36} "
+        + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths))
+        + "  (range)"
+    )
+    floor = {
+        "requests": sum(f["requests"] for f in floors),
+        "errors": sum(f["errors"] for f in floors),
+        "p50": statistics.median(f["p50"] for f in floors),
+        "p99": statistics.median(f["p99"] for f in floors),
+        "rps": statistics.median(f["rps"] for f in floors),
+        "ratio": 1.0,
+    }
+    missed = []
+    rows = [(FLOOR[0], None, floor)] + [
+        (title, goal, figures)
+        for (title, _path, _kind, goal), figures in zip(ENDPOINTS, summarize(floors, rounds))
+    ]
+    for title, goal, f in rows:
+        verdict = _verdict(goal, f)
+        spread = f"({f['ratio_low']:.2f}-{f['ratio_high']:.2f})" if "ratio_low" in f else ""
         print(
             f"  {title:<36} {f['requests']:>8} {f['errors']:>6} {f['p50']:>8.1f} "
-            f"{f['p99']:>8.1f} {f['rps']:>7.0f} {f['rps'] / floor:>7.2f}  "
-            f"{_verdict(goal, f['rps'], floor)}".rstrip()
+            f"{f['p99']:>8.1f} {f['rps']:>7.0f} {f['ratio']:>7.2f}  {spread:<11} "
+            f"{verdict}".rstrip()
         )
-    missed = [title for title, goal, f in results if "MISSED" in _verdict(goal, f["rps"], floor)]
+        if "MISSED" in verdict:
+            missed.append(title)
     if missed:
         print(f"  missed: {', '.join(missed)}")
+    return missed
 
 
 if __name__ == "__main__":

@@ -427,6 +427,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["gpuconfig_site.auth.ReadAuthenticatedWriteStaff"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "gpuconfig_site.api.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "gpuconfig_site.negotiation.ContentNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "gpuconfig_site.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

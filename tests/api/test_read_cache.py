@@ -3,8 +3,14 @@ changed, and never stale after a scan, a GPU edit or a removed GPU."""
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
+import redis
 import yaml
+from django.conf import settings
+from rest_framework.renderers import JSONRenderer
 
 from gpus.models import Gpu
 from gpus.services import gpu_scan_run
@@ -64,13 +70,79 @@ def test_a_save_moves_the_version_again_at_commit(
     assert _gpus(staff_client)[0]["name"] == "Mid-commit"
 
 
-def test_the_redis_cache_keeps_one_client_per_pool():
+def test_the_redis_cache_keeps_one_client_per_pool_and_thread():
     from django.core.cache import cache
 
     client = cache._cache.get_client(write=True)
     assert cache._cache.get_client() is client
     cache.set("read-cache-test", {"a": 1}, 5)
     assert cache.get("read-cache-test") == {"a": 1}
+
+    # Another thread gets its own client, on a connection of its own.
+    other: list = []
+    thread = threading.Thread(target=lambda: other.append(cache._cache.get_client()))
+    thread.start()
+    thread.join()
+    assert other[0] is not client
+    assert other[0].connection is not client.connection
+
+
+def test_a_cache_connection_closed_by_redis_is_made_again():
+    """The kept connection is a connection like the pool's: one Redis drops (a restart, a
+    CLIENT KILL, a timeout) is made again by the next command, and the read answers."""
+    from django.core.cache import cache
+
+    cache.set("read-cache-kill", 7, 30)
+    client = cache._cache.get_client()
+    own_id = client.client_id()
+    other = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    assert other.client_kill_filter(_id=own_id) == 1
+    assert cache.get("read-cache-kill") == 7
+    assert cache._cache.get_client().client_id() != own_id
+
+
+def test_a_forked_process_reads_the_cache_on_a_connection_of_its_own():
+    """A forked child (a Celery worker, a gunicorn worker) never uses its parent's socket: the
+    two answers would interleave on it. The child reads on a new connection, and the parent's
+    connection still answers the parent afterwards."""
+    from django.core.cache import cache
+
+    cache.set("read-cache-fork", "parent", 30)
+    parent_id = cache._cache.get_client().client_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection's id and its read, then leave at once
+        try:
+            child = cache._cache.get_client()
+            os.write(write, f"{child.client_id()} {cache.get('read-cache-fork')}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    child_id, value = os.read(read, 200).decode().split()
+    os.close(read)
+    assert status == 0
+    assert int(child_id) != parent_id
+    assert value == "parent"
+    assert cache._cache.get_client().client_id() == parent_id
+    assert cache.get("read-cache-fork") == "parent"
+
+
+def test_the_inventory_is_kept_rendered_as_drf_renders_it(key_client, reference_inventory):
+    """The JSON answer is the bytes DRF's renderer writes for the payload, kept rendered; a
+    browser asking for HTML still gets the browsable API over the same payload."""
+    from gpus.api.views import _inventory_payload
+
+    answer = key_client.get(URL)
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "application/json"
+    assert answer.content == JSONRenderer().render(_inventory_payload())
+    assert "Accept" in answer["Vary"]
+
+    page = key_client.get(URL, HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    assert page["Content-Type"].startswith("text/html")
+    assert "NVIDIA RTX A400" in page.content.decode()
 
 
 def test_the_cards_show_a_new_sample_on_the_next_read(reference_inventory):
