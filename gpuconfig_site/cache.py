@@ -29,7 +29,9 @@ class KeptConnectionRedis(redis.Redis):
 
     def execute_command(self, *args, **options):
         connection = self.connection
-        if connection is not None:
+        # Only a connected one: can_read() would connect a closed one, and the command would
+        # then connect a second time (twice the connect timeout while Redis does not answer).
+        if connection is not None and connection.is_connected:
             try:
                 stale = connection.can_read()
             except (redis.ConnectionError, redis.TimeoutError, OSError):

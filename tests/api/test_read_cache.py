@@ -101,6 +101,26 @@ def test_a_cache_connection_closed_by_redis_is_made_again():
     assert cache._cache.get_client().client_id() != own_id
 
 
+def test_a_redis_that_is_down_is_tried_once_per_read(monkeypatch):
+    """While Redis does not answer, a read fails after one connection attempt (one connect
+    timeout), as with the pool: the check before a command leaves a closed connection to the
+    command's own connect."""
+    from django.core.cache import cache
+
+    connection = cache._cache.get_client().connection
+    connection.disconnect()
+    attempts = []
+
+    def refused():
+        attempts.append(1)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(connection, "_connect", refused)
+    with pytest.raises(redis.ConnectionError):
+        cache.get("read-cache-down")
+    assert len(attempts) == 1
+
+
 def test_a_forked_process_reads_the_cache_on_a_connection_of_its_own():
     """A forked child (a Celery worker, a gunicorn worker) never uses its parent's socket: the
     two answers would interleave on it. The child reads on a new connection, and the parent's
