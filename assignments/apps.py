@@ -18,16 +18,23 @@ class AssignmentsConfig(AppConfig):
         inventory_changed.connect(
             inventory_changed_receiver, dispatch_uid="assignments.follow_inventory"
         )
-        # Any write of this app's configuration rows makes the cached read model stale.
+        # Any write of this app's configuration rows makes the cached read model stale. The
+        # receivers listen to this app's models only: a post_delete receiver for every sender
+        # would take Django's fast delete from every model of the project (each delete would
+        # first read the rows it removes, and signal each one).
         from django.db.models.signals import post_delete, post_save
 
-        post_save.connect(_config_changed, dispatch_uid="assignments.config_state.save")
-        post_delete.connect(_config_changed, dispatch_uid="assignments.config_state.delete")
+        for model in self.get_models(include_auto_created=True):
+            name = model._meta.label_lower
+            post_save.connect(
+                _config_changed, sender=model, dispatch_uid=f"config_state.save.{name}"
+            )
+            post_delete.connect(
+                _config_changed, sender=model, dispatch_uid=f"config_state.delete.{name}"
+            )
 
 
 def _config_changed(sender, **kwargs) -> None:
-    if sender._meta.app_label != "assignments":
-        return
     from django.db import transaction
 
     from assignments.selectors import config_state_bump  # imports models: after app loading

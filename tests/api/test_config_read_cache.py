@@ -83,3 +83,25 @@ def test_a_base_file_budget_is_visible_on_the_next_read(
     write("1.0")
     os.utime(base, ns=(base.stat().st_atime_ns, base.stat().st_mtime_ns + 10**9))
     assert staff_client.get(URL).json()["warnings"] != first
+
+
+def test_a_deleted_configuration_row_is_visible_on_the_next_read(staff_client, reference_inventory):
+    """The read model follows deletes of this app's rows too (the receivers listen to each of
+    the app's models)."""
+    from assignments.models import Assignment
+
+    assert _assigned(staff_client)["ai-clip"] == (0, None)
+    Assignment.objects.filter(service__name="ai-clip").delete()
+    assert _assigned(staff_client)["ai-clip"] == (None, None)  # listed, with no saved GPU
+
+
+def test_deletes_elsewhere_stay_fast(reference_inventory, django_assert_num_queries):
+    """No receiver listens to every model's deletes: a scan's replacement of the GPU processes
+    and its pruning of samples are one DELETE each, not a read of every row removed followed
+    by a delete of their ids (and a signal per row)."""
+    from gpus.models import GpuProcess, GpuSample, ServiceVramSample
+
+    assert GpuSample.objects.exists()
+    for model in (GpuProcess, GpuSample, ServiceVramSample):
+        with django_assert_num_queries(1):
+            model.objects.all().delete()
