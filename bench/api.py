@@ -266,17 +266,24 @@ def summarize(
         ]
         out.append(
             {
-                "requests": sum(run["requests"] for run in runs),
-                "errors": sum(run["errors"] for run in runs),
-                "p50": statistics.median(run["p50"] for run in runs),
-                "p99": statistics.median(run["p99"] for run in runs),
-                "rps": statistics.median(run["rps"] for run in runs),
+                **_combined(runs),
                 "ratio": statistics.median(ratios),
                 "ratio_low": min(ratios),
                 "ratio_high": max(ratios),
             }
         )
     return out
+
+
+def _combined(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Several wrk runs of one request: total requests and errors, median latencies and rate."""
+    return {
+        "requests": sum(run["requests"] for run in runs),
+        "errors": sum(run["errors"] for run in runs),
+        "p50": statistics.median(run["p50"] for run in runs),
+        "p99": statistics.median(run["p99"] for run in runs),
+        "rps": statistics.median(run["rps"] for run in runs),
+    }
 
 
 def report(floors: list[dict[str, float]], rounds: list[list[dict[str, float]]]) -> list[str]:
@@ -288,14 +295,7 @@ def report(floors: list[dict[str, float]], rounds: list[list[dict[str, float]]])
         + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths))
         + "  (range)"
     )
-    floor = {
-        "requests": sum(f["requests"] for f in floors),
-        "errors": sum(f["errors"] for f in floors),
-        "p50": statistics.median(f["p50"] for f in floors),
-        "p99": statistics.median(f["p99"] for f in floors),
-        "rps": statistics.median(f["rps"] for f in floors),
-        "ratio": 1.0,
-    }
+    floor = {**_combined(floors), "ratio": 1.0}
     missed = []
     rows = [(FLOOR[0], None, floor)] + [
         (title, goal, figures)

@@ -8,7 +8,8 @@ import os
 import pytest
 import yaml
 
-from assignments.models import AiService
+from assignments.models import AiService, Assignment
+from gpus.models import GpuProcess, GpuSample, ServiceVramSample
 from gpus.services import gpu_scan_run
 
 pytestmark = pytest.mark.django_db
@@ -88,8 +89,6 @@ def test_a_base_file_budget_is_visible_on_the_next_read(
 def test_a_deleted_configuration_row_is_visible_on_the_next_read(staff_client, reference_inventory):
     """The read model follows deletes of this app's rows too (the receivers listen to each of
     the app's models)."""
-    from assignments.models import Assignment
-
     assert _assigned(staff_client)["ai-clip"] == (0, None)
     Assignment.objects.filter(service__name="ai-clip").delete()
     assert _assigned(staff_client)["ai-clip"] == (None, None)  # listed, with no saved GPU
@@ -99,8 +98,6 @@ def test_deletes_elsewhere_stay_fast(reference_inventory, django_assert_num_quer
     """No receiver listens to every model's deletes: a scan's replacement of the GPU processes
     and its pruning of samples are one DELETE each, not a read of every row removed followed
     by a delete of their ids (and a signal per row)."""
-    from gpus.models import GpuProcess, GpuSample, ServiceVramSample
-
     assert GpuSample.objects.exists()
     for model in (GpuProcess, GpuSample, ServiceVramSample):
         with django_assert_num_queries(1):

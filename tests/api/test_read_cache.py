@@ -12,6 +12,7 @@ import yaml
 from django.conf import settings
 from rest_framework.renderers import JSONRenderer
 
+from gpus.api.views import _inventory_payload
 from gpus.models import Gpu
 from gpus.services import gpu_scan_run
 
@@ -151,8 +152,6 @@ def test_a_forked_process_reads_the_cache_on_a_connection_of_its_own():
 def test_the_inventory_is_kept_rendered_as_drf_renders_it(key_client, reference_inventory):
     """The JSON answer is the bytes DRF's renderer writes for the payload, kept rendered; a
     browser asking for HTML still gets the browsable API over the same payload."""
-    from gpus.api.views import _inventory_payload
-
     answer = key_client.get(URL)
     assert answer.status_code == 200
     assert answer["Content-Type"] == "application/json"
